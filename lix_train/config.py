@@ -1,0 +1,268 @@
+"""One config system for every entry point: validated dataclasses, YAML presets, dotted overrides.
+
+A config is a tree of dataclasses. Each field carries its help text (`option(default, "help")`),
+so `--help` documents every option from the same place the code reads it. Values are resolved in
+this order, later wins: dataclass defaults -> preset YAML -> user YAML (`--config FILE`) ->
+command-line overrides (`--train.lr 0.01`). Unknown keys are errors that list the valid ones,
+and every dataclass validates itself in `__post_init__`, so a bad value fails before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message names it."""
+
+
+def option(default: Any, help: str, choices: tuple | None = None) -> Any:
+    """A dataclass field with its help text (and allowed values) attached."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    if dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: dataclasses.replace(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def section(cls: type, help: str = "") -> Any:
+    """A nested config section, built from its own defaults."""
+    return dataclasses.field(default_factory=cls, metadata={"help": help, "choices": None})
+
+
+def check_choice(name: str, value: Any, choices) -> None:
+    """Raise ConfigError unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    """Raise ConfigError unless low <= value <= high (either bound may be None)."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ConfigError(f"{name}={value!r} must lie in {bounds}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _convert(name: str, value: Any, tp: Any) -> Any:
+    """Coerce a YAML or command-line value to the field's declared type."""
+    tp, optional = _unwrap_optional(tp)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{name} may not be empty")
+    origin = typing.get_origin(tp)
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+                return value.lower() in ("true", "yes", "1", "on")
+            raise ValueError("expected true or false")
+        if tp in (int, float):
+            if isinstance(value, bool):
+                raise ValueError(f"expected {tp.__name__}")
+            converted = tp(value)
+            if tp is int and isinstance(value, float) and value != converted:
+                raise ValueError("expected a whole number")
+            return converted
+        if tp is str:
+            return str(value)
+        if tp is Path:
+            return Path(value)
+        if origin in (tuple, list):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            args = typing.get_args(tp)
+            item_type = args[0] if args else str
+            converted = [_convert(f"{name}[{i}]", v, item_type) for i, v in enumerate(items) if v != ""]
+            return tuple(converted) if origin is tuple else converted
+        if origin is dict or tp is dict:
+            if not isinstance(value, dict):
+                raise ValueError("expected a mapping")
+            return dict(value)
+        if typing.get_origin(tp) is typing.Literal:
+            if value not in typing.get_args(tp):
+                raise ValueError(f"expected one of {typing.get_args(tp)}")
+            return value
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{name}={value!r}: {err}") from None
+    return value
+
+
+def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
+    """Build a config dataclass from a nested mapping; unknown keys raise ConfigError."""
+    data = dict(data or {})
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f" in section {prefix.rstrip('.')!r}" if prefix else ""
+        raise ConfigError(f"unknown option {prefix}{unknown[0]!r}{where}; valid: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for key, value in data.items():
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, (dict, tp)):
+                raise ConfigError(f"{prefix}{key} is a section; give a mapping, not {value!r}")
+            kwargs[key] = value if isinstance(value, tp) else from_dict(tp, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _convert(prefix + key, value, tp)
+            choices = fields[key].metadata.get("choices")
+            if choices is not None and kwargs[key] is not None:
+                check_choice(prefix + key, kwargs[key], choices)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """Config dataclass -> plain nested dict (paths as strings, tuples as lists) for YAML/JSON."""
+
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return plain(cfg)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge; `update` wins; neither input is modified."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from a file, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of options at the top level")
+    return data
+
+
+def write_yaml(cfg: Any, path: str | Path) -> None:
+    """Write a resolved config atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(path)
+
+
+def _flatten_fields(cls: type, prefix: str = ""):
+    """Yield (dotted name, type, field) for every leaf option of a config tree."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _flatten_fields(tp, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, tp, f
+
+
+def _metavar(tp: Any) -> str:
+    tp, _ = _unwrap_optional(tp)
+    if typing.get_origin(tp) in (tuple, list):
+        return "A,B,..."
+    return {bool: "BOOL", int: "INT", float: "FLOAT"}.get(tp, "VALUE")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one `--dotted.name VALUE` option per leaf field, grouped by section, help from the field."""
+    defaults = cls()
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, tp, f in _flatten_fields(cls):
+        section_name = name.rsplit(".", 1)[0] if "." in name else ""
+        if section_name not in groups:
+            title = f"{section_name} options" if section_name else "options"
+            groups[section_name] = parser.add_argument_group(title)
+        value: Any = defaults
+        for part in name.split("."):
+            value = getattr(value, part)
+        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        text = f.metadata.get("help", "")
+        choices = f.metadata.get("choices")
+        if choices:
+            text += f" One of: {', '.join(map(str, choices))}."
+        groups[section_name].add_argument(
+            f"--{name}", dest=f"cfg:{name}", default=None, metavar=_metavar(tp),
+            help=f"{text} (default: {shown})".replace("%", "%%"),
+        )
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    """The nested dict of options given on the command line (others stay unset)."""
+    out: dict = {}
+    for key, value in vars(args).items():
+        if not key.startswith("cfg:") or value is None:
+            continue
+        node = out
+        parts = key[4:].split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def resolve(
+    cls: type[T],
+    presets_dir: Path | None = None,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict | None = None,
+) -> T:
+    """Defaults -> preset -> config file -> overrides, validated into `cls`."""
+    data: dict = {}
+    if preset:
+        available = sorted(p.stem for p in presets_dir.glob("*.yaml")) if presets_dir else []
+        if preset not in available:
+            raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(available) or 'none'}")
+        data = merge(data, read_yaml(presets_dir / f"{preset}.yaml"))
+    if config_file:
+        data = merge(data, read_yaml(config_file))
+    if overrides:
+        data = merge(data, overrides)
+    return from_dict(cls, data)
