@@ -1,0 +1,161 @@
+"""The torch Dataset every training and evaluation run reads: source Sample -> X -> transforms -> tensors.
+
+X is encoded from the full-resolution depth and the source's own intrinsics *before* any
+geometric transform: normals need the true K of the pixels they are computed on, and after a
+crop or a resize that K would have to be re-derived. The transforms then move RGB, X and labels
+together (see transforms.py).
+
+Items are dicts {"image" [3,H,W] float32, "x" [C,H,W] float32 (absent for student-only runs),
+"label" [H,W] int64, "name" str}; torch's default collate batches them (names become a list).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lix_train.data.classes import ClassSet
+from lix_train.data.errors import DatasetError
+from lix_train.data.modalities import KITTI_STEREO_BASELINE_M, MODALITIES, encode_x
+from lix_train.data.sample import Sample
+from lix_train.data.transforms import Frame, ToTensor
+
+log = logging.getLogger(__name__)
+
+ON_ERROR = ("raise", "skip")
+NEEDS_INTRINSICS = ("normals", "disparity")
+
+
+class Source(Protocol):
+    """What a dataset source provides (vkitti2, kitti_semantics, nuimages, synthetic)."""
+
+    class_set: ClassSet
+    has_depth: bool
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sample: ...
+
+
+class SegmentationDataset(Dataset):
+    """Training / evaluation items from a source, with the teacher's X when `modality` is set.
+
+    source:       any Source; its `names` (if present) name failed samples in logs.
+    modality:     "normals" | "inverse_depth" | "disparity" | "depth", or None for RGB only.
+    transforms:   callable (Frame, numpy Generator) -> dict of tensors (e.g. `build_train_transforms`);
+                  None converts to tensors without augmentation or normalisation.
+    on_error:     "raise" propagates a source's DatasetError; "skip" logs it (once per sample),
+                  counts it in `skipped` and serves the next index instead, giving up after
+                  `max_attempts` consecutive failures. With DataLoader workers `skipped` counts
+                  in each worker's copy, not in the main process.
+    baseline_m:   stereo baseline for X=disparity when a sample has no meta["baseline_m"].
+    max_depth:    depth beyond this (e.g. a sky sentinel) is unknown in X.
+
+    Augmentation draws from a numpy Generator seeded from torch's generator, so
+    `torch.manual_seed` makes a run reproducible and DataLoader workers (which torch seeds
+    differently per worker and per epoch) never repeat each other's augmentation.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        modality: str | None,
+        transforms: Callable[[Frame, np.random.Generator], dict | Frame] | None = None,
+        *,
+        on_error: str = "raise",
+        max_attempts: int = 10,
+        baseline_m: float = KITTI_STEREO_BASELINE_M,
+        max_depth: float | None = None,
+    ):
+        if modality is not None and modality not in MODALITIES:
+            raise ValueError(f"modality={modality!r} is not one of {', '.join(map(repr, MODALITIES))} or None")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error={on_error!r} is not one of {', '.join(map(repr, ON_ERROR))}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts!r}")
+        if modality is not None and not getattr(source, "has_depth", False):
+            raise ValueError(
+                f"dataset X has no depth; teacher runs need X: supply a source with depth or disparity "
+                f"(vKITTI2 depth, KITTI stereo disparity, or a monocular depth estimate for nuImages), "
+                f"or set modality=None for a student-only run (source {type(source).__name__}, modality={modality!r})"
+            )
+        self.source = source
+        self.modality = modality
+        self.transforms = transforms
+        self.on_error = on_error
+        self.max_attempts = max_attempts
+        self.baseline_m = baseline_m
+        self.max_depth = max_depth
+        self.skipped = 0
+        self._warned: set[str] = set()
+
+    @property
+    def class_set(self) -> ClassSet:
+        return self.source.class_set
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self.source)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} samples")
+        index %= n
+        attempts = min(self.max_attempts, n)
+        last_error: DatasetError | None = None
+        for attempt in range(attempts):
+            i = (index + attempt) % n
+            try:
+                return self._load(i)
+            except DatasetError as err:
+                if self.on_error == "raise":
+                    raise
+                self._record_skip(i, err)
+                last_error = err
+        raise DatasetError(
+            None, f"{attempts} consecutive samples from index {index} failed to load (on_error='skip'); "
+                  f"last error: {last_error}"
+        ) from last_error
+
+    def frame(self, sample: Sample) -> Frame:
+        """Sample -> Frame with X encoded at full resolution (DatasetError if X cannot be made)."""
+        x = None
+        if self.modality is not None:
+            if sample.depth is None:
+                raise DatasetError(sample.name, f"no depth for this frame, but X={self.modality!r} needs it")
+            if self.modality in NEEDS_INTRINSICS and sample.intrinsics is None:
+                raise DatasetError(
+                    sample.name, f"X={self.modality!r} needs the camera intrinsics K, and this sample has none: "
+                                 "supply K in the source, or use X='inverse_depth' / 'depth'"
+                )
+            baseline = sample.meta.get("baseline_m", self.baseline_m)
+            try:
+                x = encode_x(sample.depth, sample.intrinsics, self.modality, baseline_m=baseline, max_depth=self.max_depth)
+            except ValueError as err:
+                raise DatasetError(sample.name, f"cannot encode X={self.modality!r}: {err}") from None
+        return Frame(image=sample.rgb, label=sample.label, x=x, modality=self.modality if x is not None else None,
+                     name=sample.name)
+
+    def _load(self, i: int) -> dict:
+        frame = self.frame(self.source[i])
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        out = frame if self.transforms is None else self.transforms(frame, rng)
+        return ToTensor()(out) if isinstance(out, Frame) else out
+
+    def _record_skip(self, i: int, err: DatasetError) -> None:
+        self.skipped += 1
+        name = _sample_name(self.source, i, err)
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning("skipping sample %s: %s", name, err)
+
+
+def _sample_name(source: Source, i: int, err: DatasetError) -> str:
+    names: Sequence[str] | None = getattr(source, "names", None)
+    if names is not None and i < len(names):
+        return str(names[i])
+    return str(err.path) if err.path is not None else f"index {i}"

@@ -1,0 +1,84 @@
+"""Dataset sources by name, and the wrapper that skips unreadable samples.
+
+A source is a class with __len__, __getitem__(i) -> Sample, class_set, has_depth and names;
+its constructor takes the root path(s) plus keyword options (see each class).
+
+Bad input: every source raises DatasetError (naming the file and what was expected). With
+on_error="skip", a source drops frames with missing partner files while indexing, and
+build_source wraps it in SkippingSource so files found corrupt while reading are replaced by
+the next readable sample. Both are logged once per bad file and counted in `skipped`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lix_train.data.classes import ClassSet
+from lix_train.data.errors import DatasetError
+from lix_train.data.kitti_semantics import KITTISemanticsSource
+from lix_train.data.nuimages import NuImagesSource
+from lix_train.data.sample import Sample
+from lix_train.data.vkitti2 import VKITTI2Source
+
+logger = logging.getLogger(__name__)
+
+SOURCES: dict[str, type] = {
+    "vkitti2": VKITTI2Source,
+    "kitti_semantics": KITTISemanticsSource,
+    "nuimages": NuImagesSource,
+}
+
+
+class SkippingSource:
+    """A source whose unreadable samples are replaced by the next readable one (wrapping around).
+
+    A sample that raised DatasetError once is remembered and never re-read. `skipped` counts the
+    source's index-time skips plus the bad samples found here. With DataLoader workers each worker
+    holds its own copy, so the counts are per process.
+    """
+
+    def __init__(self, source):
+        self.source = source
+        self._bad: set[int] = set()
+
+    @property
+    def class_set(self) -> ClassSet:
+        return self.source.class_set
+
+    @property
+    def has_depth(self) -> bool:
+        return self.source.has_depth
+
+    @property
+    def names(self) -> list[str]:
+        return self.source.names
+
+    @property
+    def skipped(self) -> int:
+        return getattr(self.source, "skipped", 0) + len(self._bad)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Sample:
+        n = len(self.source)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} samples")
+        for step in range(n):
+            j = (index + step) % n
+            if j in self._bad:
+                continue
+            try:
+                return self.source[j]
+            except DatasetError as error:
+                self._bad.add(j)
+                logger.warning("skipping unreadable sample %s: %s", self.source.names[j], error)
+        raise DatasetError(None, f"all {n} samples failed to load; see the warnings above for each file")
+
+
+def build_source(name: str, **kwargs):
+    """Construct a registered source by name; on_error="skip" also wraps it in SkippingSource."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown dataset source {name!r}; valid names: {', '.join(sorted(SOURCES))}")
+    source = SOURCES[name](**kwargs)
+    return SkippingSource(source) if kwargs.get("on_error") == "skip" else source
