@@ -1,0 +1,13 @@
+"""Attention transfer on the chosen feature stages as L_F."""
+
+from __future__ import annotations
+
+from lix_train.distillers.base import Distiller
+from lix_train.losses.at import at_loss
+
+
+class AT(Distiller):
+    uses_teacher_features = True
+
+    def feature_loss(self, student_feats, teacher_feats):
+        return at_loss(student_feats, teacher_feats, self.cfg.at_stages)

@@ -1,0 +1,48 @@
+"""DistillConfig: which method, and the weights, temperature and sub-configs it uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lix_train.config import check_choice, check_range, option, section
+from lix_train.data.classes import IGNORE_INDEX
+from lix_train.losses.arfd import ARFDConfig
+from lix_train.losses.dwld import DWLDConfig
+
+METHODS = ("baseline", "kd", "dkd", "cwd", "at", "dwld", "arfd", "lix")
+
+
+@dataclass
+class DistillConfig:
+    """Total loss L = L_H + ramp * (lambda_l L_L + lambda_f L_F), ramp rising linearly over `warmup`."""
+
+    method: str = option("lix", "Distillation method.", choices=METHODS)
+    lambda_l: float = option(1.0, "Weight of the logit loss L_L (KD, DKD, CWD, DWLD).")
+    lambda_f: float = option(1.0, "Weight of the feature loss L_F (AT, ARFD).")
+    warmup: float = option(0.05, "Fraction of training over which lambda_l and lambda_f ramp up linearly from 0.")
+    temperature: float = option(1.0, "Softmax temperature T of the logit losses (CWD is usually run at 4).")
+    alpha: float = option(1.0, "DKD / DWLD weight (or mean weight) of TCKD.")
+    beta: float = option(2.0, "DKD / DWLD weight (or mean weight) of NCKD (prototype: 2 beat 8).")
+    at_stages: tuple[int, ...] = option((1, 2, 3), "Feature stages for AT (indices into strides 4, 8, 16, 32).")
+    ignore_index: int = option(IGNORE_INDEX, "Label value excluded from every loss.")
+    dwld: DWLDConfig = section(DWLDConfig, "Dynamically-weighted logit distillation.")
+    arfd: ARFDConfig = section(ARFDConfig, "Adaptively-recalibrated feature distillation.")
+
+    def __post_init__(self):
+        check_choice("distill.method", self.method, METHODS)
+        check_range("distill.lambda_l", self.lambda_l, 0.0)
+        check_range("distill.lambda_f", self.lambda_f, 0.0)
+        check_range("distill.warmup", self.warmup, 0.0, 1.0)
+        if not self.temperature > 0:
+            raise ValueError(f"distill.temperature={self.temperature!r} must be > 0")
+        check_range("distill.alpha", self.alpha, 0.0)
+        check_range("distill.beta", self.beta, 0.0)
+        self.at_stages = tuple(self.at_stages)
+        if not self.at_stages or min(self.at_stages) < 0:
+            raise ValueError(f"distill.at_stages={self.at_stages!r} must be non-empty indices >= 0")
+
+    def ramp(self, progress: float) -> float:
+        """Warm-up factor in [0, 1] for training progress in [0, 1]."""
+        if not 0.0 <= progress <= 1.0:
+            raise ValueError(f"progress={progress!r} must lie in [0, 1]")
+        return 1.0 if self.warmup == 0 else min(1.0, progress / self.warmup)

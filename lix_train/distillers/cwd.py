@@ -1,0 +1,13 @@
+"""Channel-wise distillation on the logit maps as L_L (the dense-prediction KD baseline)."""
+
+from __future__ import annotations
+
+from lix_train.distillers.base import Distiller
+from lix_train.losses.cwd import cwd_loss
+
+
+class CWD(Distiller):
+    uses_teacher_logits = True
+
+    def logit_loss(self, student_logits, teacher_logits, target):
+        return cwd_loss(student_logits, teacher_logits, self.cfg.temperature)

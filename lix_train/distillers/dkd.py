@@ -1,0 +1,14 @@
+"""DKD with fixed (alpha, beta) as L_L."""
+
+from __future__ import annotations
+
+from lix_train.distillers.base import Distiller
+from lix_train.losses.dkd import dkd_loss
+
+
+class DKD(Distiller):
+    uses_teacher_logits = True
+
+    def logit_loss(self, student_logits, teacher_logits, target):
+        cfg = self.cfg
+        return dkd_loss(student_logits, teacher_logits, target, cfg.alpha, cfg.beta, cfg.temperature, cfg.ignore_index)

@@ -1,0 +1,20 @@
+"""DWLD as L_L; in adversarial mode the DWC's parameters are extra learnable parameters."""
+
+from __future__ import annotations
+
+from lix_train.distillers.base import Distiller
+from lix_train.losses.dwld import DWLD as DWLDLoss
+
+
+class DWLD(Distiller):
+    uses_teacher_logits = True
+
+    def __init__(self, student, teacher, cfg, num_classes: int | None = None):
+        super().__init__(student, teacher, cfg)
+        self.dwld = DWLDLoss(cfg.dwld, cfg.alpha, cfg.beta, cfg.temperature, num_classes, cfg.ignore_index)
+
+    def get_extra_parameters(self):
+        return list(self.dwld.parameters())
+
+    def logit_loss(self, student_logits, teacher_logits, target):
+        return self.dwld(student_logits, teacher_logits, target)

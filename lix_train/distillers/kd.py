@@ -1,0 +1,13 @@
+"""Classical pixel-wise KD as L_L."""
+
+from __future__ import annotations
+
+from lix_train.distillers.base import Distiller
+from lix_train.losses.kd import kd_loss
+
+
+class KD(Distiller):
+    uses_teacher_logits = True
+
+    def logit_loss(self, student_logits, teacher_logits, target):
+        return kd_loss(student_logits, teacher_logits, target, self.cfg.temperature, self.cfg.ignore_index)

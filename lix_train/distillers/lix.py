@@ -1,0 +1,28 @@
+"""LIX: DWLD as L_L plus ARFD as L_F."""
+
+from __future__ import annotations
+
+from lix_train.distillers.base import Distiller
+from lix_train.losses.arfd import ARFD as ARFDLoss
+from lix_train.losses.dwld import DWLD as DWLDLoss
+
+
+class LIX(Distiller):
+    """Both terms; the DWC (adversarial mode) is its only extra learnable part."""
+
+    uses_teacher_logits = True
+    uses_teacher_features = True
+
+    def __init__(self, student, teacher, cfg, num_classes: int | None = None):
+        super().__init__(student, teacher, cfg)
+        self.dwld = DWLDLoss(cfg.dwld, cfg.alpha, cfg.beta, cfg.temperature, num_classes, cfg.ignore_index)
+        self.arfd = ARFDLoss(cfg.arfd)
+
+    def get_extra_parameters(self):
+        return list(self.dwld.parameters())
+
+    def logit_loss(self, student_logits, teacher_logits, target):
+        return self.dwld(student_logits, teacher_logits, target)
+
+    def feature_loss(self, student_feats, teacher_feats):
+        return self.arfd(student_feats, teacher_feats)

@@ -1,0 +1,74 @@
+"""Pairwise kernels, the median-distance bandwidth, and Nadaraya-Watson kernel regression.
+
+All functions are batched over leading dimensions: points are [..., m, d] and [..., k, d].
+Kernel regression normalises each row of the kernel matrix; doing that as a softmax of the
+log-kernel is the same number but cannot underflow to 0 / 0 when sigma is small.
+"""
+
+from __future__ import annotations
+
+import torch
+
+KERNELS = ("laplace", "gaussian")
+
+
+def pairwise_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances [..., m, k] between the rows of a [..., m, d] and b [..., k, d]."""
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"pairwise_distance: point dimensions differ ({a.shape[-1]} vs {b.shape[-1]})")
+    return torch.cdist(a, b)
+
+
+def median_bandwidth(distances: torch.Tensor) -> torch.Tensor:
+    """Median of each [..., m, k] distance matrix as [..., 1, 1], detached and kept above 0.
+
+    Detached because the bandwidth is a scale choice, not something the loss should optimise
+    (the student could otherwise shrink or inflate it to game the kernel).
+    """
+    flat = distances.detach().flatten(-2)
+    sigma = flat.median(dim=-1).values
+    return sigma.clamp_min(torch.finfo(distances.dtype).eps)[..., None, None]
+
+
+def log_kernel(distances: torch.Tensor, kind: str, sigma: torch.Tensor | float) -> torch.Tensor:
+    """log k for a distance matrix: -d / sigma (laplace) or -d^2 / (2 sigma^2) (gaussian)."""
+    if kind == "laplace":
+        return -distances / sigma
+    if kind == "gaussian":
+        return -distances.pow(2) / (2 * sigma**2)
+    raise ValueError(f"kernel {kind!r} is not one of {', '.join(KERNELS)}")
+
+
+def laplace_kernel(a: torch.Tensor, b: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+    """k(u, v) = exp(-||u - v|| / sigma), [..., m, k]; sigma None = median pairwise distance."""
+    d = pairwise_distance(a, b)
+    return log_kernel(d, "laplace", median_bandwidth(d) if sigma is None else sigma).exp()
+
+
+def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+    """k(u, v) = exp(-||u - v||^2 / (2 sigma^2)), [..., m, k]; sigma None = median pairwise distance."""
+    d = pairwise_distance(a, b)
+    return log_kernel(d, "gaussian", median_bandwidth(d) if sigma is None else sigma).exp()
+
+
+def kernel_regression(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    kind: str = "laplace",
+    sigma: torch.Tensor | float | None = None,
+    sigma_scale: float = 1.0,
+) -> torch.Tensor:
+    """Nadaraya-Watson estimate at each query: sum_j k(q, key_j) value_j / sum_j k(q, key_j).
+
+    queries [..., m, d], keys [..., k, d], values [..., k, e] -> [..., m, e]. sigma None uses
+    the median query-key distance. Limits: sigma -> 0 returns the nearest key's value;
+    sigma -> inf the plain mean of the values.
+    """
+    if keys.shape[-2] != values.shape[-2]:
+        raise ValueError(f"kernel_regression: {keys.shape[-2]} keys but {values.shape[-2]} values")
+    d = pairwise_distance(queries, keys)
+    if sigma is None:
+        sigma = sigma_scale * median_bandwidth(d)
+    weights = torch.softmax(log_kernel(d, kind, sigma), dim=-1)
+    return weights @ values

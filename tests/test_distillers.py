@@ -1,0 +1,209 @@
+"""Distillers: frozen teacher, extra parameters, warm-up, loss keys, cached teacher output, registry."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lix_train.config import ConfigError, from_dict
+from lix_train.distillers import METHODS, DistillConfig, build_distiller
+from lix_train.losses.arfd import ARFDConfig
+from lix_train.losses.dwld import DWLDConfig
+
+C = 4
+
+
+class TinyNet(nn.Module):
+    """Four strided convs (strides 4, 8, 16, 32) and a 1x1 head; optional X branch added at the stem."""
+
+    def __init__(self, widths, x_channels=0, num_classes=C):
+        super().__init__()
+        self.num_classes = num_classes
+        self.stem = nn.Conv2d(3, widths[0], 4, stride=4)
+        self.x_stem = nn.Conv2d(x_channels, widths[0], 4, stride=4) if x_channels else None
+        self.stages = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
+        self.bn = nn.BatchNorm2d(widths[0])
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Conv2d(widths[0] + widths[1], num_classes, 1)
+
+    def run(self, image, x=None):
+        h = self.stem(image)
+        if self.x_stem is not None:
+            h = h + self.x_stem(x)
+        feats = [torch.relu(self.bn(h))]
+        for conv in self.stages:
+            feats.append(torch.relu(conv(feats[-1])))
+        up = F.interpolate(feats[1], size=feats[0].shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.head(self.drop(torch.cat([feats[0], up], 1)))
+        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False), feats
+
+
+class TinyStudent(TinyNet):
+    def __init__(self):
+        super().__init__((4, 6, 8, 10))
+
+    def forward(self, image):
+        return self.run(image)
+
+
+class TinyTeacher(TinyNet):
+    def __init__(self):
+        super().__init__((5, 7, 9, 12), x_channels=3)
+        self.calls = 0
+
+    def forward(self, image, x):
+        self.calls += 1
+        return self.run(image, x)
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn(2, 3, 64, 64, generator=g)
+    x = torch.randn(2, 3, 64, 64, generator=g)
+    y = torch.randint(0, C, (2, 64, 64), generator=g)
+    y[:, :4] = 255
+    return image, x, y
+
+
+def _build(method, **cfg):
+    torch.manual_seed(0)
+    return build_distiller(method, TinyStudent(), TinyTeacher(), DistillConfig(**cfg))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_returns_logits_and_the_three_named_losses(method):
+    distiller = _build(method).train()
+    image, x, y = _batch()
+    logits, losses = distiller.forward_train(image, x, y, progress=1.0)
+    assert logits.shape == (2, C, 64, 64)
+    assert set(losses) == {"loss_h", "loss_l", "loss_f"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    uses_l = method in ("kd", "dkd", "cwd", "dwld", "lix")
+    uses_f = method in ("at", "arfd", "lix")
+    assert (losses["loss_l"] != 0) == uses_l and (losses["loss_f"] != 0) == uses_f
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in distiller.teacher.parameters())
+
+
+def test_teacher_stays_eval_and_frozen_whatever_train_is_called_with():
+    distiller = _build("lix")
+    distiller.train()
+    assert distiller.student.training and not distiller.teacher.training
+    assert not any(m.training for m in distiller.teacher.modules())
+    assert not any(p.requires_grad for p in distiller.teacher.parameters())
+    distiller.eval().train(True)
+    assert not distiller.teacher.training
+    bn = distiller.teacher.bn
+    before = bn.running_mean.clone()
+    distiller.forward_train(*_batch(), progress=1.0)
+    assert torch.equal(bn.running_mean, before)
+
+
+@pytest.mark.parametrize("method, extra", [("lix", True), ("dwld", True), ("dkd", False), ("arfd", False)])
+def test_extra_parameters_are_visible_to_the_optimiser(method, extra):
+    distiller = _build(method)
+    extras = distiller.get_extra_parameters()
+    assert bool(extras) == extra
+    learnable = distiller.get_learnable_parameters()
+    assert len(learnable) == len(list(distiller.student.parameters())) + len(extras)
+    if extra:
+        ids = {id(p) for p in learnable}
+        assert all(id(p) in ids for p in distiller.dwld.controller.parameters())
+
+
+def test_fixed_and_confidence_dwld_have_no_extra_parameters():
+    for mode in ("fixed", "confidence"):
+        assert _build("dwld", dwld=DWLDConfig(mode=mode)).get_extra_parameters() == []
+
+
+def test_warmup_scales_the_distillation_terms_linearly():
+    distiller = _build("lix", warmup=0.2, lambda_l=2.0, lambda_f=3.0).train()
+    distiller.student.drop.p = 0.0
+    batch = _batch()
+    full = distiller.forward_train(*batch, progress=0.5)[1]
+    half = distiller.forward_train(*batch, progress=0.1)[1]
+    start = distiller.forward_train(*batch, progress=0.0)[1]
+    torch.testing.assert_close(half["loss_l"], 0.5 * full["loss_l"])
+    torch.testing.assert_close(half["loss_f"], 0.5 * full["loss_f"])
+    torch.testing.assert_close(half["loss_h"], full["loss_h"])
+    assert start["loss_l"] == 0 and start["loss_f"] == 0
+    unscaled = _build("lix", warmup=0.0).train()
+    unscaled.student.drop.p = 0.0
+    torch.testing.assert_close(full["loss_f"], 3.0 * unscaled.forward_train(*batch, progress=0.0)[1]["loss_f"])
+
+
+def test_the_gradient_reaches_the_student_through_arfd():
+    distiller = _build("arfd").train()
+    _, losses = distiller.forward_train(*_batch(), progress=1.0)
+    losses["loss_f"].backward()
+    # Stages 1..3 are distilled, so every encoder conv gets a gradient from L_F alone.
+    for conv in distiller.student.stages:
+        assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert distiller.student.head.weight.grad is None
+
+
+def test_precomputed_teacher_output_skips_the_teacher_and_gives_the_same_losses():
+    distiller = _build("lix").train()
+    distiller.student.drop.p = 0.0
+    image, x, y = _batch()
+    with torch.no_grad():
+        cached = distiller.teacher(image, x)
+    calls = distiller.teacher.calls
+    from_cache = distiller.forward_train(image, None, y, progress=1.0, teacher_out=cached)[1]
+    assert distiller.teacher.calls == calls
+    live = distiller.forward_train(image, x, y, progress=1.0)[1]
+    assert distiller.teacher.calls == calls + 1
+    for key in live:
+        torch.testing.assert_close(from_cache[key], live[key])
+    logit_only = _build("dkd").train()
+    logit_only.forward_train(image, None, y, progress=1.0, teacher_out=(cached[0], None))
+    with pytest.raises(ValueError, match="no features"):
+        distiller.forward_train(image, None, y, progress=1.0, teacher_out=(cached[0], None))
+
+
+def test_baseline_needs_no_teacher_and_test_forward_returns_logits():
+    distiller = build_distiller("baseline", TinyStudent(), None)
+    image, x, y = _batch()
+    _, losses = distiller.train()(image, x, y)
+    assert losses["loss_l"] == 0 and losses["loss_f"] == 0
+    assert distiller.eval()(image).shape == (2, C, 64, 64)
+    with pytest.raises(ValueError, match="needs a teacher"):
+        build_distiller("kd", TinyStudent(), None)
+    with pytest.raises(ValueError, match="needs the X modality"):
+        _build("kd").train().forward_train(image, None, y)
+
+
+def test_registry_errors_and_config_routes():
+    with pytest.raises(ValueError, match="unknown distillation method 'fitnet'; valid: baseline, kd, dkd"):
+        build_distiller("fitnet", TinyStudent(), TinyTeacher())
+    cfg = DistillConfig(method="dkd", alpha=0.5)
+    distiller = build_distiller(cfg, TinyStudent(), TinyTeacher())
+    assert type(distiller).__name__ == "DKD" and distiller.cfg.alpha == 0.5
+    assert type(build_distiller("kd", TinyStudent(), TinyTeacher(), cfg)).__name__ == "KD"
+    student = TinyStudent()
+    del student.num_classes
+    with pytest.raises(ValueError, match="needs num_classes"):
+        build_distiller("lix", student, TinyTeacher())
+    assert build_distiller("lix", student, TinyTeacher(), num_classes=C).dwld.controller.in_channels == 2 * C + 6
+
+
+def test_distill_config_validation_and_yaml_shape():
+    cfg = from_dict(DistillConfig, {"method": "lix", "arfd": {"stages": [2, 3], "kernel": "gaussian"}, "dwld": {"layers": 5}})
+    assert cfg.arfd == ARFDConfig(stages=(2, 3), kernel="gaussian") and cfg.dwld.layers == 5
+    for bad, message in [
+        ({"method": "fitnet"}, "method"),
+        ({"warmup": 1.5}, "warmup"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"lambda_l": -1.0}, "lambda_l"),
+        ({"at_stages": ()}, "at_stages"),
+        ({"dwld": {"layers": 9}}, "dwld.layers"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            from_dict(DistillConfig, bad)
+    with pytest.raises(ValueError, match="progress"):
+        DistillConfig().ramp(1.5)
+    assert dataclasses.replace(DistillConfig(), method="kd").method == "kd"
