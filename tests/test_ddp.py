@@ -1,0 +1,90 @@
+"""Two CPU processes on gloo (torchrun, loopback only): rank-0-only files, identical weights,
+and an all-reduced evaluation equal to the single-process one.
+
+The test launches this file under `python -m torch.distributed.run --nproc_per_node 2
+--standalone`; in that mode each rank trains a few iterations and writes what it saw to
+<out>/rank<r>.pt for the test to compare.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_fakes import NUM_CLASSES, FakeDistiller, SyntheticSegmentation  # noqa: E402
+from lix_train.engine import checkpoint as ckpt_io  # noqa: E402
+from lix_train.engine.checkpoint import load_checkpoint, model_signature  # noqa: E402
+from lix_train.engine.config import TrainConfig  # noqa: E402
+from lix_train.engine.evaluate import evaluate  # noqa: E402
+from lix_train.engine.logging import read_csv  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ITERS = 4
+EVAL_IMAGES = 5  # odd on purpose: a padding sampler would score one image twice
+
+
+def worker(out: Path) -> None:
+    from lix_train.engine.distributed import cleanup, init_distributed
+    from lix_train.engine.trainer import Trainer
+
+    torch.set_num_threads(1)
+    info = init_distributed(torch.device("cpu"))
+    saves = []
+    real_save = ckpt_io.atomic_torch_save
+    ckpt_io.atomic_torch_save = lambda obj, path: saves.append(str(path)) or real_save(obj, path)
+    torch.manual_seed(0)
+    task = FakeDistiller()
+    cfg = TrainConfig(iters=ITERS, batch_size=2, lr=0.05, warmup_iters=1, ckpt_every=2, log_every=1,
+                      eval_every=0, num_workers=0, tensorboard=True, progress=False, device="cpu", seed=1)
+    trainer = Trainer(task, SyntheticSegmentation(length=12), cfg, out / "run",
+                      signature=model_signature("tiny", {}, NUM_CLASSES),
+                      eval_set=SyntheticSegmentation(length=EVAL_IMAGES, seed=7))
+    summary = trainer.run()
+    torch.save({"world_size": info.world_size, "saves": saves, "student": task.student.state_dict(),
+                "dwc": task.dwc.state_dict(), "confusion": summary.last_eval["confusion"],
+                "eval_shard": len(trainer.eval_loader.sampler)}, out / f"rank{info.rank}.pt")
+    cleanup()
+
+
+def test_two_gloo_processes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           __file__, str(tmp_path)]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+
+    # rank 0 alone writes checkpoints and logs
+    assert [Path(p).name for p in ranks[0]["saves"]] == ["latest.pt", "latest.pt", "best.pt"]
+    assert ranks[1]["saves"] == []
+    assert [int(r["iteration"]) for r in read_csv(tmp_path / "run" / "train.csv")] == list(range(1, ITERS + 1))
+    assert len(list((tmp_path / "run" / "tensorboard").glob("events.*"))) == 1
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert ckpt["iteration"] == ITERS and len(ckpt["rng"]) == 2
+
+    # DDP keeps the replicas identical (student and the extra DWC module)
+    for key in ("student", "dwc"):
+        for name, value in ranks[0][key].items():
+            assert torch.equal(value, ranks[1][key][name]), f"{key}.{name} differs between ranks"
+
+    # each rank scored its own shard; the all-reduced matrix equals a single-process evaluation
+    assert [r["eval_shard"] for r in ranks] == [3, 2]
+    assert ranks[0]["confusion"] == ranks[1]["confusion"]
+    task = FakeDistiller()
+    task.student.load_state_dict(ranks[0]["student"])
+    task.eval()
+    single = evaluate(task.forward_test, DataLoader(SyntheticSegmentation(length=EVAL_IMAGES, seed=7)), NUM_CLASSES)
+    assert single["confusion"] == ranks[0]["confusion"]
+    assert sum(map(sum, single["confusion"])) == EVAL_IMAGES * 16 * 14
+
+
+if __name__ == "__main__":
+    worker(Path(sys.argv[1]))

@@ -1,0 +1,65 @@
+"""Figures are drawn from plain data and written atomically as real image files."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from lix_train.data.classes import IGNORE_INDEX, VKITTI2
+from lix_train.engine.logging import CsvLog
+from lix_train.engine.plots import ema, plot_loss_curves, plot_per_class_iou, plot_qualitative
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_loss_curves_from_the_training_logs(tmp_path):
+    train, evals = CsvLog(tmp_path / "train.csv"), CsvLog(tmp_path / "eval.csv")
+    for i in range(1, 11):
+        train.write({"iteration": 10 * i, "lr": 0.01 * (1 - i / 11), "loss_h": 2.0 / i, "loss_l": 0.5 / i,
+                     "loss": 2.5 / i, "img_s": 50.0})
+    for i in (5, 10):
+        evals.write({"iteration": 10 * i, "miou": 0.05 * i, "pixel_acc": 0.08 * i})
+    out = plot_loss_curves(tmp_path / "train.csv", tmp_path / "figs" / "loss.png", tmp_path / "eval.csv", smooth=0.5)
+    assert _is_png(out) and sorted(p.name for p in out.parent.iterdir()) == ["loss.png"]
+    with pytest.raises(ValueError, match="no training rows"):
+        plot_loss_curves(tmp_path / "missing.csv", tmp_path / "x.png")
+
+
+def test_per_class_iou_bars_for_several_models(tmp_path):
+    names = VKITTI2.names[:4]
+    results = {
+        "teacher": dict(zip(names, [0.9, 0.7, math.nan, 0.5])),
+        "student": dict(zip(names, [0.8, 0.4, math.nan, 0.2])),
+    }
+    out = plot_per_class_iou(results, tmp_path / "iou.png", title="vKITTI2 val")
+    assert _is_png(out)
+    with pytest.raises(ValueError, match="expected"):
+        plot_per_class_iou({"a": {"road": 1.0}, "b": {"sky": 1.0}}, tmp_path / "bad.png")
+
+
+def test_qualitative_grid(tmp_path):
+    gen = np.random.default_rng(0)
+    rgbs = [gen.integers(0, 255, (24, 64, 3), dtype=np.uint8) for _ in range(2)]
+    labels = [gen.integers(0, VKITTI2.num_classes, (24, 64)).astype(np.uint8) for _ in range(2)]
+    labels[0][:4] = IGNORE_INDEX
+    preds = {"teacher": [l.copy() for l in labels], "student": [np.zeros((24, 64), np.uint8)] * 2}
+    out = plot_qualitative(rgbs, labels, preds, VKITTI2.palette(), tmp_path / "grid.png", VKITTI2.names)
+    assert _is_png(out)
+    height, width = imread(out).shape[:2]
+    assert width > height  # four columns side by side
+    with pytest.raises(ValueError, match="same number"):
+        plot_qualitative(rgbs, labels[:1], preds, VKITTI2.palette(), tmp_path / "bad.png")
+
+
+def test_ema_identities():
+    values = np.array([1.0, 3.0, 2.0, 5.0])
+    assert np.array_equal(ema(values, 0.0), values)
+    assert np.allclose(ema(np.full(5, 2.0), 0.9), 2.0)
+    assert ema(values, 0.5)[1] == pytest.approx(2.0)
