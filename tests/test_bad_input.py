@@ -109,7 +109,7 @@ def test_all_samples_bad_is_one_error(tree):
     for frame in range(3):
         vkitti2_path(tree, "depth", frame=frame).write_bytes(b"junk")
     source = SkippingSource(VKITTI2Source(tree))
-    with pytest.raises(DatasetError, match="all 3 samples failed to load"):
+    with pytest.raises(DatasetError, match="3 consecutive samples from index 0 failed to load"):
         source[0]
     assert source.skipped == 3
 

@@ -12,7 +12,7 @@ Items are dicts {"image" [3,H,W] float32, "x" [C,H,W] float32 (absent for studen
 from __future__ import annotations
 
 import logging
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from lix_train.data.classes import ClassSet
 from lix_train.data.errors import DatasetError
 from lix_train.data.modalities import KITTI_STEREO_BASELINE_M, MODALITIES, encode_x
 from lix_train.data.sample import Sample
+from lix_train.data.skipping import SampleSkipper
 from lix_train.data.transforms import Frame, ToTensor
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,9 @@ class SegmentationDataset(Dataset):
     modality:     "normals" | "inverse_depth" | "disparity" | "depth", or None for RGB only.
     transforms:   callable (Frame, numpy Generator) -> dict of tensors (e.g. `build_train_transforms`);
                   None converts to tensors without augmentation or normalisation.
-    on_error:     "raise" propagates a source's DatasetError; "skip" logs it (once per sample),
-                  counts it in `skipped` and serves the next index instead, giving up after
-                  `max_attempts` consecutive failures. With DataLoader workers `skipped` counts
-                  in each worker's copy, not in the main process.
+    on_error:     "raise" propagates a source's DatasetError; "skip" serves the next readable
+                  sample instead (see skipping.py: logged once, counted in `skipped`, never
+                  re-read), giving up after `max_attempts` consecutive failures.
     baseline_m:   stereo baseline for X=disparity when a sample has no meta["baseline_m"].
     max_depth:    depth beyond this (e.g. a sky sentinel) is unknown in X.
 
@@ -75,8 +75,6 @@ class SegmentationDataset(Dataset):
             raise ValueError(f"modality={modality!r} is not one of {', '.join(map(repr, MODALITIES))} or None")
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error={on_error!r} is not one of {', '.join(map(repr, ON_ERROR))}")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts!r}")
         if modality is not None and not getattr(source, "has_depth", False):
             raise ValueError(
                 f"dataset X has no depth; teacher runs need X: supply a source with depth or disparity "
@@ -87,11 +85,14 @@ class SegmentationDataset(Dataset):
         self.modality = modality
         self.transforms = transforms
         self.on_error = on_error
-        self.max_attempts = max_attempts
         self.baseline_m = baseline_m
         self.max_depth = max_depth
-        self.skipped = 0
-        self._warned: set[str] = set()
+        self._skipper = SampleSkipper(getattr(source, "names", None), log, max_attempts)
+
+    @property
+    def skipped(self) -> int:
+        """Distinct samples skipped so far (on_error="skip"), in this process."""
+        return self._skipper.skipped
 
     @property
     def class_set(self) -> ClassSet:
@@ -102,24 +103,11 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         n = len(self.source)
+        if self.on_error == "skip":
+            return self._skipper.load(self._load, index, n)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a dataset of {n} samples")
-        index %= n
-        attempts = min(self.max_attempts, n)
-        last_error: DatasetError | None = None
-        for attempt in range(attempts):
-            i = (index + attempt) % n
-            try:
-                return self._load(i)
-            except DatasetError as err:
-                if self.on_error == "raise":
-                    raise
-                self._record_skip(i, err)
-                last_error = err
-        raise DatasetError(
-            None, f"{attempts} consecutive samples from index {index} failed to load (on_error='skip'); "
-                  f"last error: {last_error}"
-        ) from last_error
+        return self._load(index % n)
 
     def frame(self, sample: Sample) -> Frame:
         """Sample -> Frame with X encoded at full resolution (DatasetError if X cannot be made)."""
@@ -145,17 +133,3 @@ class SegmentationDataset(Dataset):
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         out = frame if self.transforms is None else self.transforms(frame, rng)
         return ToTensor()(out) if isinstance(out, Frame) else out
-
-    def _record_skip(self, i: int, err: DatasetError) -> None:
-        self.skipped += 1
-        name = _sample_name(self.source, i, err)
-        if name not in self._warned:
-            self._warned.add(name)
-            log.warning("skipping sample %s: %s", name, err)
-
-
-def _sample_name(source: Source, i: int, err: DatasetError) -> str:
-    names: Sequence[str] | None = getattr(source, "names", None)
-    if names is not None and i < len(names):
-        return str(names[i])
-    return str(err.path) if err.path is not None else f"index {i}"

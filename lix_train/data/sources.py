@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 
 from lix_train.data.classes import ClassSet
-from lix_train.data.errors import DatasetError
 from lix_train.data.kitti_semantics import KITTISemanticsSource
 from lix_train.data.nuimages import NuImagesSource
 from lix_train.data.sample import Sample
+from lix_train.data.skipping import SampleSkipper
 from lix_train.data.vkitti2 import VKITTI2Source
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class SkippingSource:
 
     def __init__(self, source):
         self.source = source
-        self._bad: set[int] = set()
+        self._skipper = SampleSkipper(getattr(source, "names", None), logger)
 
     @property
     def class_set(self) -> ClassSet:
@@ -55,25 +55,13 @@ class SkippingSource:
 
     @property
     def skipped(self) -> int:
-        return getattr(self.source, "skipped", 0) + len(self._bad)
+        return getattr(self.source, "skipped", 0) + self._skipper.skipped
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int) -> Sample:
-        n = len(self.source)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} samples")
-        for step in range(n):
-            j = (index + step) % n
-            if j in self._bad:
-                continue
-            try:
-                return self.source[j]
-            except DatasetError as error:
-                self._bad.add(j)
-                logger.warning("skipping unreadable sample %s: %s", self.source.names[j], error)
-        raise DatasetError(None, f"all {n} samples failed to load; see the warnings above for each file")
+        return self._skipper.load(self.source.__getitem__, index, len(self.source))
 
 
 def build_source(name: str, **kwargs):
