@@ -26,6 +26,7 @@ import torch
 
 from lix_train.config import ConfigError, check_range, option
 from lix_train.data.classes import IGNORE_INDEX
+from lix_train.data.interpolation import image_interpolation
 from lix_train.data.modalities import MODALITY_CHANNELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -91,7 +92,7 @@ def _check_probability(name: str, value: float) -> float:
 
 
 def _resize_x(x: np.ndarray, modality: str, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of X that keeps 0 meaning "unknown".
+    """Resize of X, resampled exactly as the image is, that keeps 0 meaning "unknown".
 
     Plain bilinear blending would average a known value with the 0 of an unknown neighbour and
     invent a half-way depth; instead values are averaged over known pixels only (weights =
@@ -99,9 +100,10 @@ def _resize_x(x: np.ndarray, modality: str, size: tuple[int, int]) -> np.ndarray
     re-normalised to unit length. Disparity is in pixels, so it scales with the image width.
     """
     h, w = size
+    interpolation = image_interpolation(x.shape[1:], (h, w)) or cv2.INTER_LINEAR
     known = np.any(x != 0, axis=0).astype(np.float32)
-    weight = cv2.resize(known, (w, h), interpolation=cv2.INTER_LINEAR)
-    out = cv2.resize(np.ascontiguousarray(x.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_LINEAR)
+    weight = cv2.resize(known, (w, h), interpolation=interpolation)
+    out = cv2.resize(np.ascontiguousarray(x.transpose(1, 2, 0)), (w, h), interpolation=interpolation)
     out = out.reshape(h, w, -1).transpose(2, 0, 1)
     keep = weight >= 0.5
     if modality == "normals":
@@ -116,13 +118,13 @@ def _resize_x(x: np.ndarray, modality: str, size: tuple[int, int]) -> np.ndarray
 
 
 def resize_frame(frame: Frame, size: tuple[int, int]) -> Frame:
-    """Image and X bilinear, labels nearest (label ids must never be interpolated)."""
+    """Image and X as the runtime resizes images (interpolation.py), labels nearest (ids are never interpolated)."""
     h, w = size
     if (h, w) == frame.size:
         return frame
     image = frame.image if frame.image.dtype == np.uint8 else frame.image.astype(np.float32)
     return frame.replace(
-        image=cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR),
+        image=cv2.resize(image, (w, h), interpolation=image_interpolation(frame.size, (h, w))),
         label=cv2.resize(frame.label, (w, h), interpolation=_LABEL_INTERP),
         x=None if frame.x is None else _resize_x(frame.x, frame.modality, (h, w)),
     )
