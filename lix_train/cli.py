@@ -1,0 +1,218 @@
+"""What the three entry points (train_teacher, distill, evaluate) share: one argument style,
+one config resolution, one way to report user errors, one run-folder policy.
+
+Style: `--preset NAME`, `--config FILE`, `--run-dir DIR`, `--resume [PATH]`, `--print-config`,
+then every config option as `--section.key VALUE` (generated from the config dataclasses, so
+`--help` documents each one). User errors (a bad option, a missing file, a checkpoint of
+another network, a dataset without X for a teacher, a NaN loss) end with one line on stderr
+and exit status 2, never a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from lix_train.config import ConfigError, add_config_arguments, overrides_from_args, resolve, to_dict, write_yaml
+from lix_train.experiment import DEFAULT_PRESET, PRESETS_DIR, ExperimentConfig
+
+EXIT_USER_ERROR = 2
+CONFIG_FILE = "config.yaml"
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; the message says what and how to fix it."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump) and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def experiment_parser(prog: str, description: str, *, run_dir_help: str, resume: bool = True,
+                      default_preset: str | None = DEFAULT_PRESET, usage_extra: str = "") -> OneLineParser:
+    """The shared parser: preset / config / run dir / resume / print-config, then every config option.
+
+    `usage_extra` lists the tool's own flags in the one-line usage (the config options, a few
+    hundred, are summarised as --SECTION.KEY VALUE there and listed by section in --help).
+    """
+    usage = (f"%(prog)s [-h] [--preset NAME] [--config FILE] [--run-dir DIR]{' [--resume [PATH]]' if resume else ''} "
+             f"[--print-config] {usage_extra + ' ' if usage_extra else ''}[--SECTION.KEY VALUE ...]")
+    parser = OneLineParser(prog=prog, description=description, usage=usage,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fallback = "" if default_preset else f"; none = the config stored in the checkpoint, else {DEFAULT_PRESET}"
+    parser.add_argument("--preset", default=default_preset, metavar="NAME",
+                        help=f"Named config to start from: {', '.join(available_presets())} "
+                             f"(lix_train/presets/NAME.yaml){fallback}.")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="YAML file of options applied over the preset (same layout as a run's config.yaml).")
+    parser.add_argument("--run-dir", type=Path, default=None, metavar="DIR", help=run_dir_help)
+    if resume:
+        parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                            help="Continue an interrupted run: with no PATH the run in --run-dir (its "
+                                 "checkpoints/latest.pt), with PATH that checkpoint. Also allows continuing "
+                                 "with a changed config (e.g. more iterations).")
+    parser.add_argument("--print-config", action="store_true",
+                        help="Print the resolved config as YAML and exit.")
+    add_config_arguments(parser, ExperimentConfig)
+    return parser
+
+
+def resolve_experiment(args: argparse.Namespace, base: dict | None = None) -> ExperimentConfig:
+    """Defaults -> preset (or `base`) -> --config file -> --section.key overrides."""
+    overrides = overrides_from_args(args)
+    if base is not None and args.preset is None:
+        from lix_train.config import from_dict, merge, read_yaml
+
+        data = dict(base)
+        if args.config:
+            data = merge(data, read_yaml(args.config))
+        return from_dict(ExperimentConfig, merge(data, overrides))
+    return resolve(ExperimentConfig, PRESETS_DIR, args.preset or DEFAULT_PRESET, args.config, overrides)
+
+
+def config_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def setup_logging(is_main: bool) -> None:
+    """INFO messages of the library on rank 0 (to stderr), warnings only on the other ranks."""
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format="%(message)s",
+                        stream=sys.stderr, force=True)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's to fix (reported in one line, exit 2)."""
+    from lix_train.data.errors import DatasetError
+    from lix_train.engine.checkpoint import CheckpointError
+    from lix_train.engine.trainer import NonFiniteLossError
+
+    return (UserError, ConfigError, DatasetError, CheckpointError, NonFiniteLossError)
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,
+            body: Callable[[argparse.Namespace], int]) -> int:
+    """Parse, run `body`, and turn user errors into one line on stderr + exit status 2."""
+    args = parser.parse_args(argv)
+    errors = user_errors()
+    try:
+        return body(args)
+    except errors as err:
+        from lix_train.engine.distributed import get_info
+
+        info = get_info()
+        where = f" [rank {info.rank}]" if info.world_size > 1 else ""
+        print(f"{parser.prog}: error{where}: {one_line(err)}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    finally:
+        from lix_train.engine.distributed import cleanup
+
+        cleanup()
+
+
+def shared(obj: Any) -> Any:
+    """Rank 0's value of `obj` on every rank (the value itself in one process)."""
+    from lix_train.engine.distributed import all_gather_objects
+
+    return all_gather_objects(obj)[0]
+
+
+def default_run_dir(cfg: ExperimentConfig, preset: str | None) -> Path:
+    name = cfg.output.name or f"{preset or 'custom'}-{datetime.now():%Y%m%d-%H%M%S}"
+    return cfg.output.runs_dir / name
+
+
+def choose_run_dir(args: argparse.Namespace, cfg: ExperimentConfig) -> Path:
+    """--run-dir; else the run a `--resume PATH` checkpoint belongs to; else a new folder under runs_dir."""
+    if args.run_dir is not None:
+        return args.run_dir
+    if isinstance(args.resume, str):
+        return run_dir_of_checkpoint(Path(args.resume))
+    if args.resume:
+        raise UserError("--resume without a PATH continues the run in --run-dir DIR; give one of them")
+    return default_run_dir(cfg, args.preset)
+
+
+def _config_differences(path: Path, cfg: ExperimentConfig) -> list[str]:
+    """Dotted option names whose values differ between the YAML at `path` and `cfg` (empty = same)."""
+    from lix_train.engine.checkpoint import signature_differences
+
+    try:
+        stored = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        return [f"(unreadable {path.name}: {err})"]
+    current = yaml.safe_load(config_yaml(cfg))
+    return [d.split(":")[0] for d in signature_differences(stored, current)]
+
+
+def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: Any, is_main: bool) -> Path | None:
+    """Check `run_dir` against the request and write its config.yaml; returns the explicit resume checkpoint.
+
+    A folder that already holds a run with a *different* config is refused unless --resume is
+    given (so a typo never overwrites a finished run); the same config simply continues (a
+    finished run is re-evaluated). `--resume` without a checkpoint to resume is an error.
+    """
+    from lix_train.engine.trainer import CHECKPOINT_DIR
+
+    explicit: Path | None = None
+    latest = run_dir / CHECKPOINT_DIR / "latest.pt"
+    if isinstance(resume, (str, Path)):
+        explicit = Path(resume)
+        if not explicit.is_file():
+            raise UserError(f"--resume {explicit}: checkpoint file not found")
+    elif resume is True and not latest.is_file():
+        raise UserError(f"--resume: no checkpoint to continue in {run_dir} (expected {latest})")
+    stored = run_dir / CONFIG_FILE
+    if stored.is_file() and not resume:
+        differs = _config_differences(stored, cfg)
+        if differs:
+            shown = ", ".join(differs[:4]) + (" ..." if len(differs) > 4 else "")
+            raise UserError(f"{run_dir} already holds a run with a different config ({shown}); pass --resume to "
+                            "continue it with the new config, or choose another --run-dir")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml(cfg, stored)
+    return explicit
+
+
+def run_dir_of_checkpoint(path: Path) -> Path:
+    """The run folder a checkpoint belongs to (RUN/checkpoints/latest.pt or RUN/student.pt -> RUN)."""
+    from lix_train.engine.trainer import CHECKPOINT_DIR
+
+    parent = path.parent
+    return parent.parent if parent.name == CHECKPOINT_DIR else parent
+
+
+def init_runtime(cfg: ExperimentConfig, preference: str):
+    """(DistInfo, torch.device) of this process: joins the torchrun group if launched by torchrun."""
+    import torch
+
+    from lix_train.engine.device import select_device
+    from lix_train.engine.distributed import init_distributed, process_device
+
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+
+    try:
+        device = select_device(preference)
+    except RuntimeError as err:
+        raise UserError(str(err)) from None
+    info = init_distributed(device)
+    setup_logging(info.is_main)
+    return info, process_device(device, info)

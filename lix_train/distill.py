@@ -1,0 +1,224 @@
+"""The project's main job: teacher (trained or reused) -> LIX distillation -> test scores and report.
+
+    python -m lix_train.distill                                   # quick preset, embedded data
+    python -m lix_train.distill --preset synthetic --run-dir runs/study/lix-seed0
+    python -m lix_train.distill --preset vkitti2 --data.root /data/vkitti2
+    torchrun --nproc_per_node 4 -m lix_train.distill --preset vkitti2 --data.root /data/vkitti2
+
+Steps: (1) the data (the embedded set is generated on first use); (2) the RGB+X teacher from the
+shared store (runs/teachers/<hash>/: reused when complete, resumed when interrupted, trained
+otherwise) or from --teacher-checkpoint; (3) the RGB-only student distilled with
+`distill.method` (default lix), validated on the val split during training; (4) teacher and
+student scored on the held-out test split; (5) the run folder:
+
+    config.yaml  student.pt  metrics.json  summary.txt  train.csv  eval.csv  tensorboard/
+    checkpoints/ (latest.pt for resuming, best.pt by val mIoU)
+    plots/ loss_curves.png teacher_loss_curves.png per_class_iou.png qualitative.png
+
+student.pt holds the final student weights and signature in the engine's checkpoint format
+(what deployment exports from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from lix_train.cli import (
+    CONFIG_FILE, UserError, choose_run_dir, config_yaml, experiment_parser, init_runtime, prepare_run_dir,
+    resolve_experiment, run_cli, shared,
+)
+
+log = logging.getLogger(__name__)
+
+PROG = "python -m lix_train.distill"
+STUDENT_FILE = "student.pt"
+DESCRIPTION = (
+    "Distil an RGB+X teacher into an RGB-only student with LIX (or another distill.method) and score both on "
+    "the held-out test split. With no arguments: the quick preset on the embedded synthetic data (generated "
+    "on first use), about 10 minutes on 2 CPU cores. The teacher comes from the shared teachers folder "
+    "(reused when complete, resumed when interrupted, trained otherwise) unless --teacher-checkpoint is given. "
+    "Writes config.yaml, student.pt, metrics.json, summary.txt, logs and plots into the run folder."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = experiment_parser(
+        PROG, DESCRIPTION,
+        run_dir_help="Run folder (default: output.runs_dir/<output.name or preset-date-time>). A folder holding a "
+                     "run with the same config continues it; a different config needs --resume.",
+        usage_extra="[--teacher-checkpoint PATH]")
+    parser.add_argument("--teacher-checkpoint", type=Path, default=None, metavar="PATH",
+                        help="Use this teacher (a teacher.pt or a teacher run's checkpoint) instead of the shared "
+                             "store; it must match the teacher.model config and the data's classes.")
+    return parser
+
+
+def load_teacher(cfg, path: Path):
+    """The teacher network with weights from `path`, checked against the configured architecture."""
+    from lix_train.engine.checkpoint import CheckpointError, load_model_weights
+    from lix_train.experiment import build_network, network_signature
+
+    if not Path(path).is_file():
+        raise CheckpointError(path, "teacher checkpoint not found")
+    teacher = build_network("teacher", cfg.teacher.model)
+    load_model_weights(path, teacher, network_signature("teacher", cfg.teacher.model))
+    return teacher
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve_experiment(args)
+    if args.print_config:
+        print(config_yaml(cfg), end="")
+        return 0
+    if args.teacher_checkpoint is not None and not args.teacher_checkpoint.is_file():
+        from lix_train.engine.checkpoint import CheckpointError
+
+        raise CheckpointError(args.teacher_checkpoint, "teacher checkpoint not found (--teacher-checkpoint)")
+    requested_dir = choose_run_dir(args, cfg)
+    started = time.perf_counter()
+    info, device = init_runtime(cfg, cfg.student.train.device)
+
+    from lix_train.data.build import build_datasets, resolve_root
+    from lix_train.distillers import build_distiller
+    from lix_train.engine.checkpoint import atomic_torch_save, build_checkpoint
+    from lix_train.engine.trainer import Trainer
+    from lix_train.experiment import build_network, network_signature
+    from lix_train.teachers import ensure_teacher, teacher_run_dir
+
+    root = resolve_root(cfg.data, progress=info.is_main)
+    run_dir = Path(shared(str(requested_dir)))  # rank 0's timestamp names the folder for every rank
+    resume = prepare_run_dir(run_dir, cfg, args.resume, info.is_main)
+    times: dict[str, float | None] = {}
+
+    # 1. the teacher
+    t0 = time.perf_counter()
+    teacher_dir = None
+    if args.teacher_checkpoint is not None:
+        teacher_path, teacher_trained, teacher_record = args.teacher_checkpoint, False, {}
+    else:
+        result = ensure_teacher(cfg, teacher_run_dir(cfg), root=root)
+        teacher_path, teacher_trained, teacher_record = result.checkpoint, result.trained, result.record
+        teacher_dir = result.run_dir
+    teacher = load_teacher(cfg, teacher_path)
+    times["teacher training" if teacher_trained else "teacher (reused)"] = time.perf_counter() - t0
+
+    # 2. distillation
+    t0 = time.perf_counter()
+    data = build_datasets(cfg.data, cfg.data.modality, ("train",), root)
+    data.update(build_datasets(cfg.data, None, ("val",), root))  # the student's validation needs no X
+    class_set = data["train"].class_set
+    student = build_network("student", cfg.student.model)
+    student_signature = network_signature("student", cfg.student.model)
+    try:
+        distiller = build_distiller(cfg.distill, student, teacher, num_classes=class_set.num_classes)
+    except ValueError as err:
+        raise UserError(f"distill.method={cfg.distill.method!r}: {err}") from None
+    try:
+        trainer = Trainer(distiller, data["train"], cfg.student.train, run_dir, signature=student_signature,
+                          eval_set=data["val"], class_names=class_set.names, run_config=cfg, resume=resume)
+    except ValueError as err:  # e.g. fewer training frames than one batch
+        raise UserError(f"student.train: {err}") from None
+    summary = trainer.run()
+    if info.is_main:
+        from lix_train.config import to_dict
+
+        atomic_torch_save(build_checkpoint(model=student, signature=student_signature, iteration=summary.iterations,
+                                           config=to_dict(cfg), metrics={"val": summary.last_eval}),
+                          run_dir / STUDENT_FILE)
+    times["distillation" if summary.iterations_run else "distillation (done earlier)"] = time.perf_counter() - t0
+
+    # 3. test scores
+    t0 = time.perf_counter()
+    results, examples, test_split = evaluate_pair(cfg, teacher, student, root, device, info.is_main)
+    times["test evaluation"] = time.perf_counter() - t0
+    times["total"] = time.perf_counter() - started
+
+    if info.is_main:
+        write_outputs(cfg, run_dir, args, results, examples, times, summary, teacher_path, teacher_trained,
+                      teacher_record, teacher_dir, class_set, test_split)
+    return 0
+
+
+def evaluate_pair(cfg, teacher, student, root, device, is_main: bool):
+    """Test metrics of teacher and student, the qualitative examples (rank 0), and what was scored."""
+    from lix_train.data.build import build_datasets
+    from lix_train.report import evenly_spaced_indices
+    from lix_train.scoring import example_predictions, score_network
+
+    test = build_datasets(cfg.data, cfg.data.modality, ("test",), root)["test"]
+    workers = min(cfg.student.train.num_workers, 2)
+    progress = cfg.student.train.progress and is_main
+    results = {
+        "teacher": score_network(teacher, "teacher", test, cfg.eval, device, workers, progress),
+        "student": score_network(student, "student", test, cfg.eval, device, workers, progress),
+    }
+    examples = None
+    if is_main and cfg.output.plots and cfg.output.qualitative_frames:
+        indices = evenly_spaced_indices(len(test), cfg.output.qualitative_frames)
+        examples = example_predictions({"teacher": (teacher, "teacher"), "student": (student, "student")}, test,
+                                       indices, cfg.eval, device, cfg.data.transforms.mean, cfg.data.transforms.std)
+    return results, examples, split_summary(test)
+
+
+def split_summary(dataset) -> dict:
+    """Frame count and drives of a split, recorded next to the scores it produced."""
+    names = list(getattr(dataset.source, "names", []))
+    scenes = sorted({n.split("/")[0] for n in names if "/" in n})
+    return {"frames": len(dataset), "scenes": scenes}
+
+
+def student_train_time(run_dir: Path, summary) -> float | None:
+    """This call's training time; for a run that was already complete, the time its metrics.json recorded."""
+    if summary.iterations_run:
+        return summary.wall_time_s
+    from lix_train.report import METRICS_FILE
+
+    try:
+        return json.loads((run_dir / METRICS_FILE).read_text())["student"]["train_wall_time_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, teacher_path, teacher_trained,
+                  teacher_record, teacher_dir, class_set, test_split: dict) -> None:
+    from lix_train.report import METRICS_FILE, SUMMARY_FILE, draw_plots, format_table, write_json, write_text
+
+    metrics = {
+        "split": "test",
+        "test_frames": test_split["frames"],
+        "test_scenes": test_split["scenes"],
+        "dataset": cfg.data.dataset,
+        "modality": cfg.data.modality,
+        "resolution": list(cfg.data.transforms.size),
+        "eval_mode": cfg.eval.mode,
+        "method": cfg.distill.method,
+        "preset": args.preset,
+        "teacher": {**results["teacher"], "checkpoint": str(teacher_path), "trained_in_this_run": teacher_trained,
+                    "train_wall_time_s": teacher_record.get("train_wall_time_s")},
+        "student": {**results["student"], "checkpoint": str(run_dir / STUDENT_FILE), "iterations": summary.iterations,
+                    "train_wall_time_s": student_train_time(run_dir, summary)},
+        "wall_time_s": times,
+        "config": CONFIG_FILE,
+    }
+    write_json(run_dir / METRICS_FILE, metrics)
+    title = (f"{cfg.data.dataset} test split, {cfg.data.modality} teacher -> RGB student ({cfg.distill.method}), "
+             f"{cfg.data.transforms.size[0]}x{cfg.data.transforms.size[1]}, {cfg.eval.mode}-image")
+    table = format_table(results, times, title=title)
+    write_text(run_dir / SUMMARY_FILE, table)
+    if cfg.output.plots:
+        draw_plots(run_dir, results, examples=examples, class_set=class_set,
+                   extra_curves={"teacher": teacher_dir} if teacher_dir is not None else None)
+    print(table, end="", flush=True)
+    print(f"run folder: {run_dir}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(build_parser(), argv, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Named experiment configs (quick, synthetic, vkitti2, kitti, nuimages) shipped as package data."""

@@ -1,0 +1,110 @@
+"""A finished run's report: metrics.json, the printed summary table, and the figures.
+
+metrics.json is strict JSON (NaN, e.g. the IoU of a class absent from the test split, is
+written as null) so any tool can read it. The table and the figures are drawn from the same
+metrics dicts the engine's evaluate() returns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+PLOTS_DIR = "plots"
+METRICS_FILE = "metrics.json"
+SUMMARY_FILE = "summary.txt"
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON values: NaN / inf -> None, paths -> str, tuples -> lists, numpy scalars -> Python."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Strict JSON, written atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]], wall_times: Mapping[str, float | None] | None = None,
+                 title: str = "") -> str:
+    """Per-class IoU, mIoU and pixel accuracy (percent) with one column per model, then wall times."""
+    models = list(results)
+    names = list(next(iter(results.values()))["per_class_iou"])
+    first = max(12, *(len(n) for n in names))
+    col = max(9, *(len(m) + 2 for m in models))
+    header = f"{'class':<{first}}" + "".join(f"{m + ' IoU':>{col + 4}}" for m in models)
+    lines = [title] if title else []
+    lines += [header, "-" * len(header)]
+    for name in names:
+        lines.append(f"{name:<{first}}" + "".join(f"{_pct(results[m]['per_class_iou'][name]):>{col + 4}}"
+                                                  for m in models))
+    lines.append("-" * len(header))
+    lines.append(f"{'mIoU':<{first}}" + "".join(f"{_pct(results[m]['miou']):>{col + 4}}" for m in models))
+    lines.append(f"{'pixel acc':<{first}}" + "".join(f"{_pct(results[m]['pixel_acc']):>{col + 4}}" for m in models))
+    if wall_times:
+        stage_width = max(len(stage) for stage in wall_times)
+        lines += ["", "wall time"]
+        for stage, seconds in wall_times.items():
+            lines.append(f"  {stage:<{stage_width}}" + ("  -" if seconds is None else f"{seconds:9.1f} s"))
+    return "\n".join(lines) + "\n"
+
+
+def draw_plots(run_dir: Path, results: Mapping[str, Mapping[str, Any]], *, examples=None, class_set=None,
+               extra_curves: Mapping[str, Path] | None = None) -> list[Path]:
+    """run_dir/plots/: loss curves of this run (and of `extra_curves`: name -> run folder), per-class
+    IoU bars of `results`, and the qualitative grid from `examples` = (rgbs, labels, predictions)."""
+    from lix_train.engine.plots import plot_loss_curves, plot_per_class_iou, plot_qualitative
+
+    out = Path(run_dir) / PLOTS_DIR
+    written = []
+    curves = {"loss_curves": Path(run_dir), **{f"{name}_loss_curves": d for name, d in (extra_curves or {}).items()}}
+    for name, folder in curves.items():
+        train_csv = folder / "train.csv"
+        if train_csv.is_file():
+            eval_csv = folder / "eval.csv"
+            written.append(plot_loss_curves(train_csv, out / f"{name}.png", eval_csv if eval_csv.is_file() else None,
+                                            smooth=0.6, title=name.replace("_", " ")))
+    written.append(plot_per_class_iou({m: r["per_class_iou"] for m, r in results.items()},
+                                      out / "per_class_iou.png", title="test IoU per class"))
+    if examples is not None and class_set is not None and len(examples[0]):
+        rgbs, labels, predictions = examples
+        written.append(plot_qualitative(rgbs, labels, predictions, class_set.palette(), out / "qualitative.png",
+                                        class_names=class_set.names))
+    return written
+
+
+def evenly_spaced_indices(count: int, k: int) -> Sequence[int]:
+    """k indices spread over range(count), for picking qualitative examples across the split."""
+    from lix_train.data.build import evenly_spaced
+
+    return evenly_spaced(count, k) if k > 0 else []

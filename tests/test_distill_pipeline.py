@@ -1,0 +1,209 @@
+"""End to end on a tiny generated set: distill with no teacher -> trains the teacher -> distils ->
+scores both on the test split -> writes the run folder; a second run reuses the teacher; the
+evaluate tool reproduces the run's student score; train_teacher's output feeds distill."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_fixtures import FRAMES, tiny_config, write_config, write_tiny_synthetic  # noqa: E402
+from lix_train import distill, evaluate, train_teacher  # noqa: E402
+from lix_train.config import from_dict, read_yaml, resolve  # noqa: E402
+from lix_train.data.classes import VKITTI2  # noqa: E402
+from lix_train.engine.checkpoint import load_checkpoint, load_model_weights  # noqa: E402
+from lix_train.engine.logging import read_csv  # noqa: E402
+from lix_train.experiment import (  # noqa: E402
+    DEFAULT_PRESET, PRESETS_DIR, ExperimentConfig, network_from_signature, teacher_hash,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+ITERS = 3
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pipeline")
+    root = write_tiny_synthetic(base / "synth")
+    config = write_config(base / "tiny.yaml", tiny_config(root, base, ITERS))
+    return base, config
+
+
+@pytest.fixture(scope="module")
+def first_run(setup):
+    base, config = setup
+    run_dir = base / "run1"
+    code = distill.main(["--config", str(config), "--run-dir", str(run_dir)])
+    assert code == 0
+    return run_dir
+
+
+def _teacher_dir(config: Path) -> Path:
+    cfg = resolve(ExperimentConfig, PRESETS_DIR, DEFAULT_PRESET, config)
+    return cfg.output.teachers_dir / teacher_hash(cfg)
+
+
+def test_first_run_trains_the_teacher_and_writes_every_promised_file(setup, first_run):
+    base, config = setup
+    teacher_dir = _teacher_dir(config)
+    for name in ("teacher.pt", "teacher.json", "config.yaml", "train.csv", "checkpoints/latest.pt"):
+        assert (teacher_dir / name).is_file(), name
+    assert [int(r["iteration"]) for r in read_csv(teacher_dir / "train.csv")] == list(range(1, ITERS + 1))
+
+    for name in ("config.yaml", "student.pt", "metrics.json", "summary.txt", "train.csv", "eval.csv",
+                 "checkpoints/latest.pt"):
+        assert (first_run / name).is_file(), name
+    assert list((first_run / "tensorboard").glob("events.*"))
+    for plot in ("loss_curves", "teacher_loss_curves", "per_class_iou", "qualitative"):
+        assert (first_run / "plots" / f"{plot}.png").read_bytes()[:8] == PNG, plot
+
+    metrics = json.loads((first_run / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["method"] == "lix"
+    assert metrics["test_frames"] == FRAMES and metrics["test_scenes"] == ["Scene03"]
+    for role in ("teacher", "student"):
+        m = metrics[role]
+        assert 0.0 <= m["miou"] <= 1.0 and 0.0 <= m["pixel_acc"] <= 1.0
+        assert list(m["per_class_iou"]) == list(VKITTI2.names)
+        assert all(v is None or 0.0 <= v <= 1.0 for v in m["per_class_iou"].values())
+        assert m["num_pixels"] > 0
+    assert metrics["teacher"]["trained_in_this_run"] is True
+    assert metrics["teacher"]["checkpoint"] == str(teacher_dir / "teacher.pt")
+    assert metrics["student"]["iterations"] == ITERS
+    assert metrics["wall_time_s"]["total"] > 0
+
+    # the resolved config round-trips, and student.pt rebuilds and loads from its signature alone
+    assert from_dict(ExperimentConfig, read_yaml(first_run / "config.yaml")).student.train.iters == ITERS
+    ckpt = load_checkpoint(first_run / "student.pt")
+    assert ckpt["signature"]["name"] == "student" and ckpt["signature"]["num_classes"] == 14
+    assert "optimizer" not in ckpt
+    student = network_from_signature(ckpt["signature"])
+    load_model_weights(first_run / "student.pt", student, ckpt["signature"])
+    with torch.no_grad():
+        logits, _ = student.eval()(torch.zeros(1, 3, 64, 192))
+    assert logits.shape == (1, 14, 64, 192)
+
+    table = (first_run / "summary.txt").read_text()
+    assert "teacher IoU" in table and "student IoU" in table and "mIoU" in table and "distillation" in table
+
+
+def test_second_run_reuses_the_teacher(setup, first_run, capsys):
+    base, config = setup
+    teacher_dir = _teacher_dir(config)
+    stamp = (teacher_dir / "teacher.pt").stat().st_mtime_ns
+    rows = (teacher_dir / "train.csv").read_text()
+    capsys.readouterr()
+    assert distill.main(["--config", str(config), "--run-dir", str(base / "run2"),
+                         "--distill.method", "dkd"]) == 0
+    out = capsys.readouterr()
+    assert "teacher (reused)" in out.out and "reusing the teacher" in out.err
+    assert "training the teacher" not in out.err
+    assert (teacher_dir / "teacher.pt").stat().st_mtime_ns == stamp
+    assert (teacher_dir / "train.csv").read_text() == rows
+    metrics = json.loads((base / "run2" / "metrics.json").read_text())
+    first = json.loads((first_run / "metrics.json").read_text())
+    assert metrics["teacher"]["trained_in_this_run"] is False and metrics["method"] == "dkd"
+    assert metrics["teacher"]["miou"] == first["teacher"]["miou"]  # same teacher, same test frames
+
+
+def test_rerunning_a_finished_run_continues_it_without_retraining(setup, first_run):
+    base, config = setup
+    rows = (first_run / "train.csv").read_text()
+    trained_s = json.loads((first_run / "metrics.json").read_text())["student"]["train_wall_time_s"]
+    assert distill.main(["--config", str(config), "--run-dir", str(first_run)]) == 0
+    assert (first_run / "train.csv").read_text() == rows
+    assert "distillation (done earlier)" in (first_run / "summary.txt").read_text()
+    assert json.loads((first_run / "metrics.json").read_text())["student"]["train_wall_time_s"] == trained_s
+
+
+def test_evaluate_reproduces_the_runs_student_score(first_run, capsys):
+    assert evaluate.main(["--checkpoint", str(first_run / "student.pt")]) == 0
+    assert "student IoU" in capsys.readouterr().out
+    result = json.loads((first_run / "eval_student_test_whole.json").read_text())
+    expected = json.loads((first_run / "metrics.json").read_text())["student"]
+    assert result["frames"] == FRAMES
+    assert result["student"]["miou"] == pytest.approx(expected["miou"], abs=1e-9)
+    assert result["student"]["confusion"] == expected["confusion"]
+
+
+def test_evaluate_a_teacher_on_another_split(setup, first_run, tmp_path):
+    base, config = setup
+    teacher = _teacher_dir(config) / "teacher.pt"
+    assert evaluate.main(["--checkpoint", str(teacher), "--model", "teacher", "--split", "val",
+                          "--run-dir", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "eval_teacher_val_whole.json").read_text())
+    assert result["split"] == "val" and 0.0 <= result["teacher"]["miou"] <= 1.0
+
+
+def test_train_teacher_output_feeds_distill(setup, tmp_path):
+    base, config = setup
+    teacher_dir = tmp_path / "my-teacher"
+    assert train_teacher.main(["--config", str(config), "--run-dir", str(teacher_dir),
+                               "--teacher.train.seed", "5"]) == 0
+    metrics = json.loads((teacher_dir / "metrics.json").read_text())
+    assert metrics["teacher"]["trained_in_this_run"] is True and 0.0 <= metrics["teacher"]["miou"] <= 1.0
+    assert (teacher_dir / "plots" / "per_class_iou.png").read_bytes()[:8] == PNG
+    run_dir = tmp_path / "run"
+    assert distill.main(["--config", str(config), "--run-dir", str(run_dir), "--teacher-checkpoint",
+                         str(teacher_dir / "teacher.pt"), "--distill.method", "kd", "--output.plots", "false"]) == 0
+    student = json.loads((run_dir / "metrics.json").read_text())
+    assert student["teacher"]["checkpoint"] == str(teacher_dir / "teacher.pt")
+    assert student["teacher"]["miou"] == pytest.approx(metrics["teacher"]["miou"], abs=1e-9)
+
+
+def test_an_interrupted_teacher_is_resumed(setup, tmp_path, monkeypatch):
+    """Stop the teacher after 2 of 4 iterations; the next distill resumes it from iteration 2."""
+    from lix_train.engine import trainer as trainer_module
+
+    base, config = setup
+    args = ["--config", str(config), "--teacher.train.iters", "4", "--output.teachers_dir", str(tmp_path / "t"),
+            "--output.plots", "false"]
+    real_step = trainer_module.Trainer._step
+
+    def interrupted(self, batch, iteration):
+        if iteration == 3:
+            raise KeyboardInterrupt
+        return real_step(self, batch, iteration)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        distill.main(args + ["--run-dir", str(tmp_path / "run")])
+    (teacher_dir,) = (tmp_path / "t").iterdir()
+    assert not (teacher_dir / "teacher.pt").exists()
+    assert load_checkpoint(teacher_dir / "checkpoints" / "latest.pt")["iteration"] == 2
+
+    monkeypatch.setattr(trainer_module.Trainer, "_step", real_step)
+    assert distill.main(args + ["--run-dir", str(tmp_path / "run")]) == 0
+    record = json.loads((teacher_dir / "teacher.json").read_text())
+    assert record["resumed_from"] == str(teacher_dir / "checkpoints" / "latest.pt")
+    assert record["iterations"] == 4
+    assert [int(r["iteration"]) for r in read_csv(teacher_dir / "train.csv")] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_distill(setup, tmp_path):
+    """torchrun, 2 CPU processes on gloo: one teacher, one run folder, one printed table (rank 0)."""
+    import os
+    import subprocess
+
+    base, config = setup
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "lix_train.distill", "--config", str(config), "--run-dir", str(tmp_path / "run"),
+           "--output.teachers_dir", str(tmp_path / "teachers"), "--teacher.train.batch_size", "1",
+           "--student.train.batch_size", "1"]  # 3 training frames: one per process and step
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("student IoU") == 1 and result.stdout.count("run folder:") == 1
+    assert result.stderr.count("training the teacher") == 1  # rank 0 logs; other ranks only warn
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["teacher"]["trained_in_this_run"] is True
+    assert 0.0 <= metrics["student"]["miou"] <= 1.0
+    (teacher_dir,) = (tmp_path / "teachers").iterdir()
+    assert [int(r["iteration"]) for r in read_csv(teacher_dir / "train.csv")] == list(range(1, ITERS + 1))
+    assert [int(r["iteration"]) for r in read_csv(tmp_path / "run" / "train.csv")] == list(range(1, ITERS + 1))
