@@ -1,0 +1,11 @@
+"""Engine builders behind `python -m lix_deploy.build_engine`.
+
+onnxruntime_build  FP32 optimisation, INT8 Q/DQ quantisation (CPU, testable in CI), FP16 conversion
+tensorrt_build     TensorRT 10/11 engines: version gate, flags, profiles, timing cache, inspection
+cache              engine cache keys (TensorRT version, GPU, ONNX hash, precision, shapes)
+inspect            IEngineInspector JSON -> per-layer precision histogram -> pass / fail
+report             the JSON build report written next to each artefact
+atomic             temp-file-and-rename writes of bytes / JSON (no reader ever sees half a file)
+
+Every TensorRT / ModelOpt import is lazy: importing this package needs neither.
+"""

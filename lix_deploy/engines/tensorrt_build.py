@@ -1,0 +1,348 @@
+"""TensorRT engines from the exported ONNX, on TensorRT 10.x (vehicles: 10.3) and 11.x.
+
+Version gate (`plan_build`, pure, tested with a fake `tensorrt` module):
+
+* TensorRT >= 10.12 and 11.x build STRONGLY TYPED networks: precision comes from the ONNX.
+  INT8 = a Q/DQ ONNX (NVIDIA ModelOpt when importable, else ONNX Runtime's symmetric QDQ);
+  FP16 = an FP16 ONNX from ModelOpt AutoCast. Without ModelOpt, FP16 is an error on TRT 11
+  (no FP16 flag left) and falls back to a weakly typed FP16-flag build on 10.12+.
+* TensorRT 10.0 - 10.11 build WEAKLY TYPED networks with BuilderFlag.FP16 (and
+  BuilderFlag.INT8 for a Q/DQ model); implicit calibration is never used.
+
+Build flow: Builder -> create_network(flags) (no EXPLICIT_BATCH: always explicit since 10.0)
+-> OnnxParser (every error printed with its node) -> builder config (workspace pool limit,
+DETAILED profiling so the engine can be inspected, optimisation profile for dynamic inputs,
+timing cache loaded and saved) -> build_serialized_network -> IEngineInspector precision
+check -> only then the engine is written (temp file + rename) with its sidecar JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from lix_deploy.artifact import ArtifactInfo, write_sidecar as write_artifact_sidecar
+
+from .atomic import atomic_write_bytes
+from .cache import EngineKey
+from .inspect import PrecisionSummary, PrecisionVerdict, check_precision, parse_engine_information
+from .onnxruntime_build import BuildError, BuildFailure, quantize_int8, save_model
+
+STRONGLY_TYPED_FROM = (10, 12)
+MIN_SUPPORTED = (10, 0)
+ONNX_TRANSFORMS = ("none", "modelopt_int8", "ort_int8", "modelopt_fp16")
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """"10.3.0.30" / "11.0.0" / "10.13.3.9+cuda12" -> (major, minor, patch)."""
+    match = re.match(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?", str(text))
+    if not match:
+        raise BuildError(f"cannot read a TensorRT version from {text!r}")
+    return tuple(int(part or 0) for part in match.groups())  # type: ignore[return-value]
+
+
+def import_tensorrt():
+    """The tensorrt module, or BuildError saying how to get it (CPU machines cannot)."""
+    try:
+        return importlib.import_module("tensorrt")
+    except ImportError as err:
+        raise BuildError(
+            "TensorRT is not importable here (the PyPI 'tensorrt' wheels fetch NVIDIA's libraries at install "
+            "time and need a GPU machine); use --backend onnxruntime, or run on a machine with TensorRT 10/11 "
+            f"({type(err).__name__}: {err})"
+        ) from None
+
+
+def modelopt_available() -> bool:
+    """NVIDIA ModelOpt's ONNX tools importable (quantize and AutoCast)?"""
+    try:
+        return importlib.util.find_spec("modelopt.onnx.quantization") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- the plan (pure)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How to build one precision on one TensorRT version."""
+
+    trt_version: str
+    precision: str
+    strongly_typed: bool
+    builder_flags: tuple[str, ...]
+    onnx_transform: str
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_build(trt_version: str, precision: str, *, onnx_has_qdq: bool = False, onnx_is_fp16: bool = False,
+               have_modelopt: bool = False) -> BuildPlan:
+    """Network typing, builder flags and ONNX preparation for `precision` on `trt_version`; see module doc."""
+    if precision not in ("fp32", "fp16", "int8"):
+        raise BuildError(f"--precision {precision!r} is not one of fp32, fp16, int8")
+    version = parse_version(trt_version)
+    if version[:2] < MIN_SUPPORTED:
+        raise BuildError(f"TensorRT {trt_version} is too old: lix-seg builds with TensorRT >= 10.0 "
+                         "(the tensor-based I/O API); JetPack 6 ships 10.3")
+    strong = version[:2] >= STRONGLY_TYPED_FROM
+    trt11 = version[0] >= 11
+    notes: list[str] = []
+    if precision == "fp32":
+        if onnx_has_qdq or onnx_is_fp16:
+            raise BuildError("--precision fp32 was requested but the ONNX is already quantised / FP16; "
+                             "pass the FP32 export")
+        return BuildPlan(trt_version, precision, strong, (), "none",
+                         ("strongly typed: FP32 ONNX -> FP32 engine",) if strong else ())
+    if precision == "int8":
+        transform = "none" if onnx_has_qdq else ("modelopt_int8" if have_modelopt else "ort_int8")
+        if transform == "ort_int8":
+            notes.append("ModelOpt not importable: Q/DQ ONNX from ONNX Runtime quantize_static "
+                         "(symmetric INT8, float elsewhere)")
+        if strong:
+            return BuildPlan(trt_version, precision, True, (), transform,
+                             tuple(notes) + ("strongly typed: INT8 from the Q/DQ nodes",))
+        return BuildPlan(trt_version, precision, False, ("FP16", "INT8"), transform,
+                         tuple(notes) + (f"TensorRT {trt_version} < 10.12: weakly typed, FP16 + INT8 flags "
+                                         "with an explicitly quantised (Q/DQ) ONNX",))
+    # fp16
+    if onnx_is_fp16:
+        return BuildPlan(trt_version, precision, strong, () if strong else ("FP16",), "none",
+                         ("the ONNX is already FP16",))
+    if strong and have_modelopt:
+        return BuildPlan(trt_version, precision, True, (), "modelopt_fp16",
+                         ("strongly typed: FP16 ONNX from ModelOpt AutoCast (keep_io_types=True)",))
+    if trt11:
+        raise BuildError(
+            f"fp16 on TensorRT {trt_version} needs an FP16 ONNX (TensorRT 11 removed BuilderFlag.FP16 and builds "
+            "strongly typed): install NVIDIA ModelOpt (pip install nvidia-modelopt[onnx]) for AutoCast, or pass "
+            "an FP16-converted ONNX"
+        )
+    if strong:
+        notes.append("ModelOpt not importable: weakly typed build with BuilderFlag.FP16 "
+                     "(deprecated on 10.12+, removed in 11)")
+    return BuildPlan(trt_version, precision, False, ("FP16",), "none", tuple(notes))
+
+
+# --------------------------------------------------------------------------- ONNX preparation
+
+
+def prepare_onnx(plan: BuildPlan, onnx_path: Path, work_dir: Path, calibration_inputs: np.ndarray | None,
+                 nodes_to_exclude: Sequence[str] | None, input_name: str = "image") -> tuple[Path, list[str]]:
+    """Apply the plan's ONNX transform; returns (ONNX to parse, nodes kept in high precision)."""
+    if plan.onnx_transform == "none":
+        return onnx_path, []
+    out = work_dir / f"{onnx_path.stem}.{plan.precision}.{plan.onnx_transform}.onnx"
+    if plan.onnx_transform in ("modelopt_int8", "ort_int8") and calibration_inputs is None:
+        raise BuildError("--precision int8 needs calibration frames: pass --calib calib/NAME")
+    if plan.onnx_transform == "ort_int8":
+        result = quantize_int8(onnx_path, out, calibration_inputs, nodes_to_exclude)
+        return out, result.excluded_nodes
+    if plan.onnx_transform == "modelopt_int8":
+        from modelopt.onnx.quantization import quantize as modelopt_quantize
+
+        from .onnxruntime_build import default_exclusions
+        import onnx
+
+        excluded = list(nodes_to_exclude) if nodes_to_exclude is not None else default_exclusions(onnx.load(str(onnx_path)))
+        modelopt_quantize(
+            onnx_path=str(onnx_path), quantize_mode="int8",
+            calibration_data={input_name: np.asarray(calibration_inputs, dtype=np.float32)},
+            calibration_method="entropy", nodes_to_exclude=excluded, high_precision_dtype="fp16",
+            output_path=str(out),
+        )
+        return out, excluded
+    if plan.onnx_transform == "modelopt_fp16":
+        from modelopt.onnx.autocast import convert_to_mixed_precision
+
+        model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True)
+        save_model(model, out)
+        return out, []
+    raise BuildError(f"unknown ONNX transform {plan.onnx_transform!r}")
+
+
+# --------------------------------------------------------------------------- shapes and GPU
+
+
+def resolve_profile(shape: Sequence[int | None], *, min_batch: int = 1, opt_batch: int = 1, max_batch: int = 1,
+                    size: tuple[int, int] | None = None) -> list[list[int]]:
+    """[min, opt, max] shapes for one NCHW input whose dims may be None (dynamic).
+
+    A dynamic batch takes min/opt/max_batch; dynamic H, W take `size` (e.g. the export's
+    lix.input_size) for all three, so one engine serves one camera resolution without rebuilds.
+    """
+    if len(shape) != 4:
+        raise BuildError(f"expected an NCHW input, got shape {list(shape)}")
+    if not (1 <= min_batch <= opt_batch <= max_batch):
+        raise BuildError(f"need 1 <= min_batch <= opt_batch <= max_batch, got {min_batch}, {opt_batch}, {max_batch}")
+    n, c, h, w = shape
+    if c is None:
+        raise BuildError("the channel dimension of the input must be static (3)")
+    if (h is None or w is None) and size is None:
+        raise BuildError("the ONNX input has dynamic height/width: pass --height/--width (or export with "
+                         "static sizes, the default)")
+    hh = h if h is not None else size[0]
+    ww = w if w is not None else size[1]
+    batches = (n, n, n) if n is not None else (min_batch, opt_batch, max_batch)
+    return [[b, c, hh, ww] for b in batches]
+
+
+def probe_gpu() -> tuple[str, str]:
+    """(GPU name, compute capability "8.7") of device 0: cuda-python, then nvidia-smi; BuildError if none."""
+    try:
+        from cuda.bindings import runtime as cudart
+
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+            return name.strip("\x00 "), f"{props.major}.{props.minor}"
+    except Exception:  # absent, or an insufficient-driver error on a CPU machine
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20, check=True).stdout
+            name, cc = [part.strip() for part in out.splitlines()[0].split(",")[:2]]
+            return name, cc
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            pass
+    raise BuildError("no CUDA GPU found (cuda-python and nvidia-smi both failed); TensorRT engines are built "
+                     "on the GPU that runs them")
+
+
+# --------------------------------------------------------------------------- the build
+
+
+@dataclass
+class EngineBuild:
+    """Result of build_engine: the written engine, its inspection and the precision verdict."""
+
+    path: Path
+    plan: BuildPlan
+    summary: PrecisionSummary
+    verdict: PrecisionVerdict
+    timing_cache: Path | None = None
+    parser_warnings: list[str] = field(default_factory=list)
+
+
+def format_parser_error(error) -> str:
+    """One line per ONNX parser error with the failing node, whatever the TensorRT version exposes."""
+    parts = []
+    for attr, label in (("node", "node #"), ("node_name", "node "), ("node_operator", "op "), ("code", "code ")):
+        getter = getattr(error, attr, None)
+        if callable(getter):
+            try:
+                value = getter()
+            except Exception:
+                continue
+            if value not in (None, "", -1):
+                parts.append(f"{label}{value}")
+    desc = error.desc() if callable(getattr(error, "desc", None)) else str(error)
+    return f"{desc} ({', '.join(parts)})" if parts else str(desc)
+
+
+def _network_flags(trt, strongly_typed: bool) -> int:
+    if not strongly_typed:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    plan: BuildPlan,
+    key: EngineKey,
+    *,
+    workspace_mb: int = 2048,
+    timing_cache: str | Path | None = None,
+    profile: Mapping[str, Sequence[Sequence[int]]] | None = None,
+    info: ArtifactInfo,
+    min_fraction: float = 0.0,
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+) -> EngineBuild:
+    """Parse, configure, build, inspect; write the engine + sidecar only if the precision took effect."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt, plan.strongly_typed))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        for line in errors:
+            log(f"TensorRT ONNX parser: {line}")
+        raise BuildFailure(f"{onnx_path}: TensorRT could not parse the ONNX ({len(errors)} error(s)): "
+                         + " | ".join(errors))
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    for flag in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    dynamic = [network.get_input(i) for i in range(network.num_inputs)
+               if any(int(d) < 0 for d in network.get_input(i).shape)]
+    if dynamic:
+        opt_profile = builder.create_optimization_profile()
+        for tensor in dynamic:
+            if not profile or tensor.name not in profile:
+                raise BuildError(f"input {tensor.name!r} has dynamic shape {list(tensor.shape)}: an optimisation "
+                                 "profile (min/opt/max) is needed")
+            low, opt, high = (tuple(int(v) for v in s) for s in profile[tensor.name])
+            opt_profile.set_shape(tensor.name, low, opt, high)
+        config.add_optimization_profile(opt_profile)
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        log(f"timing cache {cache_path} was built on another GPU / TensorRT version; starting a new one")
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BuildFailure(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
+    data = bytes(serialized)
+    summary, verdict = inspect_serialized(trt, logger, data, plan.precision, min_fraction)
+    if not verdict.passed:
+        raise BuildFailure(f"engine not written: {verdict.message}")
+    engine_path = Path(engine_path)
+    atomic_write_bytes(engine_path, data)
+    write_sidecar(engine_path, info, key, plan, summary)
+    if cache_path is not None:
+        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+    return EngineBuild(engine_path, plan, summary, verdict, cache_path)
+
+
+def inspect_serialized(trt, logger, data: bytes, precision: str, min_fraction: float = 0.0
+                       ) -> tuple[PrecisionSummary, PrecisionVerdict]:
+    """Deserialize, run IEngineInspector (JSON), and check that `precision` took effect."""
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise BuildFailure("TensorRT could not deserialize the engine it just built")
+    inspector = engine.create_engine_inspector()
+    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    summary = parse_engine_information(text)
+    return summary, check_precision(summary, precision, min_fraction)
+
+
+def write_sidecar(engine_path: Path, info: ArtifactInfo, key: EngineKey, plan: BuildPlan,
+                  summary: PrecisionSummary) -> Path:
+    """`<engine>.json` (artifact.write_sidecar): the ONNX's lix.* metadata + build key, plan, inspection."""
+    extra = dict(info.extra)
+    extra["lix.engine_key"] = json.dumps(key.to_dict(), sort_keys=True)
+    extra["lix.engine_plan"] = json.dumps(plan.to_dict(), sort_keys=True)
+    extra["lix.engine_layers"] = json.dumps(summary.to_dict(), sort_keys=True)
+    engine_info = dataclasses.replace(info, precision=plan.precision, extra=extra)
+    return write_artifact_sidecar(engine_path, engine_info)

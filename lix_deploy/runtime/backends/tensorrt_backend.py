@@ -1,0 +1,322 @@
+"""TensorRT backend (TensorRT 10 / 11 name-based I/O API) for serialized engines.
+
+* I/O is discovered from the engine: num_io_tensors / get_tensor_name / get_tensor_mode /
+  get_tensor_shape / get_tensor_dtype; nothing is hard-coded.
+* One ICudaEngine is shared; each thread that calls `infer` gets its own execution context,
+  CUDA stream and device/host buffers (allocated once, at the largest batch), because an
+  execution context and a stream must not be shared between threads. A ROS node has one
+  inference thread, so in practice this is one set.
+* Engines only load on the TensorRT version and GPU they were built for. The sidecar JSON
+  (`<engine>.json`, written by build_engine) records both; a mismatch is reported before
+  TensorRT is asked to deserialize, with what to rebuild.
+* `tensorrt` and cuda-python are imported lazily, so this module imports anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .base import BackendUnavailableError, EngineMismatchError, InferenceOutput, check_batch
+from .cuda_memory import DeviceMemory, Stream, load_device_memory
+
+__all__ = [
+    "TRTVersion", "parse_trt_version", "typing_mode", "check_runtime_version", "read_engine_key",
+    "check_engine_compatibility", "import_tensorrt", "TensorRTBackend",
+]
+
+MIN_SUPPORTED = (10, 0)
+STRONGLY_TYPED_FROM = (10, 12)  # TRT >= 10.12 builds strongly typed networks; 11.x only those
+TENSORRT_HINT = ("install NVIDIA TensorRT for Python (pip install tensorrt-cu12 from NVIDIA's index, or "
+                 "JetPack's python3-libnvinfer on Jetson); build engines with python -m lix_deploy.build_engine")
+
+
+@dataclass(frozen=True, order=True)
+class TRTVersion:
+    major: int
+    minor: int
+    patch: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def parse_trt_version(text: str) -> TRTVersion:
+    """'10.3.0.26' / '11.0.0' / '10.13' -> TRTVersion (the build number is ignored)."""
+    match = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", str(text))
+    if not match:
+        raise ValueError(f"not a TensorRT version: {text!r}")
+    return TRTVersion(int(match[1]), int(match[2]), int(match[3] or 0))
+
+
+def typing_mode(version: TRTVersion | str) -> str:
+    """How this TensorRT builds networks: "weakly-typed" (10.0 - 10.11) or "strongly-typed" (>= 10.12, 11.x)."""
+    version = parse_trt_version(version) if isinstance(version, str) else version
+    if (version.major, version.minor) < MIN_SUPPORTED:
+        raise ValueError(f"TensorRT {version} is not supported (needs TensorRT >= 10)")
+    return "strongly-typed" if (version.major, version.minor) >= STRONGLY_TYPED_FROM else "weakly-typed"
+
+
+def check_runtime_version(text: str) -> TRTVersion:
+    """The installed TensorRT's version, or an error when it predates the name-based I/O API (10.0)."""
+    version = parse_trt_version(text)
+    if (version.major, version.minor) < MIN_SUPPORTED:
+        raise BackendUnavailableError(
+            "tensorrt", "tensorrt",
+            f"TensorRT {version} is installed but this runtime uses the TensorRT 10+ I/O API "
+            "(execute_async_v3, set_tensor_address); upgrade to TensorRT >= 10")
+    return version
+
+
+def read_engine_key(engine_path: str | Path) -> dict | None:
+    """The build key in an engine's sidecar (`lix.engine_key`: trt_version, gpu_name, compute_capability, ...).
+
+    None when the sidecar has none (then only TensorRT's own deserialization check applies).
+    """
+    sidecar = Path(engine_path).with_name(Path(engine_path).name + ".json")
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    key = data.get("lix.engine_key", data.get("engine_key"))
+    if isinstance(key, str):
+        try:
+            key = json.loads(key)
+        except ValueError:
+            key = None
+    if isinstance(key, dict):
+        return key
+    flat = {k: data[k] for k in ("trt_version", "compute_capability", "gpu_name") if k in data}
+    return flat or None
+
+
+def check_engine_compatibility(key: Mapping[str, Any] | None, runtime_version: str, compute_capability: str,
+                               engine_path: str | Path = "<engine>") -> list[str]:
+    """Raise EngineMismatchError if the engine was built for another TensorRT version or GPU.
+
+    Returns warnings for what could not be checked (no key). TensorRT engines are tied to the
+    exact major.minor.patch and to the GPU's compute capability.
+    """
+    if not key:
+        return [f"{engine_path}: no build key in the sidecar JSON; TensorRT version and GPU not checked"]
+    problems = []
+    built_version = key.get("trt_version")
+    if built_version:
+        if parse_trt_version(built_version) != parse_trt_version(runtime_version):
+            problems.append(f"built with TensorRT {built_version}, this machine has TensorRT {runtime_version}")
+    built_cc = key.get("compute_capability")
+    if built_cc and str(built_cc).strip() != str(compute_capability).strip():
+        gpu = f" ({key['gpu_name']})" if key.get("gpu_name") else ""
+        problems.append(f"built for compute capability {built_cc}{gpu}, this GPU is {compute_capability}")
+    if problems:
+        raise EngineMismatchError(
+            f"{engine_path}: cannot run this engine here: {'; '.join(problems)}. Rebuild it on this machine "
+            "from the ONNX: python -m lix_deploy.build_engine --onnx MODEL.onnx")
+    return []
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError as err:
+        raise BackendUnavailableError("tensorrt", "tensorrt", f"{TENSORRT_HINT} ({err})") from None
+    except OSError as err:  # the wheel imported but libnvinfer did not load
+        raise BackendUnavailableError(
+            "tensorrt", "tensorrt",
+            f"the TensorRT libraries (libnvinfer) did not load: {err}; put TensorRT's lib directory on "
+            "LD_LIBRARY_PATH or reinstall tensorrt-cuXX-libs") from None
+    return tensorrt
+
+
+@dataclass
+class _TensorSpec:
+    name: str
+    is_input: bool
+    shape: tuple[int, ...]  # engine shape, -1 for dynamic
+    max_shape: tuple[int, ...]  # largest shape this engine accepts (buffers are sized for it)
+    dtype: np.dtype
+
+
+@dataclass
+class _ThreadState:
+    """What one thread owns: an execution context, a stream, and buffers sized for max_batch."""
+
+    context: Any
+    stream: Stream
+    device: dict[str, int] = field(default_factory=dict)
+    host: dict[str, np.ndarray] = field(default_factory=dict)
+    thread_name: str = ""
+    input_shape: tuple[int, ...] | None = None
+
+
+class TensorRTBackend:
+    """A serialized TensorRT engine.
+
+    Args:
+        path: the engine file (its `<engine>.json` sidecar holds the metadata and build key).
+        device_id: CUDA device.
+        memory: DeviceMemory (default: cuda-python on `device_id`; `load_device_memory(id, "pycuda")` for pycuda).
+        trt: the tensorrt module (tests pass a fake).
+        check_compatibility: compare the sidecar's TensorRT version / compute capability with this machine.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, *, device_id: int = 0, memory: DeviceMemory | None = None, trt=None,
+                 info=None, check_compatibility: bool = True):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"TensorRT engine not found: {self.path}")
+        self._trt = trt or import_tensorrt()
+        self.trt_version = check_runtime_version(self._trt.__version__)
+        self._memory = memory or load_device_memory(device_id)
+        self.warnings: list[str] = []
+        if check_compatibility:
+            self.warnings += check_engine_compatibility(read_engine_key(self.path), str(self.trt_version),
+                                                        self._memory.compute_capability(), self.path)
+        with self._memory.activate():
+            self._logger = self._trt.Logger(self._trt.Logger.WARNING)
+            self._runtime = self._trt.Runtime(self._logger)
+            self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self._engine is None:
+            raise EngineMismatchError(
+                f"{self.path}: TensorRT {self.trt_version} could not deserialize this engine (built with another "
+                "TensorRT version or for another GPU, or not an engine file); rebuild it on this machine with "
+                "python -m lix_deploy.build_engine")
+        self._specs = self._discover_io()
+        inputs = [s for s in self._specs if s.is_input]
+        if len(inputs) != 1:
+            raise ValueError(f"{self.path}: expected one input tensor, found {[s.name for s in inputs]}")
+        self._input = inputs[0]
+        self.input_name = self._input.name
+        self.output_names = tuple(s.name for s in self._specs if not s.is_input)
+        if len(self._input.max_shape) != 4 or self._input.shape[2] < 1 or self._input.shape[3] < 1:
+            raise ValueError(f"{self.path}: input {self.input_name!r} must be [N, 3, H, W] with static H, W, "
+                             f"got {self._input.shape}")
+        self.input_hw = (int(self._input.shape[2]), int(self._input.shape[3]))
+        self.dynamic_batch = self._input.shape[0] < 0
+        self.max_batch = int(self._input.max_shape[0])
+        self._labels = self._output_named("labels", rank=3)
+        self._logits = self._output_named("logits", rank=4, required=False)
+        self._local = threading.local()
+        self._states: list[_ThreadState] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ---- discovery -------------------------------------------------------------------------
+    def _discover_io(self) -> list[_TensorSpec]:
+        trt, engine = self._trt, self._engine
+        specs = []
+        for index in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(index)
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            max_shape = shape
+            if is_input and any(d < 0 for d in shape):
+                # profile 0: (min, opt, max); buffers are sized for max
+                max_shape = tuple(int(d) for d in engine.get_tensor_profile_shape(name, 0)[2])
+            specs.append(_TensorSpec(name, is_input, shape, max_shape, dtype))
+        batch = next((s.max_shape[0] for s in specs if s.is_input), 1)
+        for spec in specs:  # outputs: replace a dynamic batch by the input's max batch
+            if not spec.is_input and spec.shape and spec.shape[0] < 0:
+                spec.max_shape = (batch,) + spec.shape[1:]
+            if any(d < 0 for d in spec.max_shape):
+                raise ValueError(f"{self.path}: tensor {spec.name!r} has dynamic dimensions other than the batch "
+                                 f"({spec.shape}); rebuild with static H, W")
+        return specs
+
+    def _output_named(self, name: str, rank: int, required: bool = True) -> _TensorSpec | None:
+        outputs = [s for s in self._specs if not s.is_input]
+        for spec in outputs:
+            if spec.name == name:
+                return spec
+        same_rank = [s for s in outputs if len(s.shape) == rank]
+        if len(same_rank) == 1:
+            return same_rank[0]
+        if required:
+            raise ValueError(f"{self.path}: no {name!r} output (outputs: {[s.name for s in outputs]})")
+        return None
+
+    # ---- per-thread state ------------------------------------------------------------------
+    def _state(self) -> _ThreadState:
+        if self._closed:
+            raise RuntimeError(f"{self.path}: backend is closed")
+        state = getattr(self._local, "state", None)
+        if state is not None:
+            return state
+        with self._memory.activate():
+            context = self._engine.create_execution_context()
+            if context is None:
+                raise RuntimeError(f"{self.path}: could not create an execution context (out of GPU memory?)")
+            state = _ThreadState(context=context, stream=self._memory.create_stream(),
+                                 thread_name=threading.current_thread().name)
+            for spec in self._specs:
+                nbytes = int(np.prod(spec.max_shape)) * spec.dtype.itemsize
+                state.device[spec.name] = self._memory.malloc(nbytes)
+                if not spec.is_input:
+                    state.host[spec.name] = np.empty(spec.max_shape, spec.dtype)
+                context.set_tensor_address(spec.name, state.device[spec.name])
+        with self._lock:
+            self._states.append(state)
+        self._local.state = state
+        return state
+
+    @property
+    def thread_count(self) -> int:
+        """How many threads hold an execution context (for diagnostics and tests)."""
+        with self._lock:
+            return len(self._states)
+
+    # ---- inference -------------------------------------------------------------------------
+    def infer(self, batch: np.ndarray) -> InferenceOutput:
+        batch = check_batch(batch, self.input_hw, self.max_batch, self.dynamic_batch)
+        state = self._state()
+        memory, context = self._memory, state.context
+        with memory.activate():
+            if self.dynamic_batch and state.input_shape != batch.shape:
+                if not context.set_input_shape(self.input_name, tuple(batch.shape)):
+                    raise ValueError(f"{self.path}: TensorRT rejected input shape {batch.shape}")
+                state.input_shape = batch.shape
+            memory.copy_to_device(state.device[self.input_name], batch, state.stream)
+            if not context.execute_async_v3(state.stream.handle):
+                raise RuntimeError(f"{self.path}: TensorRT execute_async_v3 failed (see the TensorRT log above)")
+            views = {}
+            for spec in (self._labels, self._logits):
+                if spec is None:
+                    continue
+                shape = tuple(int(d) for d in context.get_tensor_shape(spec.name))
+                view = state.host[spec.name].reshape(-1)[: int(np.prod(shape))].reshape(shape)
+                memory.copy_to_host(view, state.device[spec.name], state.stream)
+                views[spec.name] = view
+            memory.synchronize(state.stream)
+        # copies: the host buffers are reused by this thread's next call
+        labels = views[self._labels.name].copy()
+        logits = views[self._logits.name].copy() if self._logits is not None else None
+        return InferenceOutput(labels=labels, logits=logits)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "tensorrt": str(self.trt_version), "typing": typing_mode(self.trt_version),
+                "device": self._memory.device_name(), "compute_capability": self._memory.compute_capability(),
+                "input": self.input_name, "input_hw": list(self.input_hw), "max_batch": self.max_batch,
+                "outputs": list(self.output_names), "threads": self.thread_count}
+
+    def close(self) -> None:
+        """Free every thread's buffers, streams and contexts, then the engine."""
+        with self._lock:
+            states, self._states, self._closed = self._states, [], True
+        with self._memory.activate():
+            for state in states:
+                for pointer in state.device.values():
+                    self._memory.free(pointer)
+                self._memory.destroy_stream(state.stream)
+                state.context = None
+            self._engine = None
