@@ -17,16 +17,15 @@ once (the second waits, then reuses it).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from lix_train.config import to_dict, write_yaml
 from lix_train.experiment import ExperimentConfig, build_network, network_signature, teacher_hash, teacher_key
+from lix_train.locking import exclusive
 from lix_train.report import write_json
 
 log = logging.getLogger(__name__)
@@ -55,26 +54,6 @@ class TeacherResult:
 def teacher_run_dir(cfg: ExperimentConfig) -> Path:
     """runs/teachers/<hash> for this config's teacher."""
     return cfg.output.teachers_dir / teacher_hash(cfg)
-
-
-@contextlib.contextmanager
-def exclusive(lock_path: Path, enabled: bool = True) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `lock_path` (no-op when not enabled or without fcntl)."""
-    if not enabled:
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: the atomic teacher.pt still protects readers
-        yield
-        return
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_record(run_dir: Path) -> dict:

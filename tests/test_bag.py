@@ -19,24 +19,10 @@ pytest.importorskip("onnxruntime", reason="segmenting needs ONNX Runtime ([deplo
 pytest.importorskip("onnx", reason="the tiny test model is built with onnx ([deploy] extra)")
 
 from lix_deploy.bag import BagError, main, make_demo_bag, segment_bag  # noqa: E402
+from runtime_fixtures import artifact, segmenter  # noqa: E402,F401  (module-scoped pytest fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (40, 56)  # demo frames (H, W): tiny, and not the model's 32x48
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory) -> Path:
-    from runtime_fixtures import make_tiny_onnx
-
-    return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
-def segmenter(artifact):
-    from lix_deploy.runtime import Segmenter
-
-    with Segmenter(artifact, intra_op_threads=1) as seg:
-        yield seg
 
 
 @pytest.fixture(scope="module")

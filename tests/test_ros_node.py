@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime_fixtures import artifact, segmenter  # noqa: F401  (module-scoped pytest fixtures)
 from ros_helpers import colcon_build, require_netns, require_rclpy, resolve_executable, run_driver, workspace_env
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -26,21 +27,6 @@ def workspace(tmp_path_factory) -> Path:
     """ros_node/ built by colcon into a temporary install base (once per module)."""
     require_rclpy()
     return colcon_build(tmp_path_factory.mktemp("colcon"))
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory) -> Path:
-    from runtime_fixtures import make_tiny_onnx
-
-    return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
-def segmenter(artifact):
-    from lix_deploy.runtime import Segmenter
-
-    with Segmenter(artifact, intra_op_threads=1) as seg:
-        yield seg
 
 
 def _driver_results(scenario: str, workspace: Path, artifact: Path, workdir: Path, domain_id: int):

@@ -14,7 +14,6 @@ concurrent callers neither corrupt nor duplicate it. The root holds vKITTI2-form
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lix_train.data.errors import DatasetError
+from lix_train.locking import exclusive
 from lix_train.data.synthetic import GENERATOR_VERSION, SIDEWALK_NOTE, SyntheticConfig, write_atomic, write_dataset
 
 CACHE_ENV = "LIX_SEG_CACHE"
@@ -114,22 +114,6 @@ def is_complete(root: Path) -> bool:
     return (root / MANIFEST_FILE).is_file() and (root / SPLITS_FILE).is_file()
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path):
-    """Hold an exclusive advisory lock on lock_path (no-op where fcntl does not exist)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: the atomic rename still protects the result
-        yield
-        return
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_embedded_dataset(cache_dir: str | Path | None = None, config: EmbeddedConfig | None = None,
                             progress: bool = True, workers: int | None = None) -> Path:
     """Path of the embedded dataset root, generating it on first use.
@@ -143,7 +127,7 @@ def ensure_embedded_dataset(cache_dir: str | Path | None = None, config: Embedde
     if is_complete(final):
         return final
     cache.mkdir(parents=True, exist_ok=True)
-    with _exclusive(cache / f"{config.dirname()}.lock"):
+    with exclusive(cache / f"{config.dirname()}.lock"):
         if is_complete(final):  # another process finished while we waited
             return final
         if progress:
