@@ -295,3 +295,20 @@ def test_export_wrapper_outputs():
     assert torch.equal(labels.long(), logits.argmax(1))
     with pytest.raises(ValueError, match="output='probs'"):
         ExportWrapper(student, output="probs")
+
+
+def test_real_timm_backbones_when_timm_is_installed():
+    """The `timm:` path against the real library (skipped where timm is absent, as on CPU CI)."""
+    pytest.importorskip("timm", reason="timm is an optional extra: pip install 'lix-seg[timm]'")
+    torch.manual_seed(0)
+    student = create_model("student", encoder="timm:resnet18", num_classes=5, decoder_channels=32)
+    teacher = create_model("teacher", encoder="timm:resnet18", x_channels=1, fusion="late", num_classes=5,
+                           decoder_channels=32)
+    logits, features = student(_image())
+    assert logits.shape == (2, 5, H, W)
+    assert [H // f.shape[2] for f in features] == [4, 8, 16, 32]
+    t_logits, t_features = teacher(_image(), _image(channels=1, seed=1))
+    assert t_logits.shape == (2, 5, H, W)
+    assert [f.shape[1] for f in t_features] == teacher.out_channels
+    with pytest.raises(ValueError, match="late"):
+        create_model("teacher", encoder="timm:resnet18", x_channels=1, fusion="intermediate", num_classes=5)
