@@ -145,6 +145,8 @@ def teacher_key(cfg: ExperimentConfig) -> dict[str, Any]:
     """Everything that determines a teacher's weights: the training data, its network, its training."""
     data = {k: v for k, v in to_dict(cfg.data).items() if k not in EVAL_ONLY_DATA}
     data["root"] = root_identity(cfg.data)
+    if not data.get("zero_x"):  # the control's flag: left out when off, so existing teachers keep their hash
+        data.pop("zero_x", None)
     train = {k: v for k, v in to_dict(cfg.teacher.train).items() if k not in BOOKKEEPING}
     return {"data": data, "model": to_dict(cfg.teacher.model), "train": train}
 

@@ -124,6 +124,8 @@ class DataConfig:
     max_test_frames: int = option(0, "Use at most this many test frames, evenly spaced; 0 = all.")
     on_error: str = option("raise", "Unreadable or incomplete frames: stop with an error naming the file, or "
                            "skip them with a warning.", choices=ON_ERROR)
+    zero_x: bool = option(False, "Feed the teacher zeros instead of X (same channels): the capacity control that "
+                          "separates the geometric prior from the second encoder's extra parameters.")
     transforms: TransformConfig = section(TransformConfig, "Augmentation, resizing and normalisation.")
     vkitti2: VKITTI2Options = section(VKITTI2Options, "vKITTI2-format layout (synthetic, vkitti2).")
     kitti: KittiOptions = section(KittiOptions, "KITTI Semantics options.")
@@ -188,6 +190,27 @@ class FrameSubset:
 
     def __getitem__(self, index: int):
         return self.source[self.indices[index]]
+
+
+class ZeroX:
+    """A dataset whose items carry X = 0 (data.zero_x): everything else, attributes included, is the wrapped one's."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.dataset[index]
+        if item.get("x") is not None:
+            item["x"] = item["x"] * 0
+        return item
+
+    def __getattr__(self, name: str):
+        if name == "dataset" or name.startswith("__"):  # unpickling in loader workers: no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 def evenly_spaced(count: int, limit: int) -> list[int]:
@@ -363,5 +386,6 @@ def build_datasets(cfg: DataConfig, modality: str | None, splits: Sequence[str] 
         if len(source) == 0:
             raise ConfigError(f"data: the {split} split of {cfg.dataset!r} has no frames")
         transforms = build_train_transforms(cfg.transforms) if split == "train" else build_eval_transforms(cfg.transforms)
-        out[split] = SegmentationDataset(source, modality, transforms, on_error=cfg.on_error, max_depth=cfg.max_depth)
+        dataset = SegmentationDataset(source, modality, transforms, on_error=cfg.on_error, max_depth=cfg.max_depth)
+        out[split] = ZeroX(dataset) if cfg.zero_x and modality is not None else dataset
     return out

@@ -1,0 +1,192 @@
+"""The study's figures: mIoU bars with per-seed points, per-class gains, and the geometry-classes grid.
+
+The first two are drawn from table.json's data alone (no torch). The qualitative grid runs the
+teacher, the RGB baseline and the distilled students (first seed) on the test frames richest
+in the classes with the largest teacher-minus-baseline gap, and colours only those classes:
+it shows where the geometric prior should reach the student, and whether it did.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lix_train.study.grid import BASELINE
+
+PLOTS_DIR = "plots"
+OTHER_GREY = (90, 90, 90)
+
+
+def _save(fig: Figure, out_path: Path) -> Path:
+    """PNG through the Agg canvas to a temp file beside `out_path`, then rename."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    FigureCanvasAgg(fig)
+    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def plot_miou_bars(table: Mapping[str, Any], out_path: Path) -> Path:
+    """One bar per method (mean test mIoU, std whiskers), its seeds as points; teacher and control as lines."""
+    rows = [m for m in table["methods"] if m["mean"] is not None]
+    if not rows:
+        raise ValueError("plot_miou_bars: no finished method runs to draw")
+    fig = Figure(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.8))
+    ax = fig.subplots()
+    x = np.arange(len(rows))
+    means = [100 * r["mean"] for r in rows]
+    stds = [100 * (r["std"] or 0.0) for r in rows]
+    colors = ["tab:gray" if r["method"] == BASELINE else "tab:blue" for r in rows]
+    ax.bar(x, means, 0.6, yerr=stds, capsize=4, color=colors, alpha=0.75)
+    for i, row in enumerate(rows):
+        points = 100 * np.asarray(row["miou"], dtype=float)
+        jitter = np.linspace(-0.12, 0.12, len(points)) if len(points) > 1 else np.zeros(1)
+        ax.scatter(i + jitter, points, s=14, color="black", zorder=3, label="seeds" if i == 0 else None)
+    teacher = table.get("teacher")
+    if teacher:
+        ax.axhline(100 * teacher["miou"], color="tab:green", linestyle="--",
+                   label=f"teacher {100 * teacher['miou']:.1f}")
+    for row in (table["ablations"].get("control") or {}).get("rows", []):
+        if row["teacher_miou"] is not None:
+            ax.axhline(100 * row["teacher_miou"], color="tab:red", linestyle=":",
+                       label=f"teacher, X = zeros {100 * row['teacher_miou']:.1f}")
+    ax.set_xticks(x)
+    ax.set_xticklabels([r["method"] for r in rows], rotation=30, ha="right")
+    ax.set_ylabel("test mIoU (%)")
+    ax.set_ylim(0, None)  # bars start at zero: a cut axis would exaggerate the differences
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("test mIoU: mean ± std over seeds, points = seeds")
+    return _save(fig, out_path)
+
+
+def plot_class_gains(table: Mapping[str, Any], out_path: Path) -> Path:
+    """Grouped bars: per-class IoU gain over the RGB baseline (points) of the teacher and every method."""
+    series: dict[str, Mapping[str, float | None]] = {}
+    if table.get("teacher") and table["teacher"].get("per_class_gain"):
+        series["teacher"] = table["teacher"]["per_class_gain"]
+    for row in table["methods"]:
+        if row["method"] != BASELINE and row.get("per_class_gain"):
+            series[row["method"]] = row["per_class_gain"]
+    if not series:
+        raise ValueError("plot_class_gains: no per-class gains (needs the baseline and another model)")
+    names = list(next(iter(series.values())))
+    width = 0.8 / len(series)
+    fig = Figure(figsize=(max(7.0, 0.22 * len(names) * len(series) + 2), 4.0))
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    for i, (model, gains) in enumerate(series.items()):
+        values = np.asarray([np.nan if gains.get(n) is None else 100 * gains[n] for n in names], dtype=float)
+        style = {"color": "tab:green", "alpha": 0.5} if model == "teacher" else {}
+        ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(values), width, label=model, **style)
+    geometry = set(table.get("geometry_classes", []))
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{n} *" if n in geometry else n for n in names], rotation=45, ha="right")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("IoU gain over the RGB baseline (points)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="x-small", ncol=min(4, len(series)))
+    ax.set_title("per-class gain over the baseline (* = largest teacher gap)")
+    return _save(fig, out_path)
+
+
+def focus_maps(maps: Sequence[np.ndarray], classes: Sequence[int], ignore_index: int) -> list[np.ndarray]:
+    """Class maps with `classes` renumbered 0..k-1, every other class k ("other"), ignore kept."""
+    lut = np.full(256, len(classes), dtype=np.uint8)
+    for new, old in enumerate(classes):
+        lut[old] = new
+    lut[ignore_index] = ignore_index
+    return [lut[np.asarray(m, dtype=np.uint8)] for m in maps]
+
+
+def pick_frames(labels: Sequence[np.ndarray], classes: Sequence[int], k: int) -> list[int]:
+    """Indices of the k frames with the most pixels of `classes` (ties: earlier frame first)."""
+    counts = [int(np.isin(label, list(classes)).sum()) for label in labels]
+    return sorted(sorted(range(len(labels)), key=lambda i: (-counts[i], i))[:k])
+
+
+def plot_geometry_examples(cfg, networks: Mapping[str, tuple[Any, str]], class_names: Sequence[str],
+                           out_path: Path, frames: int = 4) -> Path:
+    """RGB | truth | one column per network, on the test frames richest in `class_names`, only those coloured.
+
+    `networks` maps a column title to (network, role) as scoring.example_predictions takes it.
+    """
+    import torch
+
+    from lix_train.data.build import build_datasets, resolve_root
+    from lix_train.data.classes import IGNORE_INDEX
+    from lix_train.engine.plots import plot_qualitative
+    from lix_train.scoring import example_predictions
+
+    root = resolve_root(cfg.data, progress=False)
+    test = build_datasets(cfg.data, cfg.data.modality, ("test",), root)["test"]
+    class_set = test.class_set
+    ids = [class_set.names.index(n) for n in class_names]
+    labels = [np.asarray(test.source[i].label) for i in range(len(test))]
+    indices = pick_frames(labels, ids, frames)
+    rgbs, truths, predictions = example_predictions(networks, test, indices, cfg.eval, torch.device("cpu"),
+                                                    cfg.data.transforms.mean, cfg.data.transforms.std)
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    full = class_set.palette()
+    for new, old in enumerate(ids):
+        palette[new] = full[old]
+    palette[len(ids)] = OTHER_GREY
+    return plot_qualitative(rgbs, focus_maps(truths, ids, IGNORE_INDEX),
+                            {name: focus_maps(p, ids, IGNORE_INDEX) for name, p in predictions.items()},
+                            palette, out_path, class_names=[*class_names, "other classes"])
+
+
+def load_student(path: Path):
+    """A student network rebuilt from its student.pt signature, with its weights."""
+    from lix_train.engine.checkpoint import load_checkpoint, restore_checkpoint
+    from lix_train.experiment import network_from_signature
+
+    ckpt = load_checkpoint(path)
+    network = network_from_signature(ckpt["signature"])
+    restore_checkpoint(ckpt, path, model=network, signature=ckpt["signature"])
+    return network
+
+
+def example_columns(table: Mapping[str, Any], planned: Sequence[Any]) -> dict[str, Path]:
+    """Students in the qualitative grid (first finished seed each): baseline, the strongest other method, lix."""
+    means = {m["method"]: m["mean"] for m in table["methods"] if m["mean"] is not None}
+    others = [m for m in means if m not in (BASELINE, "lix")]
+    wanted = [BASELINE, *(sorted(others, key=lambda m: -means[m])[:1]), "lix"]
+    columns = {}
+    for method in wanted:
+        if method not in means:
+            continue
+        for run in planned:
+            if run.spec.group == "methods" and run.spec.method == method and (run.run_dir / "student.pt").is_file():
+                columns[method] = run.run_dir / "student.pt"
+                break
+    return columns
+
+
+def draw_study_plots(out: Path, table: Mapping[str, Any], planned: Sequence[Any]) -> list[Path]:
+    """out/plots/: miou_bars.png, class_gains.png, geometry_examples.png (each when its inputs exist)."""
+    folder = Path(out) / PLOTS_DIR
+    written = []
+    if any(m["mean"] is not None for m in table["methods"]):
+        written.append(plot_miou_bars(table, folder / "miou_bars.png"))
+    if any(m.get("per_class_gain") for m in table["methods"] if m["method"] != BASELINE) or (
+            table.get("teacher") or {}).get("per_class_gain"):
+        written.append(plot_class_gains(table, folder / "class_gains.png"))
+    main = [p for p in planned if p.spec.group == "methods"]
+    frames = main[0].cfg.output.qualitative_frames if main else 0
+    columns = example_columns(table, planned)
+    if table.get("geometry_classes") and frames and columns and (main[0].teacher_dir / "teacher.pt").is_file():
+        from lix_train.distill import load_teacher
+
+        cfg = main[0].cfg
+        networks = {"teacher": (load_teacher(cfg, main[0].teacher_dir / "teacher.pt"), "teacher")}
+        networks.update({method: (load_student(path), "student") for method, path in columns.items()})
+        written.append(plot_geometry_examples(cfg, networks, table["geometry_classes"],
+                                              folder / "geometry_examples.png", frames))
+    return written

@@ -1,0 +1,278 @@
+"""Plan the study's runs and run them through the project's own entry points.
+
+Each student run is exactly `python -m lix_train.distill --preset P --config OPTIONS --run-dir DIR`
+(OPTIONS = the user's --config file, the study-wide overrides and the spec's overrides, written
+to DIR/study_options.yaml so the command can be rerun by hand). Teachers come first, through
+`python -m lix_train.train_teacher` into the shared store: one per teacher config, trained once
+(or reused) and scored on the test split, so the student runs only ever reuse them and the ETA
+counts student runs alone. The teacher's seed is the preset's for every run.
+
+Resumable: a run whose folder holds metrics.json is finished and skipped; any other run is
+started again in its folder, where the trainer continues from checkpoints/latest.pt. Two specs
+that resolve to the same config (an ablation's default variant and the main run of its method)
+share one run.
+
+In-process by default (no interpreter or torch start-up per run; memory is released between
+runs); `isolate=True` starts a fresh Python per run, which bounds memory whatever a run leaks.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from lix_train.cli import UserError
+from lix_train.config import ConfigError, merge, read_yaml, resolve, to_dict, write_yaml
+from lix_train.experiment import BOOKKEEPING, PRESETS_DIR, ExperimentConfig, teacher_hash
+from lix_train.report import METRICS_FILE, write_json, write_text
+from lix_train.study.grid import RunSpec, nest
+
+RUNS_DIR = "runs"
+OPTIONS_FILE = "study_options.yaml"
+TEACHER_FILE = "teacher.pt"
+DISTILL = "lix_train.distill"
+TRAIN_TEACHER = "lix_train.train_teacher"
+# Options that may differ between runs without changing what is compared (checked for finished runs).
+NOT_COMPARED = ("output.", "runtime.") + tuple(f"{role}.train.{k}" for role in ("teacher", "student")
+                                                for k in BOOKKEEPING)
+# What may differ between the student runs of one study: the seed and the teacher's X.
+STUDENT_VARIES = ("student.train.seed", "data.modality", "data.zero_x")
+
+
+@dataclass
+class StudySetup:
+    """Where the runs start from and where they go."""
+
+    preset: str
+    out: Path
+    config_file: Path | None = None
+    overrides: dict = field(default_factory=dict)  # nested, applied to every run (from --section.key options)
+    isolate: bool = False
+
+
+@dataclass
+class PlannedRun:
+    """A spec with its resolved config, its folder and its teacher's folder in the shared store."""
+
+    spec: RunSpec
+    cfg: ExperimentConfig
+    run_dir: Path
+    teacher_dir: Path
+    same_as: str | None = None  # an earlier spec with an identical config: its run serves this one too
+
+    @property
+    def done(self) -> bool:
+        return (self.run_dir / METRICS_FILE).is_file()
+
+    @property
+    def options_path(self) -> Path:
+        return self.run_dir / OPTIONS_FILE
+
+    def command(self, preset: str) -> str:
+        """The shell command that runs (or continues) this run by hand."""
+        if self.spec.teacher_only:
+            return f"python -m {TRAIN_TEACHER} --preset {preset} --config {shlex.quote(str(self.options_path))}"
+        return (f"python -m {DISTILL} --preset {preset} --config {shlex.quote(str(self.options_path))} "
+                f"--run-dir {shlex.quote(str(self.run_dir))}")
+
+
+def run_options(setup: StudySetup, spec: RunSpec) -> dict:
+    """The options one run applies over the preset: --config file, then study-wide, then the spec's."""
+    data = read_yaml(setup.config_file) if setup.config_file else {}
+    return merge(merge(data, setup.overrides), nest(spec.overrides))
+
+
+def resolve_spec(setup: StudySetup, spec: RunSpec) -> ExperimentConfig:
+    try:
+        return resolve(ExperimentConfig, PRESETS_DIR, setup.preset, None, run_options(setup, spec))
+    except ConfigError as err:
+        raise ConfigError(f"run {spec.name}: {err}") from None
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {dotted key: leaf value}."""
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def config_differences(a: dict, b: dict, ignore: Sequence[str] = NOT_COMPARED) -> list[str]:
+    """Dotted keys whose values differ between two config dicts, leaving out keys under `ignore` prefixes."""
+    fa, fb = flatten(a), flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and not k.startswith(tuple(ignore)))
+
+
+def _identity(cfg: ExperimentConfig, teacher_only: bool, teacher_dir: Path) -> str:
+    if teacher_only:
+        return f"teacher:{teacher_dir}"
+    return json.dumps(to_dict(cfg), sort_keys=True, default=str)
+
+
+def plan(specs: Sequence[RunSpec], setup: StudySetup) -> list[PlannedRun]:
+    """Resolve every spec (config errors surface here, before any training) and give each its folder."""
+    planned: list[PlannedRun] = []
+    first_of: dict[str, str] = {}
+    for spec in specs:
+        cfg = resolve_spec(setup, spec)
+        teacher_dir = cfg.output.teachers_dir / teacher_hash(cfg)
+        key = _identity(cfg, spec.teacher_only, teacher_dir)
+        same_as = first_of.setdefault(key, spec.name)
+        same_as = None if same_as == spec.name else same_as
+        run_dir = setup.out / RUNS_DIR / (same_as or spec.name)
+        planned.append(PlannedRun(spec, cfg, run_dir, teacher_dir, same_as))
+    check_same_protocol([p for p in planned if not p.spec.teacher_only])
+    return planned
+
+
+def check_same_protocol(planned: Sequence[PlannedRun]) -> None:
+    """Every student run must see the same data, network, schedule and scoring; else the comparison is unfair."""
+    if not planned:
+        return
+    first = planned[0]
+
+    def protocol(p: PlannedRun) -> dict:
+        d = to_dict(p.cfg)
+        return {k: d[k] for k in ("data", "student", "eval")}
+
+    for other in planned[1:]:
+        diffs = [k for k in config_differences(protocol(first), protocol(other))
+                 if not k.startswith(STUDENT_VARIES)]
+        if diffs:
+            raise UserError(f"runs {first.spec.name} and {other.spec.name} differ in {', '.join(diffs[:4])}: "
+                            "every student run of a study must share its data, network, schedule and scoring")
+
+
+def check_finished_run(run: PlannedRun) -> None:
+    """A finished run must have been made with this config (a changed protocol must not mix with old runs)."""
+    stored = run.run_dir / "config.yaml"
+    try:
+        old = yaml.safe_load(stored.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"{stored}: cannot read the finished run's config ({err}); delete {run.run_dir} to redo it")
+    diffs = config_differences(old, yaml.safe_load(yaml.safe_dump(to_dict(run.cfg))))
+    if diffs:
+        shown = ", ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")
+        raise UserError(f"{run.run_dir} holds a finished run with a different config ({shown}); choose another "
+                        "--out for the new protocol, or delete that folder")
+
+
+def teacher_complete(teacher_dir: Path) -> bool:
+    return (teacher_dir / TEACHER_FILE).is_file()
+
+
+def call_entry_point(module: str, argv: list[str], isolate: bool) -> int:
+    """`python -m module argv...`: in this process (its main()) or, isolated, in a fresh interpreter."""
+    if isolate:
+        return subprocess.run([sys.executable, "-m", module, *argv], check=False).returncode
+    try:
+        return importlib.import_module(module).main(argv)
+    finally:
+        gc.collect()  # drop the finished run's networks and loaders before the next one
+
+
+def write_options(run: PlannedRun, setup: StudySetup) -> Path:
+    """The run's options as YAML (the --config of its command), written atomically."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    plain = json.loads(json.dumps(run_options(setup, run.spec), default=str))  # tuples -> lists, paths -> str
+    text = yaml.safe_dump(plain, sort_keys=False)
+    return write_text(run.options_path, text)
+
+
+@dataclass
+class Progress:
+    """'run i of n' with an ETA from the student runs finished in this call."""
+
+    durations: list[float] = field(default_factory=list)
+
+    def eta(self, remaining: int) -> str:
+        if not self.durations:
+            return "ETA after the first run"
+        each = sum(self.durations) / len(self.durations)
+        return f"{duration(each)} per run, ETA {duration(each * remaining)}"
+
+
+def duration(seconds: float) -> str:
+    """12 s, 4.5 min, 2 h 05 min."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    hours, rest = divmod(int(round(seconds / 60)), 60)
+    return f"{hours} h {rest:02d} min"
+
+
+def ensure_teachers(pending: Sequence[PlannedRun], setup: StudySetup, say: Callable[[str], None]) -> None:
+    """Train every missing teacher of the pending runs once, and score (and record) the teacher-only runs."""
+    needed: dict[Path, PlannedRun] = {}
+    for run in pending:
+        if run.spec.teacher_only or run.teacher_dir not in needed:
+            needed[run.teacher_dir] = run  # a teacher-only run's score is its result: score in this study's setting
+    todo = [(d, r) for d, r in needed.items() if r.spec.teacher_only or not teacher_complete(d)]
+    for i, (teacher_dir, run) in enumerate(todo, 1):
+        action = "scoring" if teacher_complete(teacher_dir) else "training"
+        say(f"compare: teacher {i}/{len(todo)}: {action} {teacher_dir} (for {run.spec.describe()})")
+        options = write_options(run, setup)
+        code = call_entry_point(TRAIN_TEACHER, ["--preset", setup.preset, "--config", str(options)], setup.isolate)
+        if code != 0:
+            raise UserError(f"teacher {teacher_dir}: python -m {TRAIN_TEACHER} exited with status {code} (see its "
+                            "message above); rerun the same command to continue")
+        if run.spec.teacher_only:
+            record_teacher_run(run)
+
+
+def record_teacher_run(run: PlannedRun) -> None:
+    """A teacher-only run's metrics.json: the store's test score of its teacher, and where it came from."""
+    source = run.teacher_dir / METRICS_FILE
+    metrics = json.loads(source.read_text())
+    metrics.update({"kind": "teacher_only", "teacher_dir": str(run.teacher_dir)})
+    write_yaml(run.cfg, run.run_dir / "config.yaml")
+    write_json(run.run_dir / METRICS_FILE, metrics)
+
+
+def execute(planned: Sequence[PlannedRun], setup: StudySetup,
+            say: Callable[[str], None] = lambda line: print(line, flush=True)) -> dict[str, int]:
+    """Run what is not finished: teachers first, then the student runs; returns {"ran", "skipped", "shared"}."""
+    primaries = [r for r in planned if not r.same_as]
+    finished = [r for r in primaries if r.done]
+    for run in finished:
+        check_finished_run(run)
+    pending = [r for r in primaries if not r.done]
+    counts = {"ran": len(pending), "skipped": len(finished), "shared": len(planned) - len(primaries)}
+    say(f"compare: {len(planned)} runs planned: {counts['skipped']} finished earlier (skipped), {counts['shared']} "
+        f"served by an identical run, {len(pending)} to do; folders under {setup.out / RUNS_DIR}")
+    ensure_teachers(pending, setup, say)
+    students = [r for r in pending if not r.spec.teacher_only]
+    progress = Progress()
+    for i, run in enumerate(students, 1):
+        say(f"compare: run {i}/{len(students)}: {run.spec.describe()} -> {run.run_dir} "
+            f"({progress.eta(len(students) - i + 1)})")
+        options = write_options(run, setup)
+        started = time.perf_counter()
+        code = call_entry_point(DISTILL, ["--preset", setup.preset, "--config", str(options),
+                                          "--run-dir", str(run.run_dir)], setup.isolate)
+        if code != 0 or not run.done:
+            raise UserError(f"run {run.spec.name}: python -m {DISTILL} exited with status {code} (see its message "
+                            "above); finished runs are kept, rerun the same command to continue")
+        progress.durations.append(time.perf_counter() - started)
+    return counts
+
+
+def load_metrics(run: PlannedRun) -> dict | None:
+    """The run's metrics.json (the shared run's for a spec served by another), None while unfinished."""
+    try:
+        return json.loads((run.run_dir / METRICS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,303 @@
+"""Aggregate the study's runs: mean +- std over seeds, share of the teacher gap closed, per-class gains.
+
+    gap share = (student - baseline) / (teacher - baseline)
+
+the headline distillation figure of benchmark-notes.md: 0 = no better than the RGB-only
+baseline, 1 = as good as the RGB+X teacher. Means are over seeds; std is the sample standard
+deviation (n - 1), absent for a single seed. Fractions in table.json (as in metrics.json),
+percentage points in table.md. Every table names the command, the commit and the protocol.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from lix_train.report import write_json, write_text
+from lix_train.study.ablations import AblationSet
+from lix_train.study.grid import BASELINE, METHODS_GROUP, RunSpec
+
+TABLE_MD = "table.md"
+TABLE_JSON = "table.json"
+GEOMETRY_CLASSES = 4
+
+
+@dataclass
+class RunResult:
+    """A spec and its metrics.json (None while the run is unfinished)."""
+
+    spec: RunSpec
+    metrics: dict | None
+
+
+# --- pure math ---------------------------------------------------------------------------------
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """(mean, sample std with n - 1); std None for one value; (None, None) for none."""
+    values = [float(v) for v in values]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def gap_share(student: float | None, baseline: float | None, teacher: float | None) -> float | None:
+    """(student - baseline) / (teacher - baseline); None when a score is missing or the gap is zero."""
+    if student is None or baseline is None or teacher is None or teacher == baseline:
+        return None
+    return (student - baseline) / (teacher - baseline)
+
+
+def class_means(per_class: Sequence[Mapping[str, float | None]]) -> dict[str, float | None]:
+    """Per-class mean IoU over runs; a class absent (None) in a run is left out of its mean."""
+    if not per_class:
+        return {}
+    out = {}
+    for name in per_class[0]:
+        values = [r[name] for r in per_class if r.get(name) is not None]
+        out[name] = sum(values) / len(values) if values else None
+    return out
+
+
+def class_gains(model: Mapping[str, float | None], baseline: Mapping[str, float | None]) -> dict[str, float | None]:
+    """Per-class IoU of a model minus the baseline's (None where either is missing)."""
+    return {name: None if model.get(name) is None or baseline.get(name) is None else model[name] - baseline[name]
+            for name in baseline}
+
+
+def geometry_classes(teacher: Mapping[str, float | None], baseline: Mapping[str, float | None],
+                     k: int = GEOMETRY_CLASSES) -> list[str]:
+    """The (at most) k classes with the largest positive teacher-minus-baseline IoU gap: where geometry matters most."""
+    gaps = {n: g for n, g in class_gains(teacher, baseline).items() if g is not None and g > 0}
+    return sorted(gaps, key=lambda n: -gaps[n])[:k]
+
+
+# --- aggregation -------------------------------------------------------------------------------
+
+def _student_row(results: Sequence[RunResult], baseline_mean: float | None, teacher: float | None) -> dict:
+    finished = [r for r in results if r.metrics is not None]
+    scores = [r.metrics["student"]["miou"] for r in finished]
+    mean, std = mean_std(scores)
+    return {
+        "runs": [r.spec.name for r in results],
+        "missing": [r.spec.name for r in results if r.metrics is None],
+        "seeds": [r.spec.seed for r in finished],
+        "miou": scores,
+        "mean": mean,
+        "std": std,
+        "delta_vs_baseline": None if mean is None or baseline_mean is None else mean - baseline_mean,
+        "gap_share": gap_share(mean, baseline_mean, teacher),
+        "per_class_iou": class_means([r.metrics["student"]["per_class_iou"] for r in finished]),
+    }
+
+
+def _teacher_score(results: Sequence[RunResult]) -> dict | None:
+    for r in results:
+        if r.metrics is not None and r.metrics.get("teacher"):
+            return r.metrics["teacher"]
+    return None
+
+
+def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], protocol: dict, command: str,
+              commit: str) -> dict:
+    """The study's table as plain data (what table.json holds and table.md shows)."""
+    main = [r for r in results if r.spec.group == METHODS_GROUP]
+    by_method: dict[str, list[RunResult]] = {}
+    for r in main:
+        by_method.setdefault(r.spec.method, []).append(r)
+    teacher = _teacher_score(by_method.get(BASELINE, []) or main)
+    teacher_miou = teacher["miou"] if teacher else None
+    baseline = _student_row(by_method.get(BASELINE, []), None, None)
+    base_mean, base_classes = baseline["mean"], baseline["per_class_iou"]
+    methods = []
+    for method, runs in by_method.items():
+        row = {"method": method, **_student_row(runs, base_mean, teacher_miou)}
+        row["per_class_gain"] = class_gains(row["per_class_iou"], base_classes) if base_classes else {}
+        methods.append(row)
+    teacher_row = None
+    if teacher is not None:
+        teacher_row = {"miou": teacher_miou, "per_class_iou": teacher["per_class_iou"],
+                       "delta_vs_baseline": None if base_mean is None else teacher_miou - base_mean,
+                       "per_class_gain": class_gains(teacher["per_class_iou"], base_classes) if base_classes else {}}
+    table = {
+        "command": command,
+        "commit": commit,
+        "protocol": protocol,
+        "teacher": teacher_row,
+        "methods": methods,
+        "geometry_classes": geometry_classes(teacher["per_class_iou"], base_classes)
+        if teacher is not None and base_classes else [],
+        "ablations": {},
+    }
+    for ablation in ablations:
+        table["ablations"][ablation.name] = _ablation_table(ablation, results, base_mean, teacher_miou)
+    rows = [*methods, *(row for a in table["ablations"].values() for row in a["rows"])]
+    table["missing"] = sorted({name for row in rows for name in row["missing"]})
+    return table
+
+
+def _ablation_table(ablation: AblationSet, results: Sequence[RunResult], base_mean: float | None,
+                    main_teacher: float | None) -> dict:
+    rows = []
+    for variant in ablation.variants:
+        runs = [r for r in results if r.spec.group == ablation.name and r.spec.variant == variant.label]
+        if variant.teacher_only:
+            score = _teacher_score(runs)
+            miou = score["miou"] if score else None
+            rows.append({"variant": variant.label, "overrides": dict(variant.overrides), "teacher_only": True,
+                         "runs": [r.spec.name for r in runs],
+                         "missing": [r.spec.name for r in runs if r.metrics is None],
+                         "teacher_miou": miou,
+                         "delta_vs_baseline": None if miou is None or base_mean is None else miou - base_mean,
+                         "share_of_teacher_gap": gap_share(miou, base_mean, main_teacher)})
+            continue
+        score = _teacher_score(runs)
+        teacher = score["miou"] if score else None
+        row = _student_row(runs, base_mean, teacher)
+        row.pop("per_class_iou")
+        rows.append({"variant": variant.label, "overrides": dict(variant.overrides), "teacher_only": False,
+                     "teacher_miou": teacher, **row})
+    return {"description": ablation.description, "method": ablation.method, "keys": ablation.keys,
+            "changes_teacher": ablation.changes_teacher, "rows": rows}
+
+
+# --- output ------------------------------------------------------------------------------------
+
+def git_commit(cwd: Path | None = None) -> str:
+    """`git rev-parse HEAD` of the code's checkout, "unknown" outside a git repository."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    shown = round(100 * value, 1) + 0.0  # + 0.0 turns a rounded -0.0 into 0.0
+    return f"{shown:+.1f}" if signed else f"{shown:.1f}"
+
+
+def _mean_std(row: Mapping[str, Any]) -> str:
+    if row.get("mean") is None:
+        return "-"
+    return _pct(row["mean"]) + ("" if row.get("std") is None else f" ± {100 * row['std']:.1f}")
+
+
+def _seeds(row: Mapping[str, Any]) -> str:
+    return ", ".join(_pct(v) for v in row.get("miou", [])) or "-"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f} %"
+
+
+def _protocol_lines(p: Mapping[str, Any]) -> list[str]:
+    t, s = p["teacher"], p["student"]
+    scenes = ", ".join(p.get("test_scenes") or []) or "?"
+    return [
+        f"- Data: {p['dataset']} ({p['data_root']}), trained and scored at {p['resolution'][0]}x{p['resolution'][1]}; "
+        f"test split: {p.get('test_frames') or '?'} frames of the held-out scenes {scenes}, "
+        f"{p['eval_mode']}-image inference.",
+        f"- Teacher: RGB+{p['modality']}, {t['encoder']} x{t['width']} (FPN {t['decoder_channels']}), "
+        f"{t['fusion']} fusion; {t['iters']} iterations at batch {t['batch_size']}, {t['optimizer']} lr {t['lr']}.",
+        f"- Student: RGB only, {s['encoder']} x{s['width']} (FPN {s['decoder_channels']}); {s['iters']} iterations at "
+        f"batch {s['batch_size']}, {s['optimizer']} lr {s['lr']}, the same schedule and data for every method.",
+        f"- Seeds: {', '.join(map(str, p['seeds']))} (student.train.seed). Seeds vary the student only: each "
+        f"teacher config is trained once (teacher.train.seed {p['teacher_seed']}) and the frozen teacher is shared "
+        "by every run.",
+    ]
+
+
+def format_markdown(table: Mapping[str, Any]) -> str:
+    """table.md: protocol, the methods table, per-class gains, one table per ablation."""
+    p = table["protocol"]
+    lines = [f"# LIX-Seg comparison ({p['preset']} preset)", "",
+             f"Command: `{table['command']}`  ", f"Commit: `{table['commit']}`", "", "Protocol:", "",
+             *_protocol_lines(p), "",
+             "Test mIoU in %, mean ± sample std over seeds; gap closed = (student - baseline) / (teacher - baseline).",
+             ""]
+    lines += ["## Methods", "", "| model | mIoU | per seed | vs baseline | gap closed |", "|---|---|---|---|---|"]
+    teacher = table.get("teacher")
+    if teacher:
+        lines.append(f"| teacher (RGB+{p['modality']}) | {_pct(teacher['miou'])} | - | "
+                     f"{_pct(teacher['delta_vs_baseline'], True)} | 100 % |")
+    control = table["ablations"].get("control")
+    if control:
+        for row in control["rows"]:
+            lines.append(f"| control: teacher architecture, X = zeros | {_pct(row['teacher_miou'])} | - | "
+                         f"{_pct(row['delta_vs_baseline'], True)} | {_share(row['share_of_teacher_gap'])} |")
+    for row in table["methods"]:
+        name = "baseline (RGB only, L_H)" if row["method"] == BASELINE else row["method"]
+        lines.append(f"| {name} | {_mean_std(row)} | {_seeds(row)} | {_pct(row['delta_vs_baseline'], True)} | "
+                     f"{_share(row['gap_share'])} |")
+    lines += _class_table(table)
+    for name, ablation in table["ablations"].items():
+        if name == "control":
+            continue
+        lines += ["", f"## Ablation `{name}`: {ablation['description']}", "",
+                  f"Method {ablation['method']}; varies {', '.join(f'`{k}`' for k in ablation['keys'])}"
+                  + ("; each variant has its own teacher, and its gap closed is measured against that teacher."
+                     if ablation["changes_teacher"] else "."), "",
+                  "| variant | teacher mIoU | mIoU | per seed | vs baseline | gap closed |",
+                  "|---|---|---|---|---|---|"]
+        for row in ablation["rows"]:
+            lines.append(f"| {row['variant']} | {_pct(row['teacher_miou'])} | {_mean_std(row)} | {_seeds(row)} | "
+                         f"{_pct(row['delta_vs_baseline'], True)} | {_share(row['gap_share'])} |")
+    if table.get("missing"):
+        lines += ["", f"Unfinished runs (left out above): {', '.join(table['missing'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def _class_table(table: Mapping[str, Any]) -> list[str]:
+    baseline = next((m for m in table["methods"] if m["method"] == BASELINE), None)
+    if baseline is None or not baseline["per_class_iou"]:
+        return []
+    others = [m for m in table["methods"] if m["method"] != BASELINE]
+    teacher = table.get("teacher")
+    heads = (["teacher"] if teacher else []) + [m["method"] for m in others]
+    geometry = set(table.get("geometry_classes", []))
+    lines = ["", "## Per-class IoU gain over the RGB baseline (points)", "",
+             "Classes marked * have the largest teacher-minus-baseline gap (where geometry matters most).", "",
+             "| class | baseline IoU | " + " | ".join(heads) + " |", "|---" * (2 + len(heads)) + "|"]
+    for name, base in baseline["per_class_iou"].items():
+        gains = ([teacher["per_class_gain"].get(name)] if teacher else []) + [m["per_class_gain"].get(name)
+                                                                             for m in others]
+        label = f"{name} *" if name in geometry else name
+        lines.append(f"| {label} | {_pct(base)} | " + " | ".join(_pct(g, True) for g in gains) + " |")
+    return lines
+
+
+def write_tables(out: Path, table: Mapping[str, Any]) -> tuple[Path, Path]:
+    """out/table.md and out/table.json, each written atomically."""
+    return write_text(out / TABLE_MD, format_markdown(table)), write_json(out / TABLE_JSON, table)
+
+
+def protocol_of(cfg, preset: str, seeds: Sequence[int], metrics: Mapping[str, Any] | None) -> dict:
+    """What every number of the study depends on: data, resolution, networks, schedules, seeds, test split."""
+    from lix_train.data.build import root_identity
+
+    def network(role: str) -> dict:
+        model, train = getattr(cfg, role).model, getattr(cfg, role).train
+        out = {"encoder": model.encoder, "width": model.width, "decoder_channels": model.decoder_channels,
+               "iters": train.iters, "batch_size": train.batch_size, "optimizer": train.optimizer, "lr": train.lr,
+               "warmup_iters": train.warmup_iters}
+        if role == "teacher":
+            out.update({"fusion": model.fusion, "x_channels": model.x_channels})
+        return out
+
+    metrics = metrics or {}
+    return {
+        "preset": preset, "dataset": cfg.data.dataset, "data_root": root_identity(cfg.data),
+        "modality": cfg.data.modality, "resolution": list(cfg.data.transforms.size), "eval_mode": cfg.eval.mode,
+        "test_frames": metrics.get("test_frames"), "test_scenes": metrics.get("test_scenes"),
+        "seeds": list(seeds), "teacher_seed": cfg.teacher.train.seed,
+        "teacher": network("teacher"), "student": network("student"),
+    }
