@@ -2,8 +2,9 @@
 
     python -m lix_deploy.build_engine --onnx student.onnx --precision int8 --calib calib/vkitti2
 
-Backends: `onnxruntime` writes an ONNX file (FP32: ORT-optimised graph; INT8: symmetric
-per-channel Q/DQ calibrated on the calibration set; FP16: float16 graph with float32 I/O);
+Backends: `onnxruntime` writes an ONNX file (FP32: ORT-optimised graph; INT8: per-channel Q/DQ
+calibrated on the calibration set, uint8 activations by default for x86 CPUs' fast kernels;
+FP16: float16 graph with float32 I/O);
 `tensorrt` writes a serialized engine plus its `<engine>.json` sidecar (see
 lix_deploy.engines.tensorrt_build for the TensorRT 10 / 11 differences); `auto` picks TensorRT
 when it and a GPU are present.
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exclude-nodes", nargs="*", default=None, metavar="NODE",
                         help="INT8: ONNX node names kept in float (default: the first Conv and the classifier "
                              "Conv, found by graph traversal; give no names to quantise everything)")
+    parser.add_argument("--int8-activations", choices=ortb.INT8_ACTIVATIONS, default="uint8",
+                        help="ONNX Runtime backend only: uint8 (asymmetric) activations run x86 CPUs' fast u8 x s8 "
+                             "kernels; int8 (symmetric) is what TensorRT needs (the tensorrt backend always uses it)")
     parser.add_argument("--calibration-method", choices=ortb.CALIBRATION_METHODS, default="minmax",
                         help="ONNX Runtime INT8 calibration (ModelOpt always uses entropy)")
     parser.add_argument("--eval-frames", type=int, default=None,
@@ -176,10 +180,12 @@ def build_onnxruntime(args, onnx: Path, target: Path, frames: Frames, watch: Sto
     else:
         with watch("quantize"):
             result = ortb.quantize_int8(onnx, target, frames.calibration, args.exclude_nodes,
-                                        args.calibration_method)
+                                        args.calibration_method, activations=args.int8_activations)
         report.excluded_nodes = result.excluded_nodes
         report.extra["quantization"] = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-                                        "per_channel": True, "symmetric": True, "method": args.calibration_method,
+                                        "per_channel": True, "activations": args.int8_activations,
+                                        "symmetric_activations": args.int8_activations == "int8",
+                                        "method": args.calibration_method,
                                         "preprocessed": result.preprocessed,
                                         "calibration_frames": result.calibration_frames}
 

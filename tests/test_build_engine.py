@@ -188,3 +188,24 @@ def test_calibration_set_of_another_size_is_refused(workspace, tmp_path, capsys)
                           progress=False)
     assert run_cli("--onnx", model, "--precision", "int8", "--calib", other) == 2
     assert "--size 64 128" in capsys.readouterr().err
+
+
+def test_int8_activation_flavours(workspace, tmp_path):
+    """uint8 (CPU default) gives asymmetric activation zero points; int8 (TensorRT's) gives zero ones."""
+    import onnx
+    from onnx import numpy_helper
+
+    model, calib = workspace
+    zero_points = {}
+    for flavour in ("uint8", "int8"):
+        out = tmp_path / f"{flavour}.onnx"
+        assert run_cli("--onnx", model, "--precision", "int8", "--calib", calib, "--out", out,
+                       "--backend", "onnxruntime", "--int8-activations", flavour, "--max-miou-drop", "100") == 0
+        report = json.loads((tmp_path / f"{flavour}.onnx.build.json").read_text())
+        assert report["quantization"]["activations"] == flavour
+        graph = onnx.load(str(out)).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        zero_points[flavour] = [inits[n.input[2]] for n in graph.node
+                                if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits]
+    assert zero_points["uint8"] and all(z.dtype == np.uint8 for z in zero_points["uint8"])
+    assert zero_points["int8"] and all(z.dtype == np.int8 and not z.any() for z in zero_points["int8"])

@@ -2,8 +2,12 @@
 
 INT8 is explicit quantisation: `quantize_static` inserts QuantizeLinear/DequantizeLinear pairs
 (QuantFormat.QDQ) with scales measured on the calibration frames. Weights are per-channel,
-activations and weights signed INT8 and symmetric (zero point 0), which is the only INT8 that
-TensorRT accepts, so the same file serves ONNX Runtime on a CPU and TensorRT on a GPU.
+signed and symmetric. Activations come in two flavours (`activations`):
+  * "int8": signed and symmetric (zero point 0), the only INT8 TensorRT accepts, so the file
+    serves TensorRT on a GPU (and ONNX Runtime, slowly: x86 has no fast s8 x s8 convolution);
+  * "uint8": unsigned and asymmetric, the u8 x s8 path x86 CPUs (VNNI / AVX2) run fastest:
+    measured 2.8x faster than FP32 on a full-width student at 384x1248 on this project's
+    2-core CI machine, where "int8" was only 1.2x. The ONNX Runtime CPU build uses it.
 
 Default exclusions (kept in float), found by walking the graph rather than by node names,
 which the exporter may change:
@@ -34,6 +38,7 @@ from lix_deploy.artifact import atomic_output
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+INT8_ACTIVATIONS = ("uint8", "int8")
 
 
 class BuildError(RuntimeError):
@@ -243,15 +248,19 @@ def quantize_int8(
     nodes_to_exclude: Sequence[str] | None = None,
     calibration_method: str = "minmax",
     per_channel: bool = True,
+    activations: str = "int8",
 ) -> QuantizeResult:
     """Static INT8 Q/DQ quantisation calibrated on `calibration_inputs`; see the module doc.
 
     nodes_to_exclude: None -> `default_exclusions` of the (pre-processed) graph; [] -> none.
+    activations: "int8" (symmetric, TensorRT-compatible) or "uint8" (asymmetric, fast on x86 CPUs).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if calibration_method not in CALIBRATION_METHODS:
         raise BuildError(f"calibration_method={calibration_method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    if activations not in INT8_ACTIVATIONS:
+        raise BuildError(f"activations={activations!r} is not one of {', '.join(INT8_ACTIVATIONS)}")
     inputs = np.asarray(calibration_inputs)
     if inputs.ndim != 4 or inputs.shape[1] != 3 or len(inputs) == 0:
         raise BuildError(f"calibration inputs must be float32 [N>0, 3, H, W], got shape {inputs.shape}")
@@ -281,11 +290,11 @@ def quantize_int8(
             make_calibration_reader(input_name, inputs.astype(np.float32, copy=False), batch or 1),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
             nodes_to_exclude=excluded,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
         )
         model = onnx.load(str(quantized))
     copy_metadata(source, model, "int8")
