@@ -74,11 +74,13 @@ def synthetic_model(path: Path, size: tuple[int, int], layers: int, channels: in
 
 
 def percentiles(values_ms) -> dict:
-    values = np.asarray(values_ms, np.float64)
-    if values.size == 0:
+    from lix_deploy.runtime.latency import summarize_ms
+
+    n = len(values_ms)
+    if n == 0:
         return {"n": 0, "p50_ms": float("nan"), "p95_ms": float("nan"), "max_ms": float("nan")}
-    return {"n": int(values.size), "p50_ms": float(np.percentile(values, 50)),
-            "p95_ms": float(np.percentile(values, 95)), "max_ms": float(values.max())}
+    stats = summarize_ms(values_ms)
+    return {"n": n, "p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"], "max_ms": stats["max_ms"]}
 
 
 def raw_backend(artifact: Path, image: np.ndarray, encoding: str, threads: int, runs: int) -> dict:

@@ -35,6 +35,7 @@ import numpy as np
 from lix_deploy import accuracy
 from lix_deploy.engines.atomic import atomic_write_bytes, atomic_write_json
 from lix_deploy.engines.report import package_versions
+from lix_deploy.runtime.latency import summarize_ms
 
 Loader = Callable[[], tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None]]]
 CSV_FIELDS = ("name", "backend", "precision", "artefact", "load_s", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "fps",
@@ -46,12 +47,11 @@ CSV_FIELDS = ("name", "backend", "precision", "artefact", "load_s", "p50_ms", "p
 
 def latency_summary(latencies_ms: np.ndarray) -> dict[str, float]:
     """p50 / p95 / p99 / mean in ms and FPS (1000 / mean) of a set of single-frame latencies."""
-    values = np.asarray(latencies_ms, dtype=np.float64)
-    if values.size == 0:
+    if np.asarray(latencies_ms).size == 0:
         raise ValueError("no latencies to summarise (--frames must be >= 1)")
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    mean = float(values.mean())
-    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "mean_ms": mean,
+    stats = summarize_ms(latencies_ms)
+    mean = stats["mean_ms"]
+    return {"p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"], "p99_ms": stats["p99_ms"], "mean_ms": mean,
             "fps": 1000.0 / mean if mean > 0 else float("inf")}
 
 

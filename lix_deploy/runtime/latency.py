@@ -7,7 +7,18 @@ from collections import deque
 
 import numpy as np
 
-__all__ = ["LatencyStats"]
+__all__ = ["LatencyStats", "summarize_ms"]
+
+
+def summarize_ms(values_ms) -> dict[str, float]:
+    """mean / p50 / p95 / p99 / max of a non-empty set of latencies in ms: the one summary the
+    runtime, the deployment benchmark and the ROS benchmark all report from."""
+    values = np.asarray(values_ms, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no latencies to summarise")
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"mean_ms": float(values.mean()), "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99),
+            "max_ms": float(values.max())}
 
 
 class LatencyStats:
@@ -37,6 +48,6 @@ class LatencyStats:
             total = self._total
         if values.size == 0:
             return {"count": total, "window": 0, "mean_ms": 0.0, "p50_ms": 0.0, "p95_ms": 0.0, "max_ms": 0.0}
-        return {"count": total, "window": int(values.size), "mean_ms": float(values.mean()),
-                "p50_ms": float(np.percentile(values, 50)), "p95_ms": float(np.percentile(values, 95)),
-                "max_ms": float(values.max())}
+        stats = summarize_ms(values)
+        return {"count": total, "window": int(values.size),
+                **{k: stats[k] for k in ("mean_ms", "p50_ms", "p95_ms", "max_ms")}}

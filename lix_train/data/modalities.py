@@ -89,22 +89,23 @@ def inverse_depth(depth: np.ndarray, max_depth: float | None = None) -> np.ndarr
     return out
 
 
+def _focal_baseline_over(values: np.ndarray, name: str, focal_px: float, baseline_m: float) -> np.ndarray:
+    """f * B / v (float32), 0 where v is unknown: depth <-> disparity is the same map both ways."""
+    v = _check_depth(values, name)
+    fb = _check_positive("focal_px", focal_px) * _check_positive("baseline_m", baseline_m)
+    out = np.zeros(v.shape, np.float32)
+    np.divide(fb, v, out=out, where=_known(v, None), casting="unsafe")
+    return out
+
+
 def depth_to_disparity(depth: np.ndarray, focal_px: float, baseline_m: float) -> np.ndarray:
     """Stereo disparity f * B / Z in pixels (float32); 0 where depth is unknown."""
-    z = _check_depth(depth, "depth")
-    fb = _check_positive("focal_px", focal_px) * _check_positive("baseline_m", baseline_m)
-    out = np.zeros(z.shape, np.float32)
-    np.divide(fb, z, out=out, where=_known(z, None), casting="unsafe")
-    return out
+    return _focal_baseline_over(depth, "depth", focal_px, baseline_m)
 
 
 def disparity_to_depth(disparity: np.ndarray, focal_px: float, baseline_m: float) -> np.ndarray:
     """Depth f * B / d in metres (float32); 0 where disparity <= 0 or non-finite (no match)."""
-    d = _check_depth(disparity, "disparity")
-    fb = _check_positive("focal_px", focal_px) * _check_positive("baseline_m", baseline_m)
-    out = np.zeros(d.shape, np.float32)
-    np.divide(fb, d, out=out, where=_known(d, None), casting="unsafe")
-    return out
+    return _focal_baseline_over(disparity, "disparity", focal_px, baseline_m)
 
 
 def _axis_chord(z, inv, zp, invp, okp, dy: int, dx: int, tol):
