@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG, description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         usage="%(prog)s [-h] [--preset NAME] [--config FILE] [--seeds N] [--methods A,B,...] [--ablation NAME ...] "
-              "[--no-control] [--out DIR] [--dry-run] [--report-only] [--isolate] [--SECTION.KEY VALUE ...]")
+              "[--no-control] [--out DIR] [--jobs N] [--dry-run] [--report-only] [--isolate] [--SECTION.KEY VALUE ...]")
     parser.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
                         help=f"Protocol every run starts from: {', '.join(available_presets())} "
                              "(lix_train/presets/NAME.yaml).")
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Skip the control (the teacher architecture trained and scored on X = zeros).")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="Study folder (default: runs/compare/<preset>). The same folder continues a study.")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="Runs side by side, each in its own process with its log in its run folder "
+                             "(train.log). Every run computes on one thread (runtime.threads) plus one loader "
+                             "process, so N up to the number of free cores finishes about N times sooner.")
     parser.add_argument("--dry-run", action="store_true",
                         help="Print the runs (name, status, teacher, overrides, command) and exit.")
     parser.add_argument("--report-only", action="store_true",
@@ -124,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds}: need at least one seed")
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: need at least one")
     if args.config is not None and not args.config.is_file():
         raise UserError(f"--config {args.config}: file not found")
     if args.preset not in available_presets():
@@ -137,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--ablation / --methods: {err}") from None
     out = args.out or Path("runs/compare") / args.preset
     setup = StudySetup(preset=args.preset, out=out, config_file=args.config, overrides=study_overrides(args),
-                       isolate=args.isolate)
+                       isolate=args.isolate, jobs=args.jobs)
     try:
         planned = plan(specs, setup)
     except ValueError as err:  # a config error of one run: say which

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     data = build_datasets(cfg.data, cfg.data.modality, ("train",), root)
     data.update(build_datasets(cfg.data, None, ("val",), root))  # the student's validation needs no X
     class_set = data["train"].class_set
-    student = build_network("student", cfg.student.model)
+    student = build_network("student", cfg.student.model, seed=cfg.student.train.seed)
     student_signature = network_signature("student", cfg.student.model)
     try:
         distiller = build_distiller(cfg.distill, student, teacher, num_classes=class_set.num_classes)

@@ -124,10 +124,17 @@ def network_signature(role: str, model: ModelConfig) -> dict:
     return model_signature(role, arch, model.num_classes)
 
 
-def build_network(role: str, model: ModelConfig):
-    """A fresh teacher or student from its config (pretrained encoder weights loaded if set)."""
+def build_network(role: str, model: ModelConfig, seed: int | None = None):
+    """A fresh teacher or student from its config (pretrained encoder weights loaded if set).
+
+    `seed` seeds every generator first, so the initial weights (and whatever is built next from
+    the same generators, such as the DWC) follow from the run's seed rather than the process.
+    """
+    from lix_train.engine.rng import seed_everything
     from lix_train.models import create_model
 
+    if seed is not None:
+        seed_everything(seed)
     kwargs = model.kwargs_for(role)
     if kwargs.get("pretrained") is not None:
         kwargs["pretrained"] = str(kwargs["pretrained"])

@@ -92,7 +92,7 @@ def ensure_teacher(cfg: ExperimentConfig, run_dir: Path, *, root: Path, resume: 
         started = time.perf_counter()
         log.info("training the teacher in %s", run_dir)
         data = build_datasets(cfg.data, cfg.data.modality, ("train", "val"), root)
-        network = build_network("teacher", cfg.teacher.model)
+        network = build_network("teacher", cfg.teacher.model, seed=cfg.teacher.train.seed)
         signature = network_signature("teacher", cfg.teacher.model)
         task = SupervisedTask(network, input_keys=TEACHER_INPUTS)
         explicit = resume if isinstance(resume, (str, Path)) else None

@@ -280,6 +280,40 @@ def test_report_only_runs_nothing_and_names_the_unfinished_runs(study, capsys):
     assert json.loads((out / "table.json").read_text())["missing"] == []
 
 
+def test_parallel_jobs_give_the_same_runs_with_one_log_each(study, capsys):
+    base, out, argv = study
+    parallel = base / "parallel"
+    i = argv.index("--out")
+    capsys.readouterr()
+    assert compare.main([*argv[:i], "--out", str(parallel), "--jobs", "2"]) == 0
+    said = capsys.readouterr().out
+    assert "4 student runs, 2 at a time" in said and "compare: finished run kd seed 1" in said
+    for method in METHODS:
+        for seed in SEEDS:
+            name = f"{method}-s{seed}"
+            log = (parallel / "runs" / name / "train.log").read_text()
+            assert "\r" not in log  # no progress bars in the logs
+            # same config, same seed, same teacher: the same numbers as the one-after-another study
+            assert _metrics(parallel, name)["student"]["miou"] == _metrics(out, name)["student"]["miou"]
+    assert (parallel / "runs" / "control-zero_x" / "metrics.json").is_file()
+
+
+def test_run_jobs_reports_a_failure_and_starts_nothing_after_it(tmp_path):
+    from lix_train.study.parallel import Job, run_jobs
+
+    said, ended = [], []
+    jobs = [Job("bad", "no_such_module_lix", [], tmp_path / "bad.log"),
+            Job("never", "platform", [], tmp_path / "never.log", lambda c, s: ended.append(c))]
+    failures = run_jobs(jobs, 1, said.append, poll_s=0.05)
+    assert [(f.label, f.code != 0) for f in failures] == [("bad", True)]
+    assert "No module named no_such_module_lix" in (tmp_path / "bad.log").read_text()
+    assert not (tmp_path / "never.log").exists() and ended == []
+    ok = run_jobs([Job(f"ok{i}", "platform", [], tmp_path / f"ok{i}.log", lambda c, s: ended.append(c) or "fine")
+                   for i in range(3)], 2, said.append, poll_s=0.05)
+    assert ok == [] and ended == [0, 0, 0] and any(line.startswith("finished ok2 (3/3)") and "fine" in line
+                                                   for line in said)
+
+
 def test_a_changed_protocol_is_refused_in_the_same_folder(study, capsys):
     base, out, argv = study
     capsys.readouterr()
@@ -293,6 +327,7 @@ def test_a_changed_protocol_is_refused_in_the_same_folder(study, capsys):
     (["--methods", "baseline,fancy"], "unknown method 'fancy'"),
     (["--ablation", "nope"], "unknown ablation 'nope'"),
     (["--seeds", "0"], "at least one seed"),
+    (["--jobs", "0"], "--jobs 0: need at least one"),
 ])
 def test_bad_requests_end_in_one_line(tmp_path, capsys, extra, message):
     assert compare.main(["--preset", "quick", "--out", str(tmp_path), "--dry-run", *extra]) == 2

@@ -110,6 +110,21 @@ def test_second_run_reuses_the_teacher(setup, first_run, capsys):
     assert metrics["teacher"]["miou"] == first["teacher"]["miou"]  # same teacher, same test frames
 
 
+def _student_weights(run_dir: Path) -> dict:
+    return load_checkpoint(run_dir / "student.pt")["model"]
+
+
+def test_the_seed_alone_decides_the_student(setup, first_run):
+    """Same config and seed in a fresh run: identical weights (initialisation included); another seed differs."""
+    base, config = setup
+    assert distill.main(["--config", str(config), "--run-dir", str(base / "same-seed")]) == 0
+    assert distill.main(["--config", str(config), "--run-dir", str(base / "other-seed"),
+                         "--student.train.seed", "1"]) == 0
+    first, same, other = (_student_weights(d) for d in (first_run, base / "same-seed", base / "other-seed"))
+    assert all(torch.equal(first[k], same[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
 def test_rerunning_a_finished_run_continues_it_without_retraining(setup, first_run):
     base, config = setup
     rows = (first_run / "train.csv").read_text()

@@ -14,6 +14,8 @@ share one run.
 
 In-process by default (no interpreter or torch start-up per run; memory is released between
 runs); `isolate=True` starts a fresh Python per run, which bounds memory whatever a run leaks.
+`jobs=N` runs N of them side by side, each in its own process with its log in its folder
+(parallel.py): teachers first, then the student runs.
 """
 
 from __future__ import annotations
@@ -36,12 +38,16 @@ from lix_train.config import ConfigError, merge, read_yaml, resolve, to_dict, wr
 from lix_train.experiment import BOOKKEEPING, PRESETS_DIR, ExperimentConfig, teacher_hash
 from lix_train.report import METRICS_FILE, write_json, write_text
 from lix_train.study.grid import RunSpec, nest
+from lix_train.study.parallel import Job, run_jobs
 
 RUNS_DIR = "runs"
 OPTIONS_FILE = "study_options.yaml"
 TEACHER_FILE = "teacher.pt"
 DISTILL = "lix_train.distill"
 TRAIN_TEACHER = "lix_train.train_teacher"
+LOG_FILE = "train.log"
+# Progress bars would flood the per-run logs of parallel runs (bookkeeping only: not compared).
+QUIET = ["--teacher.train.progress", "false", "--student.train.progress", "false"]
 # Options that may differ between runs without changing what is compared (checked for finished runs).
 NOT_COMPARED = ("output.", "runtime.") + tuple(f"{role}.train.{k}" for role in ("teacher", "student")
                                                 for k in BOOKKEEPING)
@@ -58,6 +64,7 @@ class StudySetup:
     config_file: Path | None = None
     overrides: dict = field(default_factory=dict)  # nested, applied to every run (from --section.key options)
     isolate: bool = False
+    jobs: int = 1  # runs side by side (each its own process and log); 1 = one after another
 
 
 @dataclass
@@ -221,16 +228,56 @@ def ensure_teachers(pending: Sequence[PlannedRun], setup: StudySetup, say: Calla
         if run.spec.teacher_only or run.teacher_dir not in needed:
             needed[run.teacher_dir] = run  # a teacher-only run's score is its result: score in this study's setting
     todo = [(d, r) for d, r in needed.items() if r.spec.teacher_only or not teacher_complete(d)]
+    if setup.jobs > 1:
+        jobs = [Job(f"teacher {d.name} ({r.spec.describe()})", TRAIN_TEACHER, [*teacher_argv(r, setup), *QUIET],
+                    setup.out / "logs" / f"teacher-{d.name}.log", _teacher_done(r)) for d, r in todo]
+        _raise_failures(run_jobs(jobs, setup.jobs, _prefixed(say)), "teacher")
+        return
     for i, (teacher_dir, run) in enumerate(todo, 1):
         action = "scoring" if teacher_complete(teacher_dir) else "training"
         say(f"compare: teacher {i}/{len(todo)}: {action} {teacher_dir} (for {run.spec.describe()})")
-        options = write_options(run, setup)
-        code = call_entry_point(TRAIN_TEACHER, ["--preset", setup.preset, "--config", str(options)], setup.isolate)
+        code = call_entry_point(TRAIN_TEACHER, teacher_argv(run, setup), setup.isolate)
         if code != 0:
             raise UserError(f"teacher {teacher_dir}: python -m {TRAIN_TEACHER} exited with status {code} (see its "
                             "message above); rerun the same command to continue")
         if run.spec.teacher_only:
             record_teacher_run(run)
+
+
+def teacher_argv(run: PlannedRun, setup: StudySetup) -> list[str]:
+    return ["--preset", setup.preset, "--config", str(write_options(run, setup))]
+
+
+def student_argv(run: PlannedRun, setup: StudySetup) -> list[str]:
+    return ["--preset", setup.preset, "--config", str(write_options(run, setup)), "--run-dir", str(run.run_dir)]
+
+
+def _teacher_done(run: PlannedRun) -> Callable[[int, float], str | None]:
+    def done(code: int, seconds: float) -> str | None:
+        if run.spec.teacher_only:
+            record_teacher_run(run)
+        return None
+    return done
+
+
+def _student_done(run: PlannedRun) -> Callable[[int, float], str | None]:
+    def done(code: int, seconds: float) -> str | None:
+        metrics = load_metrics(run)
+        if metrics is None:
+            return "no metrics.json written"
+        return f"test mIoU {100 * metrics['student']['miou']:.1f}"
+    return done
+
+
+def _prefixed(say: Callable[[str], None]) -> Callable[[str], None]:
+    return lambda line: say(f"compare: {line}")
+
+
+def _raise_failures(failures, what: str) -> None:
+    if failures:
+        listed = "; ".join(f"{f.label} (exit status {f.code}, log {f.log})" for f in failures)
+        raise UserError(f"{len(failures)} {what} run(s) failed: {listed}; finished runs are kept, rerun the same "
+                        "command to continue")
 
 
 def record_teacher_run(run: PlannedRun) -> None:
@@ -255,14 +302,21 @@ def execute(planned: Sequence[PlannedRun], setup: StudySetup,
         f"served by an identical run, {len(pending)} to do; folders under {setup.out / RUNS_DIR}")
     ensure_teachers(pending, setup, say)
     students = [r for r in pending if not r.spec.teacher_only]
+    if setup.jobs > 1:
+        jobs = [Job(f"run {r.spec.describe()}", DISTILL, [*student_argv(r, setup), *QUIET], r.run_dir / LOG_FILE,
+                    _student_done(r)) for r in students]
+        say(f"compare: {len(students)} student runs, {setup.jobs} at a time")
+        _raise_failures(run_jobs(jobs, setup.jobs, _prefixed(say)), "student")
+        unfinished = [r.spec.name for r in students if not r.done]
+        if unfinished:
+            raise UserError(f"runs {', '.join(unfinished)} exited 0 but wrote no {METRICS_FILE}; see their {LOG_FILE}")
+        return counts
     progress = Progress()
     for i, run in enumerate(students, 1):
         say(f"compare: run {i}/{len(students)}: {run.spec.describe()} -> {run.run_dir} "
             f"({progress.eta(len(students) - i + 1)})")
-        options = write_options(run, setup)
         started = time.perf_counter()
-        code = call_entry_point(DISTILL, ["--preset", setup.preset, "--config", str(options),
-                                          "--run-dir", str(run.run_dir)], setup.isolate)
+        code = call_entry_point(DISTILL, student_argv(run, setup), setup.isolate)
         if code != 0 or not run.done:
             raise UserError(f"run {run.spec.name}: python -m {DISTILL} exited with status {code} (see its message "
                             "above); finished runs are kept, rerun the same command to continue")
