@@ -207,3 +207,34 @@ def test_distill_config_validation_and_yaml_shape():
     with pytest.raises(ValueError, match="progress"):
         DistillConfig().ramp(1.5)
     assert dataclasses.replace(DistillConfig(), method="kd").method == "kd"
+
+
+# Every distill option, changed: (option, DistillConfig keyword, changed value).
+CHANGED = [
+    ("lambda_l", {"lambda_l": 2.0}), ("lambda_f", {"lambda_f": 2.0}), ("warmup", {"warmup": 0.5}),
+    ("temperature", {"temperature": 2.0}), ("alpha", {"alpha": 2.0}), ("beta", {"beta": 4.0}),
+    ("at_stages", {"at_stages": (2, 3)}), ("dwld", {"dwld": DWLDConfig(mode="confidence")}),
+    ("arfd", {"arfd": ARFDConfig(kernel="none")}),
+]
+
+
+def _losses(method, **cfg):
+    distiller = _build(method, **cfg).train()
+    torch.manual_seed(1)  # dropout
+    _, losses = distiller.forward_train(*_batch(), progress=0.1)
+    return {k: v.item() for k, v in losses.items()}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_options_read_lists_exactly_the_options_that_change_a_method(method):
+    """The study reuses finished runs across changes of options a method does not read: that must be exact."""
+    from lix_train.distillers import DISTILLERS
+
+    read = DISTILLERS[method].options_read()
+    assert {"method", "ignore_index"} <= set(read)
+    base = _losses(method)
+    for option, change in CHANGED:
+        if option in read:
+            assert _losses(method, **change) != base, f"{method} lists {option} but ignores it"
+        else:
+            assert _losses(method, **change) == base, f"{method} reads {option} but does not list it"

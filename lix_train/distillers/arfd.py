@@ -8,6 +8,7 @@ from lix_train.losses.arfd import ARFD as ARFDLoss
 
 class ARFD(Distiller):
     uses_teacher_features = True
+    reads = ("arfd",)
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher, cfg)

@@ -8,6 +8,7 @@ from lix_train.losses.at import at_loss
 
 class AT(Distiller):
     uses_teacher_features = True
+    reads = ("at_stages",)
 
     def feature_loss(self, student_feats, teacher_feats):
         return at_loss(student_feats, teacher_feats, self.cfg.at_stages)

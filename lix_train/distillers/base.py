@@ -26,6 +26,15 @@ class Distiller(nn.Module):
 
     uses_teacher_logits = False
     uses_teacher_features = False
+    # The distill options this method's own losses read (besides the method, ignore_index and
+    # the lambda / warm-up of the terms it has): a study compares runs on these alone.
+    reads: tuple[str, ...] = ()
+
+    @classmethod
+    def options_read(cls) -> tuple[str, ...]:
+        """Every distill option that can change what this method trains."""
+        weights = (("lambda_l",) if cls.uses_teacher_logits else ()) + (("lambda_f",) if cls.uses_teacher_features else ())
+        return ("method", "ignore_index", *weights, *(("warmup",) if weights else ()), *cls.reads)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: DistillConfig):
         super().__init__()

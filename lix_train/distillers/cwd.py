@@ -8,6 +8,7 @@ from lix_train.losses.cwd import cwd_loss
 
 class CWD(Distiller):
     uses_teacher_logits = True
+    reads = ("temperature",)
 
     def logit_loss(self, student_logits, teacher_logits, target):
         return cwd_loss(student_logits, teacher_logits, self.cfg.temperature)

@@ -8,6 +8,7 @@ from lix_train.losses.dkd import dkd_loss
 
 class DKD(Distiller):
     uses_teacher_logits = True
+    reads = ("alpha", "beta", "temperature")
 
     def logit_loss(self, student_logits, teacher_logits, target):
         cfg = self.cfg

@@ -8,6 +8,7 @@ from lix_train.losses.dwld import DWLD as DWLDLoss
 
 class DWLD(Distiller):
     uses_teacher_logits = True
+    reads = ("alpha", "beta", "temperature", "dwld")
 
     def __init__(self, student, teacher, cfg, num_classes: int | None = None):
         super().__init__(student, teacher, cfg)

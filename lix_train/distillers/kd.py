@@ -8,6 +8,7 @@ from lix_train.losses.kd import kd_loss
 
 class KD(Distiller):
     uses_teacher_logits = True
+    reads = ("temperature",)
 
     def logit_loss(self, student_logits, teacher_logits, target):
         return kd_loss(student_logits, teacher_logits, target, self.cfg.temperature, self.cfg.ignore_index)

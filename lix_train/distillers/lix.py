@@ -12,6 +12,7 @@ class LIX(Distiller):
 
     uses_teacher_logits = True
     uses_teacher_features = True
+    reads = ("alpha", "beta", "temperature", "dwld", "arfd")
 
     def __init__(self, student, teacher, cfg, num_classes: int | None = None):
         super().__init__(student, teacher, cfg)

@@ -122,10 +122,28 @@ def config_differences(a: dict, b: dict, ignore: Sequence[str] = NOT_COMPARED) -
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and not k.startswith(tuple(ignore)))
 
 
+def compared_config(config: dict, teacher_only: bool = False) -> dict:
+    """A run's config as the study compares it: of the distill section, only what its method reads.
+
+    A KD run does not depend on ARFD's bandwidth, so changing a LIX default must not make the
+    finished KD runs look stale (Distiller.options_read says what each method reads). A
+    teacher-only run depends on neither the student nor the distillation.
+    """
+    from lix_train.distillers import DISTILLERS
+
+    if teacher_only:
+        return {k: v for k, v in config.items() if k not in ("student", "distill")}
+    distill = config.get("distill")
+    if not isinstance(distill, dict) or distill.get("method") not in DISTILLERS:
+        return config
+    read = DISTILLERS[distill["method"]].options_read()
+    return {**config, "distill": {k: v for k, v in distill.items() if k in read}}
+
+
 def _identity(cfg: ExperimentConfig, teacher_only: bool, teacher_dir: Path) -> str:
     if teacher_only:
         return f"teacher:{teacher_dir}"
-    return json.dumps(to_dict(cfg), sort_keys=True, default=str)
+    return json.dumps(compared_config(to_dict(cfg)), sort_keys=True, default=str)
 
 
 def plan(specs: Sequence[RunSpec], setup: StudySetup) -> list[PlannedRun]:
@@ -169,7 +187,9 @@ def check_finished_run(run: PlannedRun) -> None:
         old = yaml.safe_load(stored.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"{stored}: cannot read the finished run's config ({err}); delete {run.run_dir} to redo it")
-    diffs = config_differences(old, yaml.safe_load(yaml.safe_dump(to_dict(run.cfg))))
+    new = yaml.safe_load(yaml.safe_dump(to_dict(run.cfg)))
+    only = run.spec.teacher_only
+    diffs = config_differences(compared_config(old, only), compared_config(new, only))
     if diffs:
         shown = ", ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")
         raise UserError(f"{run.run_dir} holds a finished run with a different config ({shown}); choose another "
