@@ -36,8 +36,8 @@ NON_ARCHITECTURE = ("pretrained", "dropout")
 # Train options that are bookkeeping, not part of what determines a teacher's weights.
 BOOKKEEPING = ("progress", "num_workers", "tensorboard", "log_every", "ckpt_every", "keep_last", "eval_every",
                "eval", "device")
-# Data options that do not reach the teacher's training frames.
-EVAL_ONLY_DATA = ("cache_dir", "val_scenes", "test_scenes", "max_val_frames", "max_test_frames")
+# Data options that do not change the teacher's training frames (where caches live, eval subsets).
+EVAL_ONLY_DATA = ("cache_dir", "x_cache", "val_scenes", "test_scenes", "max_val_frames", "max_test_frames")
 
 
 @dataclass

@@ -98,7 +98,7 @@ def test_teacher_hash_follows_what_shapes_the_teacher_only():
     same = from_dict(ExperimentConfig, {
         "teacher": {"train": {"num_workers": 0, "progress": False, "log_every": 1, "eval_every": 3}},
         "student": {"train": {"iters": 600}, "model": {"width": 0.5}}, "distill": {"method": "kd"},
-        "data": {"val_scenes": ["Scene02"], "max_test_frames": 3}, "output": {"name": "x"},
+        "data": {"val_scenes": ["Scene02"], "max_test_frames": 3, "x_cache": True}, "output": {"name": "x"},
     })
     assert teacher_hash(same) == teacher_hash(base)
     for change in ({"teacher": {"train": {"iters": 600}}}, {"teacher": {"model": {"width": 0.5}}},

@@ -189,3 +189,51 @@ def test_augmentation_is_reproducible_under_torch_manual_seed():
     c = ds[0]  # the generator moved on: a new augmentation
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["x"], b["x"])
     assert not torch.equal(a["image"], c["image"])
+
+
+# --- the X cache -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("modality", sorted(MODALITY_CHANNELS))
+def test_x_cache_gives_the_exact_x_and_encodes_each_frame_once(tmp_path, monkeypatch, modality):
+    from lix_train.data import dataset as dataset_module
+    from lix_train.data.x_cache import XCache
+
+    cached = SegmentationDataset(FakeSource(), modality, x_cache=XCache(tmp_path))
+    calls = []
+    real = dataset_module.encode_x
+    monkeypatch.setattr(dataset_module, "encode_x", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for _ in range(2):  # two epochs
+        for i in range(len(cached)):
+            assert torch.equal(cached[i]["x"], SegmentationDataset(FakeSource(), modality)[i]["x"])
+    # FakeSource frames share one depth map: one key, one encoding by the cache (+ 8 by the plain ones)
+    assert len(calls) == 1 + 8 and len(list(tmp_path.rglob("*.npy"))) == 1
+
+
+def test_x_cache_keys_change_with_every_input_and_a_damaged_entry_is_recomputed(tmp_path):
+    from lix_train.data.x_cache import XCache, x_key
+
+    depth = ground_plane_depth()
+    base = x_key(depth, K, "normals", 0.54, 80.0)
+    other_depth = depth.copy()
+    other_depth[-1, -1] += 0.01
+    assert len({base, x_key(other_depth, K, "normals", 0.54, 80.0), x_key(depth, K * 1.01, "normals", 0.54, 80.0),
+                x_key(depth, None, "normals", 0.54, 80.0), x_key(depth, K, "depth", 0.54, 80.0),
+                x_key(depth, K, "normals", 0.5, 80.0), x_key(depth, K, "normals", 0.54, None)}) == 7
+    cache = XCache(tmp_path)
+    x = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+    assert cache.get_or_compute(base, lambda: x) is x
+    cache.path(base).write_bytes(b"\x93NUMPY truncated")
+    again = cache.get_or_compute(base, lambda: x + 1)
+    np.testing.assert_array_equal(again, x + 1)
+    np.testing.assert_array_equal(cache.get_or_compute(base, lambda: pytest.fail("should read the entry")), x + 1)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_x_cache_on_a_read_only_place_still_serves_x(tmp_path):
+    from lix_train.data.x_cache import XCache
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cache = XCache(blocker / "x")  # cannot be created
+    x = np.ones((1, 2, 2), np.float32)
+    assert cache.get_or_compute("ab" * 16, lambda: x) is x

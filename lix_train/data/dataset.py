@@ -24,6 +24,7 @@ from lix_train.data.modalities import KITTI_STEREO_BASELINE_M, MODALITIES, encod
 from lix_train.data.sample import Sample
 from lix_train.data.skipping import SampleSkipper
 from lix_train.data.transforms import Frame, ToTensor
+from lix_train.data.x_cache import XCache, x_key
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class SegmentationDataset(Dataset):
                   re-read), giving up after `max_attempts` consecutive failures.
     baseline_m:   stereo baseline for X=disparity when a sample has no meta["baseline_m"].
     max_depth:    depth beyond this (e.g. a sky sentinel) is unknown in X.
+    x_cache:      an XCache: each frame's X is read from disk after its first encoding (exact).
 
     Augmentation draws from a numpy Generator seeded from torch's generator, so
     `torch.manual_seed` makes a run reproducible and DataLoader workers (which torch seeds
@@ -70,6 +72,7 @@ class SegmentationDataset(Dataset):
         max_attempts: int = 10,
         baseline_m: float = KITTI_STEREO_BASELINE_M,
         max_depth: float | None = None,
+        x_cache: XCache | None = None,
     ):
         if modality is not None and modality not in MODALITIES:
             raise ValueError(f"modality={modality!r} is not one of {', '.join(map(repr, MODALITIES))} or None")
@@ -87,6 +90,7 @@ class SegmentationDataset(Dataset):
         self.on_error = on_error
         self.baseline_m = baseline_m
         self.max_depth = max_depth
+        self.x_cache = x_cache
         self._skipper = SampleSkipper(getattr(source, "names", None), log, max_attempts)
 
     @property
@@ -121,8 +125,17 @@ class SegmentationDataset(Dataset):
                                  "supply K in the source, or use X='inverse_depth' / 'depth'"
                 )
             baseline = sample.meta.get("baseline_m", self.baseline_m)
+
+            def encode() -> np.ndarray:
+                return encode_x(sample.depth, sample.intrinsics, self.modality, baseline_m=baseline,
+                                max_depth=self.max_depth)
+
             try:
-                x = encode_x(sample.depth, sample.intrinsics, self.modality, baseline_m=baseline, max_depth=self.max_depth)
+                if self.x_cache is None:
+                    x = encode()
+                else:
+                    key = x_key(sample.depth, sample.intrinsics, self.modality, baseline, self.max_depth)
+                    x = self.x_cache.get_or_compute(key, encode)
             except ValueError as err:
                 raise DatasetError(sample.name, f"cannot encode X={self.modality!r}: {err}") from None
         return Frame(image=sample.rgb, label=sample.label, x=x, modality=self.modality if x is not None else None,

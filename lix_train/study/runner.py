@@ -49,7 +49,7 @@ LOG_FILE = "train.log"
 # Progress bars would flood the per-run logs of parallel runs (bookkeeping only: not compared).
 QUIET = ["--teacher.train.progress", "false", "--student.train.progress", "false"]
 # Options that may differ between runs without changing what is compared (checked for finished runs).
-NOT_COMPARED = ("output.", "runtime.") + tuple(f"{role}.train.{k}" for role in ("teacher", "student")
+NOT_COMPARED = ("output.", "runtime.", "data.x_cache") + tuple(f"{role}.train.{k}" for role in ("teacher", "student")
                                                 for k in BOOKKEEPING)
 # What may differ between the student runs of one study: the seed and the teacher's X.
 STUDENT_VARIES = ("student.train.seed", "data.modality", "data.zero_x")
