@@ -31,6 +31,7 @@ from lix_train.cli import (
     CONFIG_FILE, UserError, choose_run_dir, config_yaml, experiment_parser, init_runtime, prepare_run_dir,
     resolve_experiment, run_cli, shared,
 )
+from lix_train.locking import Busy, sole_user
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,31 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     info, device = init_runtime(cfg, cfg.student.train.device)
 
-    from lix_train.data.build import build_datasets, resolve_root
+    from lix_train.data.build import resolve_root
+
+    root = resolve_root(cfg.data, progress=info.is_main)
+    run_dir = Path(shared(str(requested_dir)))  # rank 0's timestamp names the folder for every rank
+    try:
+        with sole_user(run_lock_path(run_dir), f"run folder {run_dir}", enabled=info.is_main):
+            return distill_in(run_dir, args, cfg, info, device, root, started)
+    except Busy as err:
+        raise UserError(str(err)) from None
+
+
+def run_lock_path(run_dir: Path) -> Path:
+    """Beside the folder, not in it: the folder's own contents stay what the run wrote."""
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> int:
+    """Teacher (reused or trained), distillation, test scores and outputs, in `run_dir` (held by this process)."""
+    from lix_train.data.build import build_datasets
     from lix_train.distillers import build_distiller
     from lix_train.engine.checkpoint import atomic_torch_save, build_checkpoint
     from lix_train.engine.trainer import Trainer
     from lix_train.experiment import build_network, network_signature
     from lix_train.teachers import ensure_teacher, teacher_run_dir
 
-    root = resolve_root(cfg.data, progress=info.is_main)
-    run_dir = Path(shared(str(requested_dir)))  # rank 0's timestamp names the folder for every rank
     resume = prepare_run_dir(run_dir, cfg, args.resume, info.is_main)
     times: dict[str, float | None] = {}
 

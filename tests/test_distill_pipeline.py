@@ -222,3 +222,19 @@ def test_two_process_torchrun_distill(setup, tmp_path):
     (teacher_dir,) = (tmp_path / "teachers").iterdir()
     assert [int(r["iteration"]) for r in read_csv(teacher_dir / "train.csv")] == list(range(1, ITERS + 1))
     assert [int(r["iteration"]) for r in read_csv(tmp_path / "run" / "train.csv")] == list(range(1, ITERS + 1))
+
+
+def test_a_run_folder_in_use_is_refused_at_once(setup, first_run, capsys):
+    """Two trainings in one folder would interleave checkpoints: the second is refused, nothing is touched."""
+    from lix_train.distill import run_lock_path
+    from lix_train.locking import sole_user
+
+    base, config = setup
+    rows = (first_run / "train.csv").read_text()
+    capsys.readouterr()
+    with sole_user(run_lock_path(first_run), "test holder"):
+        assert distill.main(["--config", str(config), "--run-dir", str(first_run)]) == 2
+    err = capsys.readouterr().err
+    assert f"run folder {first_run} is in use by another process" in err and len(err.strip().splitlines()) == 1
+    assert (first_run / "train.csv").read_text() == rows
+    assert distill.main(["--config", str(config), "--run-dir", str(first_run)]) == 0  # released: continues as usual
