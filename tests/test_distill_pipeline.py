@@ -115,13 +115,20 @@ def _student_weights(run_dir: Path) -> dict:
 
 
 def test_the_seed_alone_decides_the_student(setup, first_run):
-    """Same config and seed in a fresh run: identical weights (initialisation included); another seed differs."""
+    """Same config and seed in a fresh run: identical weights (initialisation included), however often it was
+    validated; another seed differs."""
     base, config = setup
     assert distill.main(["--config", str(config), "--run-dir", str(base / "same-seed")]) == 0
     assert distill.main(["--config", str(config), "--run-dir", str(base / "other-seed"),
                          "--student.train.seed", "1"]) == 0
-    first, same, other = (_student_weights(d) for d in (first_run, base / "same-seed", base / "other-seed"))
+    # validating after every iteration must not move the run's random stream either
+    assert distill.main(["--config", str(config), "--run-dir", str(base / "validated"),
+                         "--student.train.eval_every", "1"]) == 0
+    assert len(read_csv(base / "validated" / "eval.csv")) == ITERS
+    first, same, other, validated = (_student_weights(d) for d in
+                                     (first_run, base / "same-seed", base / "other-seed", base / "validated"))
     assert all(torch.equal(first[k], same[k]) for k in first)
+    assert all(torch.equal(first[k], validated[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 

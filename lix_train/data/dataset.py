@@ -143,6 +143,7 @@ class SegmentationDataset(Dataset):
 
     def _load(self, i: int) -> dict:
         frame = self.frame(self.source[i])
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        random = self.transforms is not None and getattr(self.transforms, "random", True)
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item())) if random else None
         out = frame if self.transforms is None else self.transforms(frame, rng)
         return ToTensor()(out) if isinstance(out, Frame) else out

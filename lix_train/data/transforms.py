@@ -301,10 +301,15 @@ class ToTensor:
 
 
 class Compose:
-    """Apply transforms in order, all drawing from one Generator (fresh entropy if none given)."""
+    """Apply transforms in order, all drawing from one Generator (fresh entropy if none given).
 
-    def __init__(self, transforms: Sequence[Transform]):
+    `random=False` declares that no transform draws, so a dataset need not draw a seed for it
+    (which would move the caller's generator: validation must not change a training run).
+    """
+
+    def __init__(self, transforms: Sequence[Transform], random: bool = True):
         self.transforms = list(transforms)
+        self.random = random
 
     def __call__(self, frame: Frame, rng: np.random.Generator | None = None):
         rng = np.random.default_rng() if rng is None else rng
@@ -380,4 +385,4 @@ def build_train_transforms(cfg: TransformConfig) -> Compose:
 
 def build_eval_transforms(cfg: TransformConfig) -> Compose:
     """Deterministic: resize to `size` -> normalise -> tensors (no randomness is drawn)."""
-    return Compose([Resize(cfg.size), cfg.normalize(), ToTensor()])
+    return Compose([Resize(cfg.size), cfg.normalize(), ToTensor()], random=False)

@@ -175,8 +175,10 @@ class Trainer:
                                        generator=generator, persistent_workers=cfg.num_workers > 0, **loader_args)
         self.eval_loader = None
         if eval_set is not None:
-            self.eval_loader = DataLoader(eval_set, batch_size=cfg.eval.batch_size,
-                                          sampler=ShardSampler(eval_set, self.info), **loader_args)
+            # Its own generator too: validating must not move the training run's random stream, so a
+            # run's weights do not depend on how often it was validated.
+            self.eval_loader = DataLoader(eval_set, batch_size=cfg.eval.batch_size, sampler=ShardSampler(eval_set, self.info),
+                                          generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
         self.checkpoints = ckpt_io.CheckpointDir(self.run_dir / CHECKPOINT_DIR, cfg.keep_last)
         self.best_miou: float | None = None
         self.last_eval: dict | None = None
