@@ -105,7 +105,7 @@ def test_teacher_stays_eval_and_frozen_whatever_train_is_called_with():
 
 @pytest.mark.parametrize("method, extra", [("lix", True), ("dwld", True), ("dkd", False), ("arfd", False)])
 def test_extra_parameters_are_visible_to_the_optimiser(method, extra):
-    distiller = _build(method)
+    distiller = _build(method, dwld=DWLDConfig(mode="adversarial"))  # the DWC is the extra
     extras = distiller.get_extra_parameters()
     assert bool(extras) == extra
     learnable = distiller.get_learnable_parameters()
@@ -186,9 +186,10 @@ def test_registry_errors_and_config_routes():
     assert type(build_distiller("kd", TinyStudent(), TinyTeacher(), cfg)).__name__ == "KD"
     student = TinyStudent()
     del student.num_classes
+    adversarial = DistillConfig(dwld=DWLDConfig(mode="adversarial"))
     with pytest.raises(ValueError, match="needs num_classes"):
-        build_distiller("lix", student, TinyTeacher())
-    assert build_distiller("lix", student, TinyTeacher(), num_classes=C).dwld.controller.in_channels == 2 * C + 6
+        build_distiller("lix", student, TinyTeacher(), adversarial)
+    assert build_distiller("lix", student, TinyTeacher(), adversarial, num_classes=C).dwld.controller.in_channels == 2 * C + 6
 
 
 def test_distill_config_validation_and_yaml_shape():
@@ -213,7 +214,7 @@ def test_distill_config_validation_and_yaml_shape():
 CHANGED = [
     ("lambda_l", {"lambda_l": 2.0}), ("lambda_f", {"lambda_f": 2.0}), ("warmup", {"warmup": 0.5}),
     ("temperature", {"temperature": 2.0}), ("alpha", {"alpha": 2.0}), ("beta", {"beta": 4.0}),
-    ("at_stages", {"at_stages": (2, 3)}), ("dwld", {"dwld": DWLDConfig(mode="confidence")}),
+    ("at_stages", {"at_stages": (2, 3)}), ("dwld", {"dwld": DWLDConfig(mode="adversarial")}),
     ("arfd", {"arfd": ARFDConfig(kernel="none")}),
 ]
 

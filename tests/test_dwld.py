@@ -49,7 +49,7 @@ def test_fixed_mode_equals_dkd_exactly_in_value_and_gradient():
 @pytest.mark.parametrize("stride", [1, 4])
 def test_dwc_initialisation_reproduces_alpha_beta(stride):
     s, t, y = _batch()
-    dwld = DWLD(DWLDConfig(stride=stride), ALPHA, BETA, TEMP, num_classes=C)
+    dwld = DWLD(DWLDConfig(mode="adversarial", stride=stride), ALPHA, BETA, TEMP, num_classes=C)
     raw_tc, raw_nc = dwld.controller(torch.randn(2, dwld.controller.in_channels, 6, 8))
     torch.testing.assert_close(raw_tc, torch.full_like(raw_tc, ALPHA))
     torch.testing.assert_close(raw_nc, torch.full_like(raw_nc, BETA))
@@ -93,7 +93,7 @@ def test_grad_reverse_flips_and_scales_the_gradient():
 def test_dwc_gradient_is_the_reversed_gradient_of_the_loss():
     s, t, y = _batch()
     scale = 0.7
-    dwld = DWLD(DWLDConfig(reverse_scale=scale), ALPHA, BETA, TEMP, num_classes=C)
+    dwld = DWLD(DWLDConfig(mode="adversarial", reverse_scale=scale), ALPHA, BETA, TEMP, num_classes=C)
     _perturb(dwld.controller, scale=0.5)
     params = list(dwld.controller.parameters())
     adversarial = torch.autograd.grad(dwld(s, t, y), params)
@@ -112,7 +112,7 @@ def test_dwc_gradient_is_the_reversed_gradient_of_the_loss():
 
 def test_an_optimiser_step_on_the_dwc_raises_the_distillation_loss():
     s, t, y = _batch()
-    dwld = DWLD(DWLDConfig(), ALPHA, BETA, TEMP, num_classes=C)
+    dwld = DWLD(DWLDConfig(mode="adversarial"), ALPHA, BETA, TEMP, num_classes=C)
     _perturb(dwld.controller, scale=0.3)
     opt = torch.optim.SGD(dwld.controller.parameters(), lr=1e-3)
     before = dwld(s, t, y)
@@ -124,7 +124,7 @@ def test_an_optimiser_step_on_the_dwc_raises_the_distillation_loss():
 
 def test_student_gradient_treats_weights_as_constants():
     s, t, y = _batch()
-    dwld = DWLD(DWLDConfig(), ALPHA, BETA, TEMP, num_classes=C)
+    dwld = DWLD(DWLDConfig(mode="adversarial"), ALPHA, BETA, TEMP, num_classes=C)
     _perturb(dwld.controller)
     s1 = s.clone().requires_grad_(True)
     dwld(s1, t, y).backward()
@@ -138,7 +138,7 @@ def test_student_gradient_treats_weights_as_constants():
 @pytest.mark.parametrize("stride", [1, 4])
 def test_ignored_pixels_do_not_move_the_loss(stride):
     s, t, y = _batch()
-    dwld = DWLD(DWLDConfig(stride=stride), ALPHA, BETA, TEMP, num_classes=C)
+    dwld = DWLD(DWLDConfig(mode="adversarial", stride=stride), ALPHA, BETA, TEMP, num_classes=C)
     _perturb(dwld.controller)
     s2 = s.clone()
     t2 = t.clone()
@@ -158,17 +158,17 @@ def test_controller_depths(layers):
 
 def test_confidence_only_inputs_need_no_class_count():
     s, t, y = _batch()
-    dwld = DWLD(DWLDConfig(inputs="confidence"), ALPHA, BETA, TEMP)
+    dwld = DWLD(DWLDConfig(mode="adversarial", inputs="confidence"), ALPHA, BETA, TEMP)
     assert dwld.controller.in_channels == 6
     torch.testing.assert_close(dwld(s, t, y), dkd_loss(s, t, y, ALPHA, BETA, TEMP))
 
 
 def test_class_count_errors():
     with pytest.raises(ValueError, match="needs num_classes"):
-        DWLD(DWLDConfig(), ALPHA, BETA, TEMP)
+        DWLD(DWLDConfig(mode="adversarial"), ALPHA, BETA, TEMP)
     s, t, y = _batch()
     with pytest.raises(ValueError, match="check num_classes"):
-        DWLD(DWLDConfig(), ALPHA, BETA, TEMP, num_classes=C + 1)(s, t, y)
+        DWLD(DWLDConfig(mode="adversarial"), ALPHA, BETA, TEMP, num_classes=C + 1)(s, t, y)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from lix_train.losses.dwld import DWLD as DWLDLoss
 
 
 class LIX(Distiller):
-    """Both terms; the DWC (adversarial mode) is its only extra learnable part."""
+    """Both terms; the DWC (dwld.mode adversarial) would be its only extra learnable part."""
 
     uses_teacher_logits = True
     uses_teacher_features = True

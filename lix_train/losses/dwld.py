@@ -5,14 +5,17 @@
 A single (alpha, beta) can only be right where the best TCKD/NCKD balance is the same at every
 pixel; it is not (see lix-method.md 2.2). The weights come from one of three modes:
 
-* ``adversarial`` (default): a small per-pixel MLP, the dynamic weight controller (DWC), reads
-  detached logits and confidences (on a grid pooled by `stride`, weights upsampled back). Its weights are renormalised so their mean over valid
-  pixels is (alpha, beta) - plain minimisation would collapse them - and it is trained through
-  a gradient-reversal layer, so it *raises* the loss the student lowers (CTKD-style): weight
-  moves to the pixels the student still gets wrong.
-* ``confidence``: a closed-form rule, no parameters. w_tc grows with the student's error on
-  the target, (1 - p^S_t); w_nc with KD's own coupling factor, (1 - p^T_t). Both are mapped into
-  the same bounded range as the DWC's raw output and mean-normalised to (alpha, beta).
+* ``confidence`` (default): a closed-form rule, no parameters. w_tc grows with the student's
+  error on the target, (1 - p^S_t); w_nc with KD's own coupling factor, (1 - p^T_t). Both are
+  mapped into the same bounded range as the DWC's raw output and mean-normalised to (alpha, beta).
+* ``adversarial``: a small per-pixel MLP, the dynamic weight controller (DWC), reads detached
+  logits and confidences (on a grid pooled by `stride`, weights upsampled back). Its weights
+  are renormalised so their mean over valid pixels is (alpha, beta) - plain minimisation would
+  collapse them - and it is trained through a gradient-reversal layer, so it *raises* the loss
+  the student lowers (CTKD-style): weight moves to the pixels the student still gets wrong.
+  With an RGB+X teacher those are largely the pixels only geometry resolves, where the student
+  cannot follow; on the synthetic benchmark it cost several mIoU (docs/results.md), hence not
+  the default.
 * ``fixed``: (alpha, beta) everywhere; reduces through the same code as `dkd_loss`, so it equals
   DKD exactly.
 
@@ -45,7 +48,9 @@ NUM_CONFIDENCE_FEATURES = 6
 class DWLDConfig:
     """Settings of DWLD and its dynamic weight controller (alpha, beta, T live in DistillConfig)."""
 
-    mode: str = option("adversarial", "How per-pixel weights are made.", choices=DWLD_MODES)
+    mode: str = option(
+        "confidence", "How per-pixel weights are made: the closed-form confidence rule, the adversarial DWC (the "
+        "paper's learned controller; 3.9 mIoU below it in docs/results.md), or fixed (= DKD).", choices=DWLD_MODES)
     layers: int = option(3, "DWC depth: number of 1x1 conv layers (1..5); an ablation axis.")
     hidden: int = option(64, "DWC hidden width.")
     inputs: str = option(

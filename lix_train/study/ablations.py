@@ -67,6 +67,8 @@ ABLATIONS: dict[str, AblationSet] = {s.name: s for s in (
                 _axis("distill.dwld.layers", (1, 2, 3, 4, 5))),
     AblationSet("dwc_mode", "How DWLD makes its per-pixel weights: fixed (= DKD), adversarial DWC, confidence rule",
                 _axis("distill.dwld.mode", ("fixed", "adversarial", "confidence"))),
+    AblationSet("beta", "Mean weight beta of NCKD (the teacher's distribution over the non-target classes) in DWLD",
+                _axis("distill.beta", (0.5, 1.0, 2.0, 4.0))),
     AblationSet("recal_kernel", "ARFD recalibration kernel (none = no recalibration)",
                 _axis("distill.arfd.kernel", ("laplace", "gaussian", "none"))),
     AblationSet("bandwidth", "ARFD kernel bandwidth: sigma = this x the median distance (< 1 sharpens the recalibration)",
