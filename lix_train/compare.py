@@ -161,7 +161,8 @@ def report(planned, chosen, args: argparse.Namespace, out: Path) -> None:
     """Aggregate the finished runs into table.md / table.json and draw the study's plots."""
     from lix_train.study.plots import draw_study_plots
     from lix_train.study.runner import load_metrics
-    from lix_train.study.table import RunResult, aggregate, git_commit, protocol_of, write_tables
+    from lix_train.report import git_commit
+    from lix_train.study.table import RunResult, aggregate, protocol_of, write_tables
 
     results = [RunResult(p.spec, load_metrics(p)) for p in planned]
     students = [p for p in planned if not p.spec.teacher_only]

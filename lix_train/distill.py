@@ -202,7 +202,7 @@ def student_train_time(run_dir: Path, summary) -> float | None:
 
 def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, teacher_path, teacher_trained,
                   teacher_record, teacher_dir, class_set, test_split: dict) -> None:
-    from lix_train.report import METRICS_FILE, SUMMARY_FILE, draw_plots, format_table, write_json, write_text
+    from lix_train.report import METRICS_FILE, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text
 
     metrics = {
         "split": "test",
@@ -220,6 +220,7 @@ def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, t
                     "train_wall_time_s": student_train_time(run_dir, summary)},
         "wall_time_s": times,
         "config": CONFIG_FILE,
+        "commit": git_commit(),  # the code this run trained and scored with
     }
     write_json(run_dir / METRICS_FILE, metrics)
     title = (f"{cfg.data.dataset} test split, {cfg.data.modality} teacher -> RGB student ({cfg.distill.method}), "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -108,3 +109,22 @@ def evenly_spaced_indices(count: int, k: int) -> Sequence[int]:
     from lix_train.data.build import evenly_spaced
 
     return evenly_spaced(count, k) if k > 0 else []
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """`git rev-parse HEAD` of the code's checkout, with "+dirty" when tracked files differ from it;
+    "unknown" outside a git repository. Recorded by every run, so a table can name what made it."""
+    where = cwd or Path(__file__).parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if not head:
+        return "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return head + ("+dirty" if dirty else "")

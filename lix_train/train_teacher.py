@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from lix_train.cli import shared
     from lix_train.data.build import build_datasets, resolve_root
     from lix_train.distill import load_teacher
-    from lix_train.report import METRICS_FILE, SUMMARY_FILE, draw_plots, format_table, write_json, write_text
+    from lix_train.report import METRICS_FILE, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text
     from lix_train.scoring import score_network
     from lix_train.teachers import ensure_teacher, teacher_run_dir
 
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             "teacher": {**metrics, "checkpoint": str(result.checkpoint), "trained_in_this_run": result.trained,
                         "train_wall_time_s": result.train_wall_time_s},
             "wall_time_s": times,
+            "commit": git_commit(),  # the code that scored it (teacher.json names the code that trained it)
         })
         table = format_table({"teacher": metrics}, times,
                              title=f"{cfg.data.dataset} test split, RGB+{cfg.data.modality} teacher")

@@ -213,6 +213,11 @@ def test_table_is_computed_from_the_run_metrics(study):
         assert rows[method]["std"] == pytest.approx(statistics.stdev(scores))
     base_mean, kd_mean = rows["baseline"]["mean"], rows["kd"]["mean"]
     assert table["teacher"]["miou"] == teacher["miou"]
+    # every run names the code it trained with; the table lists those commits
+    commits = [_metrics(out, f"{m}-s{s}")["commit"] for m in METHODS for s in SEEDS]
+    assert all(len(c.split("+")[0]) == 40 or c == "unknown" for c in commits)
+    assert sum(table["run_commits"].values()) == len(commits) + 1  # + the control
+    assert f"`{commits[0]}`" in (out / "table.md").read_text()
     if teacher["miou"] != base_mean:
         assert rows["kd"]["gap_share"] == pytest.approx((kd_mean - base_mean) / (teacher["miou"] - base_mean))
     assert rows["kd"]["delta_vs_baseline"] == pytest.approx(kd_mean - base_mean)

@@ -11,7 +11,6 @@ percentage points in table.md. Every table names the command, the commit and the
 from __future__ import annotations
 
 import math
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -124,9 +123,15 @@ def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], pr
         teacher_row = {"miou": teacher_miou, "per_class_iou": teacher["per_class_iou"],
                        "delta_vs_baseline": None if base_mean is None else teacher_miou - base_mean,
                        "per_class_gain": class_gains(teacher["per_class_iou"], base_classes) if base_classes else {}}
+    run_commits: dict[str, int] = {}
+    for r in results:
+        if r.metrics is not None:
+            key = r.metrics.get("commit", "unrecorded")
+            run_commits[key] = run_commits.get(key, 0) + 1
     table = {
         "command": command,
         "commit": commit,
+        "run_commits": run_commits,  # the code each finished run trained with (a study may span commits)
         "protocol": protocol,
         "teacher": teacher_row,
         "methods": methods,
@@ -167,16 +172,6 @@ def _ablation_table(ablation: AblationSet, results: Sequence[RunResult], base_me
 
 
 # --- output ------------------------------------------------------------------------------------
-
-def git_commit(cwd: Path | None = None) -> str:
-    """`git rev-parse HEAD` of the code's checkout, "unknown" outside a git repository."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
 
 def _pct(value: float | None, signed: bool = False) -> str:
     if value is None:
@@ -220,7 +215,9 @@ def format_markdown(table: Mapping[str, Any]) -> str:
     """table.md: protocol, the methods table, per-class gains, one table per ablation."""
     p = table["protocol"]
     lines = [f"# LIX-Seg comparison ({p['preset']} preset)", "",
-             f"Command: `{table['command']}`  ", f"Commit: `{table['commit']}`", "", "Protocol:", "",
+             f"Command: `{table['command']}`  ", f"Commit: `{table['commit']}`  ",
+             "Runs trained at: " + (", ".join(f"`{c}` ({n})" for c, n in table.get("run_commits", {}).items()) or "-"),
+             "", "Protocol:", "",
              *_protocol_lines(p), "",
              "Test mIoU in %, mean ± sample std over seeds; gap closed = (student - baseline) / (teacher - baseline).",
              ""]
