@@ -99,3 +99,13 @@ def test_kernel_regression_large_bandwidth_returns_the_mean(kind):
 def test_kernel_regression_rows_are_convex_combinations():
     keys, values = _features(n=10, c=4), torch.ones(2, 10, 1, dtype=torch.float64)
     torch.testing.assert_close(kernel_regression(keys, keys, values), values)
+
+
+def test_effective_count_is_one_for_a_point_mass_and_k_for_uniform_weights():
+    from lix_train.losses.kernels import effective_count, regression_weights
+
+    w = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0]])
+    torch.testing.assert_close(effective_count(w), torch.tensor([1.0, 4.0, 2.0]))
+    q, k = torch.randn(3, 5), torch.randn(7, 5)
+    sharp, flat = (effective_count(regression_weights(q, k, "laplace", sigma_scale=s)) for s in (0.01, 100.0))
+    assert torch.all(sharp < 1.01) and torch.all(flat > 6.9)

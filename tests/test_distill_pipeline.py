@@ -245,3 +245,42 @@ def test_a_run_folder_in_use_is_refused_at_once(setup, first_run, capsys):
     assert f"run folder {first_run} is in use by another process" in err and len(err.strip().splitlines()) == 1
     assert (first_run / "train.csv").read_text() == rows
     assert distill.main(["--config", str(config), "--run-dir", str(first_run)]) == 0  # released: continues as usual
+
+
+def test_diagnose_reads_a_finished_run(setup, first_run, capsys):
+    from lix_train import diagnose
+
+    capsys.readouterr()
+    assert diagnose.main(["--run-dir", str(first_run), "--frames", "2", "--bandwidths", "1,0.1"]) == 0
+    said = capsys.readouterr().out
+    assert "teacher only" in said and "ARFD stage" in said
+    report = json.loads((first_run / "diagnosis.json").read_text())
+    assert report["frames"] == 2 and report["split"] == "val"
+    assert sum(g["pixels"] for g in report["logits"].values()) == pytest.approx(1.0)
+    shares = [g["dkd_share"] for g in report["logits"].values() if g["dkd_share"] is not None]
+    assert sum(shares) == pytest.approx(1.0)
+    for row in report["features"]:
+        wide, sharp = (b["effective_channels"] for b in row["bandwidths"])
+        assert 1.0 <= sharp <= wide + 1e-4 <= row["student_channels"] + 1e-4  # a sharper kernel averages fewer
+        assert 0.0 <= row["cka_raw"] <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--bandwidths", "1,x"], "expected comma-separated numbers"),
+    (["--bandwidths", "0"], "each > 0"),
+    (["--frames", "0"], "at least one"),
+])
+def test_diagnose_bad_requests_end_in_one_line(first_run, capsys, extra, message):
+    from lix_train import diagnose
+
+    capsys.readouterr()
+    assert diagnose.main(["--run-dir", str(first_run), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_diagnose_names_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from lix_train import diagnose
+
+    assert diagnose.main(["--run-dir", str(tmp_path)]) == 2
+    assert f"--run-dir {tmp_path}: no config.yaml" in capsys.readouterr().err

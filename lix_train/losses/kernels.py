@@ -67,8 +67,25 @@ def kernel_regression(
     """
     if keys.shape[-2] != values.shape[-2]:
         raise ValueError(f"kernel_regression: {keys.shape[-2]} keys but {values.shape[-2]} values")
+    return regression_weights(queries, keys, kind, sigma, sigma_scale) @ values
+
+
+def regression_weights(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    kind: str = "laplace",
+    sigma: torch.Tensor | float | None = None,
+    sigma_scale: float = 1.0,
+) -> torch.Tensor:
+    """The Nadaraya-Watson weights [..., m, k] (rows sum to 1) that `kernel_regression` applies."""
     d = pairwise_distance(queries, keys)
     if sigma is None:
         sigma = sigma_scale * median_bandwidth(d)
-    weights = torch.softmax(log_kernel(d, kind, sigma), dim=-1)
-    return weights @ values
+    return torch.softmax(log_kernel(d, kind, sigma), dim=-1)
+
+
+def effective_count(weights: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of each weight row [..., m, k] -> [..., m]: how many keys a row really averages
+    (1 = one key, k = all equally). A recalibration whose rows are all near k only returns the mean."""
+    entropy = -(weights * weights.clamp_min(torch.finfo(weights.dtype).tiny).log()).sum(dim=-1)
+    return entropy.exp()

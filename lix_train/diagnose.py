@@ -1,0 +1,193 @@
+"""Look inside a finished distillation run: what the teacher knows that the student does not, and
+what the LIX losses do with it.
+
+    python -m lix_train.diagnose --run-dir runs/compare/synthetic/runs/lix-s0
+    python -m lix_train.diagnose --run-dir RUN --split val --frames 32 --bandwidths 1,0.3,0.1
+
+On held-out frames (validation split by default, so nothing is tuned on the test drives):
+
+* pixels by who is right: both, the teacher only (what geometry resolves), the student only,
+  neither; and where the logit loss puts its weight: the mean TCKD and NCKD per group, their
+  share of the DKD total at the run's (alpha, beta), and the confidence rule's weights per group;
+* per distilled feature stage: the token count, CKA between the student and teacher features
+  as they are, and for each kernel bandwidth scale the effective number of student channels a
+  channel-recalibration row averages (exp of its entropy: C_s means every row is the plain mean)
+  and the CKA after recalibration.
+
+Printed as tables and written to RUN/diagnosis.json. Reads the run's config.yaml, its
+student.pt and the teacher its metrics.json names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from lix_train.cli import OneLineParser, UserError, run_cli
+
+PROG = "python -m lix_train.diagnose"
+OUT_FILE = "diagnosis.json"
+GROUPS = ("both right", "teacher only", "student only", "both wrong")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Where the teacher is right and the student is not, how the logit loss weights those pixels, "
+                    "and how ARFD's kernel recalibration behaves per stage and bandwidth, on held-out frames of a "
+                    "finished distillation run. Writes RUN/diagnosis.json.")
+    parser.add_argument("--run-dir", type=Path, required=True, metavar="RUN",
+                        help="A finished `python -m lix_train.distill` run folder (config.yaml, student.pt, metrics.json).")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="val", help="Frames to look at.")
+    parser.add_argument("--frames", type=int, default=16, metavar="N", help="Evenly spaced frames of the split.")
+    parser.add_argument("--bandwidths", default="1,0.3,0.1", metavar="S,S,...",
+                        help="ARFD bandwidth scales to compare (sigma = scale x median distance).")
+    return parser
+
+
+def parse_scales(text: str) -> list[float]:
+    try:
+        scales = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--bandwidths {text!r}: expected comma-separated numbers such as 1,0.3,0.1") from None
+    if not scales or any(s <= 0 for s in scales):
+        raise UserError(f"--bandwidths {text!r}: need at least one scale, each > 0")
+    return scales
+
+
+def load_run(run_dir: Path):
+    """(config, teacher, student) of a finished run, with clear errors for what is missing."""
+    from lix_train.config import ConfigError, from_dict, read_yaml
+    from lix_train.distill import load_teacher
+    from lix_train.engine.checkpoint import load_checkpoint, restore_checkpoint
+    from lix_train.experiment import ExperimentConfig, network_from_signature
+
+    for name in ("config.yaml", "student.pt", "metrics.json"):
+        if not (run_dir / name).is_file():
+            raise UserError(f"--run-dir {run_dir}: no {name}; is it a finished distillation run?")
+    try:
+        cfg = from_dict(ExperimentConfig, read_yaml(run_dir / "config.yaml"))
+    except ConfigError as err:
+        raise UserError(f"{run_dir / 'config.yaml'}: {err}") from None
+    teacher_path = Path(json.loads((run_dir / "metrics.json").read_text())["teacher"]["checkpoint"])
+    teacher = load_teacher(cfg, teacher_path).eval()
+    ckpt = load_checkpoint(run_dir / "student.pt")
+    student = network_from_signature(ckpt["signature"])
+    restore_checkpoint(ckpt, run_dir / "student.pt", model=student, signature=ckpt["signature"])
+    return cfg, teacher, student.eval()
+
+
+def frames_batch(cfg, split: str, count: int):
+    """`count` evenly spaced frames of the split with X, as one batch (evaluation transforms)."""
+    import torch
+
+    from lix_train.data.build import build_datasets
+    from lix_train.report import evenly_spaced_indices
+
+    dataset = build_datasets(cfg.data, cfg.data.modality, (split,))[split]
+    items = [dataset[i] for i in evenly_spaced_indices(len(dataset), count)]
+    return {key: torch.stack([item[key] for item in items]) for key in ("image", "x", "label")}
+
+
+def pixel_groups(student_logits, teacher_logits, target, ignore_index: int) -> dict:
+    """Boolean masks [B, H, W] of the four who-is-right groups over valid pixels."""
+    valid = target != ignore_index
+    s_ok = (student_logits.argmax(1) == target) & valid
+    t_ok = (teacher_logits.argmax(1) == target) & valid
+    return {"both right": s_ok & t_ok, "teacher only": t_ok & ~s_ok, "student only": s_ok & ~t_ok,
+            "both wrong": valid & ~s_ok & ~t_ok}
+
+
+def logit_report(cfg, student_logits, teacher_logits, target) -> dict:
+    """Per group: pixel share, mean TCKD / NCKD, share of the DKD total, confidence-rule weights."""
+    from lix_train.losses.dkd import decoupled_parts
+    from lix_train.losses.dwld import confidence_weights
+
+    d = cfg.distill
+    groups = pixel_groups(student_logits, teacher_logits, target, d.ignore_index)
+    tckd, nckd, valid, conf = decoupled_parts(student_logits, teacher_logits, target, d.temperature, d.ignore_index)
+    w_tc, w_nc = confidence_weights(conf, valid, d.alpha, d.beta, d.dwld.weight_range)
+    dkd = d.alpha * tckd + d.beta * nckd
+    total = float(dkd[valid].sum())
+    n_valid = int(valid.sum())
+    out = {}
+    for name in GROUPS:
+        mask = groups[name]
+        n = int(mask.sum())
+        mean = (lambda t: float(t[mask].mean()) if n else None)  # noqa: E731
+        out[name] = {"pixels": n / max(n_valid, 1), "tckd": mean(tckd), "nckd": mean(nckd),
+                     "dkd_share": float(dkd[mask].sum()) / total if total > 0 else None,
+                     "confidence_w_tc": mean(w_tc), "confidence_w_nc": mean(w_nc)}
+    return out
+
+
+def feature_report(cfg, student_feats, teacher_feats, scales: list[float]) -> list[dict]:
+    """Per distilled stage: tokens, CKA as is, and per bandwidth the effective channels and CKA after recalibration."""
+    from lix_train.losses.arfd import to_tokens, unit_columns
+    from lix_train.losses.cka import linear_cka
+    from lix_train.losses.kernels import effective_count, regression_weights
+
+    a = cfg.distill.arfd
+    rows = []
+    for k in a.stages:
+        s_tok, t_tok = to_tokens(student_feats[k].float(), teacher_feats[k].float(), a.max_tokens, a.token_reduce)
+        row = {"stage": k, "tokens": s_tok.shape[1], "student_channels": s_tok.shape[2],
+               "teacher_channels": t_tok.shape[2], "cka_raw": float(linear_cka(s_tok, t_tok).mean()), "bandwidths": []}
+        kernel = a.kernel if a.kernel != "none" else "laplace"
+        for scale in scales:
+            w = regression_weights(unit_columns(t_tok), unit_columns(s_tok), kernel, sigma_scale=scale)
+            recal = (w @ s_tok.transpose(1, 2)).transpose(1, 2)
+            row["bandwidths"].append({"scale": scale, "effective_channels": float(effective_count(w).mean()),
+                                      "cka_recalibrated": float(linear_cka(recal, t_tok).mean())})
+        rows.append(row)
+    return rows
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{report['run_dir']}: {report['frames']} {report['split']} frames, method {report['method']}", "",
+             "pixels by who is right  share   TCKD    NCKD   DKD share  w_tc(conf)  w_nc(conf)"]
+    for name, g in report["logits"].items():
+        def f(v, spec="7.3f"):
+            return format(v, spec) if v is not None else "      -"
+        lines.append(f"{name:<22} {100 * g['pixels']:5.1f} %  {f(g['tckd'])} {f(g['nckd'])}  "
+                     f"{f(None if g['dkd_share'] is None else 100 * g['dkd_share'], '7.1f')} %  "
+                     f"{f(g['confidence_w_tc'], '9.2f')}  {f(g['confidence_w_nc'], '9.2f')}")
+    lines += ["", "ARFD stage  tokens  C_s  C_t  CKA as is  | per bandwidth scale: effective channels, CKA recalibrated"]
+    for row in report["features"]:
+        per = "  ".join(f"{b['scale']:g}: {b['effective_channels']:.1f}/{row['student_channels']}, "
+                        f"{b['cka_recalibrated']:.3f}" for b in row["bandwidths"])
+        lines.append(f"{row['stage']:>10}  {row['tokens']:>6}  {row['student_channels']:>3}  "
+                     f"{row['teacher_channels']:>3}  {row['cka_raw']:9.3f}  | {per}")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from lix_train.report import write_json
+
+    if args.frames < 1:
+        raise UserError(f"--frames {args.frames}: need at least one")
+    scales = parse_scales(args.bandwidths)
+    cfg, teacher, student = load_run(args.run_dir)
+    batch = frames_batch(cfg, args.split, args.frames)
+    with torch.no_grad():
+        t_logits, t_feats = teacher(batch["image"], batch["x"])
+        s_logits, s_feats = student(batch["image"])
+    report = {"run_dir": str(args.run_dir), "split": args.split, "frames": int(batch["image"].shape[0]),
+              "method": cfg.distill.method,
+              "logits": logit_report(cfg, s_logits, t_logits, batch["label"]),
+              "features": feature_report(cfg, s_feats, t_feats, scales)}
+    write_json(args.run_dir / OUT_FILE, report)
+    print(format_report(report), end="")
+    print(f"written: {args.run_dir / OUT_FILE}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(build_parser(), argv, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
