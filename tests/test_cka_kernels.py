@@ -106,6 +106,8 @@ def test_effective_count_is_one_for_a_point_mass_and_k_for_uniform_weights():
 
     w = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0]])
     torch.testing.assert_close(effective_count(w), torch.tensor([1.0, 4.0, 2.0]))
-    q, k = torch.randn(3, 5), torch.randn(7, 5)
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(7, 5, generator=g)
+    q = k[:3] + 1e-3 * torch.randn(3, 5, generator=g)  # each query next to one key, far from the others
     sharp, flat = (effective_count(regression_weights(q, k, "laplace", sigma_scale=s)) for s in (0.01, 100.0))
     assert torch.all(sharp < 1.01) and torch.all(flat > 6.9)
