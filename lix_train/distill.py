@@ -173,6 +173,9 @@ def evaluate_pair(cfg, teacher, student, root, device, is_main: bool):
         "teacher": score_network(teacher, "teacher", test, cfg.eval, device, workers, progress),
         "student": score_network(student, "student", test, cfg.eval, device, workers, progress),
     }
+    # The student on the validation drives too: studies choose settings on these, never on test.
+    val = build_datasets(cfg.data, None, ("val",), root)["val"]
+    results["student_val"] = score_network(student, "student", val, cfg.eval, device, workers, progress)
     examples = None
     if is_main and cfg.output.plots and cfg.output.qualitative_frames:
         indices = evenly_spaced_indices(len(test), cfg.output.qualitative_frames)
@@ -218,6 +221,7 @@ def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, t
                     "train_wall_time_s": teacher_record.get("train_wall_time_s")},
         "student": {**results["student"], "checkpoint": str(run_dir / STUDENT_FILE), "iterations": summary.iterations,
                     "train_wall_time_s": student_train_time(run_dir, summary)},
+        "student_val": results["student_val"],  # validation split (max_val_frames applies): for choosing settings
         "wall_time_s": times,
         "config": CONFIG_FILE,
         "commit": git_commit(),  # the code this run trained and scored with

@@ -213,6 +213,10 @@ def test_table_is_computed_from_the_run_metrics(study):
         assert rows[method]["std"] == pytest.approx(statistics.stdev(scores))
     base_mean, kd_mean = rows["baseline"]["mean"], rows["kd"]["mean"]
     assert table["teacher"]["miou"] == teacher["miou"]
+    # validation scores ride along (settings are chosen on them, never on test)
+    val = [_metrics(out, f"kd-s{s}")["student_val"]["miou"] for s in SEEDS]
+    assert rows["kd"]["val_miou"] == val and rows["kd"]["val_mean"] == pytest.approx(statistics.mean(val))
+    assert "| val mIoU |" in (out / "table.md").read_text()
     # every run names the code it trained with; the table lists those commits
     commits = [_metrics(out, f"{m}-s{s}")["commit"] for m in METHODS for s in SEEDS]
     assert all(len(c.split("+")[0]) == 40 or c == "unknown" for c in commits)
@@ -301,6 +305,19 @@ def test_parallel_jobs_give_the_same_runs_with_one_log_each(study, capsys):
             # same config, same seed, same teacher: the same numbers as the one-after-another study
             assert _metrics(parallel, name)["student"]["miou"] == _metrics(out, name)["student"]["miou"]
     assert (parallel / "runs" / "control-zero_x" / "metrics.json").is_file()
+
+
+def test_a_run_without_val_in_its_metrics_takes_it_from_evaluate_output(tmp_path):
+    from types import SimpleNamespace
+
+    from lix_train.study.runner import VAL_EVAL_FILE, load_metrics
+
+    run = SimpleNamespace(run_dir=tmp_path)
+    assert load_metrics(run) is None
+    (tmp_path / "metrics.json").write_text(json.dumps({"student": {"miou": 0.5}}))
+    assert "student_val" not in load_metrics(run)
+    (tmp_path / VAL_EVAL_FILE).write_text(json.dumps({"split": "val", "student": {"miou": 0.4}}))
+    assert load_metrics(run)["student_val"] == {"miou": 0.4}
 
 
 def test_run_jobs_reports_a_failure_and_starts_nothing_after_it(tmp_path):

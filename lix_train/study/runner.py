@@ -344,9 +344,22 @@ def execute(planned: Sequence[PlannedRun], setup: StudySetup,
     return counts
 
 
+VAL_EVAL_FILE = "eval_student_val_whole.json"  # what `python -m lix_train.evaluate --split val` writes
+
+
 def load_metrics(run: PlannedRun) -> dict | None:
-    """The run's metrics.json (the shared run's for a spec served by another), None while unfinished."""
+    """The run's metrics.json (the shared run's for a spec served by another), None while unfinished.
+
+    A run made before distill scored the validation split gets its validation score from
+    `python -m lix_train.evaluate --checkpoint RUN/student.pt --split val`, if that was run.
+    """
     try:
-        return json.loads((run.run_dir / METRICS_FILE).read_text())
+        metrics = json.loads((run.run_dir / METRICS_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    if "student_val" not in metrics and (run.run_dir / VAL_EVAL_FILE).is_file():
+        try:
+            metrics["student_val"] = json.loads((run.run_dir / VAL_EVAL_FILE).read_text())["student"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            pass
+    return metrics

@@ -82,6 +82,8 @@ def _student_row(results: Sequence[RunResult], baseline_mean: float | None, teac
     finished = [r for r in results if r.metrics is not None]
     scores = [r.metrics["student"]["miou"] for r in finished]
     mean, std = mean_std(scores)
+    val = [r.metrics["student_val"]["miou"] for r in finished if r.metrics.get("student_val")]
+    val_mean, val_std = mean_std(val)
     return {
         "runs": [r.spec.name for r in results],
         "missing": [r.spec.name for r in results if r.metrics is None],
@@ -92,6 +94,8 @@ def _student_row(results: Sequence[RunResult], baseline_mean: float | None, teac
         "delta_vs_baseline": None if mean is None or baseline_mean is None else mean - baseline_mean,
         "gap_share": gap_share(mean, baseline_mean, teacher),
         "per_class_iou": class_means([r.metrics["student"]["per_class_iou"] for r in finished]),
+        # validation drives: what settings are chosen on (over the finished runs that have it)
+        "val_miou": val, "val_mean": val_mean, "val_std": val_std,
     }
 
 
@@ -180,10 +184,12 @@ def _pct(value: float | None, signed: bool = False) -> str:
     return f"{shown:+.1f}" if signed else f"{shown:.1f}"
 
 
-def _mean_std(row: Mapping[str, Any]) -> str:
-    if row.get("mean") is None:
+def _mean_std(row: Mapping[str, Any], key: str = "") -> str:
+    """'48.1 ± 0.6' from row[key + 'mean'] and row[key + 'std'] ('val_' for the validation columns)."""
+    if row.get(f"{key}mean") is None:
         return "-"
-    return _pct(row["mean"]) + ("" if row.get("std") is None else f" ± {100 * row['std']:.1f}")
+    std = row.get(f"{key}std")
+    return _pct(row[f"{key}mean"]) + ("" if std is None else f" ± {100 * std:.1f}")
 
 
 def _seeds(row: Mapping[str, Any]) -> str:
@@ -219,22 +225,24 @@ def format_markdown(table: Mapping[str, Any]) -> str:
              "Runs trained at: " + (", ".join(f"`{c}` ({n})" for c, n in table.get("run_commits", {}).items()) or "-"),
              "", "Protocol:", "",
              *_protocol_lines(p), "",
-             "Test mIoU in %, mean ± sample std over seeds; gap closed = (student - baseline) / (teacher - baseline).",
+             "Test mIoU in %, mean ± sample std over seeds; gap closed = (student - baseline) / (teacher - baseline). "
+             "Val: the same students on the validation drives, where settings are chosen (never on test).",
              ""]
-    lines += ["## Methods", "", "| model | mIoU | per seed | vs baseline | gap closed |", "|---|---|---|---|---|"]
+    lines += ["## Methods", "", "| model | mIoU | per seed | vs baseline | gap closed | val mIoU |",
+              "|---|---|---|---|---|---|"]
     teacher = table.get("teacher")
     if teacher:
         lines.append(f"| teacher (RGB+{p['modality']}) | {_pct(teacher['miou'])} | - | "
-                     f"{_pct(teacher['delta_vs_baseline'], True)} | 100 % |")
+                     f"{_pct(teacher['delta_vs_baseline'], True)} | 100 % | - |")
     control = table["ablations"].get("control")
     if control:
         for row in control["rows"]:
             lines.append(f"| control: teacher architecture, X = zeros | {_pct(row['teacher_miou'])} | - | "
-                         f"{_pct(row['delta_vs_baseline'], True)} | {_share(row['share_of_teacher_gap'])} |")
+                         f"{_pct(row['delta_vs_baseline'], True)} | {_share(row['share_of_teacher_gap'])} | - |")
     for row in table["methods"]:
         name = "baseline (RGB only, L_H)" if row["method"] == BASELINE else row["method"]
         lines.append(f"| {name} | {_mean_std(row)} | {_seeds(row)} | {_pct(row['delta_vs_baseline'], True)} | "
-                     f"{_share(row['gap_share'])} |")
+                     f"{_share(row['gap_share'])} | {_mean_std(row, 'val_')} |")
     lines += _class_table(table)
     for name, ablation in table["ablations"].items():
         if name == "control":
@@ -243,11 +251,12 @@ def format_markdown(table: Mapping[str, Any]) -> str:
                   f"Method {ablation['method']}; varies {', '.join(f'`{k}`' for k in ablation['keys'])}"
                   + ("; each variant has its own teacher, and its gap closed is measured against that teacher."
                      if ablation["changes_teacher"] else "."), "",
-                  "| variant | teacher mIoU | mIoU | per seed | vs baseline | gap closed |",
-                  "|---|---|---|---|---|---|"]
+                  "| variant | teacher mIoU | mIoU | per seed | vs baseline | gap closed | val mIoU |",
+                  "|---|---|---|---|---|---|---|"]
         for row in ablation["rows"]:
             lines.append(f"| {row['variant']} | {_pct(row['teacher_miou'])} | {_mean_std(row)} | {_seeds(row)} | "
-                         f"{_pct(row['delta_vs_baseline'], True)} | {_share(row['gap_share'])} |")
+                         f"{_pct(row['delta_vs_baseline'], True)} | {_share(row['gap_share'])} | "
+                         f"{_mean_std(row, 'val_')} |")
     if table.get("missing"):
         lines += ["", f"Unfinished runs (left out above): {', '.join(table['missing'])}."]
     return "\n".join(lines) + "\n"
