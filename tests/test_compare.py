@@ -49,7 +49,7 @@ def test_every_ablation_variant_is_a_valid_config_that_sets_its_axis():
 def test_the_issue_axes_are_all_there():
     sets = ablations.ABLATIONS
     assert [v.overrides["distill.dwld.layers"] for v in sets["dwc_depth"].variants] == [1, 2, 3, 4, 5]
-    assert {v.label for v in sets["dwc_mode"].variants} == {"fixed", "adversarial", "confidence"}
+    assert {v.label for v in sets["dwc_mode"].variants} == {"fixed", "adversarial", "confidence", "cooperative"}
     assert {v.label for v in sets["recal_kernel"].variants} == {"laplace", "gaussian", "none"}
     assert {v.label for v in sets["recal_mode"].variants} == {"channel", "token"}
     assert {v.label for v in sets["feature_loss"].variants} == {"cka", "mse"}
@@ -67,7 +67,7 @@ def test_expand_crosses_methods_seeds_and_variants():
     specs = expand(["baseline", "lix"], [0, 1, 2], chosen)
     names = [s.name for s in specs]
     assert names[:6] == ["baseline-s0", "baseline-s1", "baseline-s2", "lix-s0", "lix-s1", "lix-s2"]
-    assert len(specs) == 2 * 3 + 3 * 3 + 1  # methods x seeds, dwc_mode variants x seeds, the control once
+    assert len(specs) == 2 * 3 + 4 * 3 + 1  # methods x seeds, dwc_mode variants x seeds, the control once
     fixed = [s for s in specs if s.group == "dwc_mode" and s.variant == "fixed"]
     assert [s.seed for s in fixed] == [0, 1, 2]
     assert fixed[1].overrides == {"distill.dwld.mode": "fixed", "distill.method": "lix", "student.train.seed": 1}

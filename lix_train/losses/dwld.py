@@ -60,7 +60,9 @@ class DWLDConfig:
         choices=DWC_INPUTS,
     )
     weight_range: float = option(4.0, "r: raw weights lie in [m / r, m * r] around their mean m; > 1.")
-    reverse_scale: float = option(1.0, "Gradient-reversal strength: the DWC ascends L_L with this factor.")
+    reverse_scale: float = option(
+        1.0, "Gradient-reversal strength: the DWC ascends L_L with this factor (adversarial, CTKD-style). A negative "
+        "value makes it cooperative: it descends L_L, so weight moves to the pixels the student already follows.")
     stride: int = option(
         4, "The DWC runs on inputs average-pooled by this factor and its weights are upsampled bilinearly "
         "(1 = every pixel; 4 costs 1/16 and keeps L_L within budget, see benchmarks/bench_losses.py)."
@@ -73,7 +75,6 @@ class DWLDConfig:
         check_range("dwld.hidden", self.hidden, 1)
         if not self.weight_range > 1:
             raise ValueError(f"dwld.weight_range={self.weight_range!r} must be > 1")
-        check_range("dwld.reverse_scale", self.reverse_scale, 0.0)
         check_range("dwld.stride", self.stride, 1)
 
 

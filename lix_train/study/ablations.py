@@ -65,8 +65,10 @@ def _stages_label(stages: Sequence[int]) -> str:
 ABLATIONS: dict[str, AblationSet] = {s.name: s for s in (
     AblationSet("dwc_depth", "DWC depth: number of 1x1 conv layers of the dynamic weight controller",
                 _axis("distill.dwld.layers", (1, 2, 3, 4, 5))),
-    AblationSet("dwc_mode", "How DWLD makes its per-pixel weights: fixed (= DKD), adversarial DWC, confidence rule",
-                _axis("distill.dwld.mode", ("fixed", "adversarial", "confidence"))),
+    AblationSet("dwc_mode", "How DWLD makes its per-pixel weights: fixed (= DKD), the DWC trained adversarially "
+                "(gradient reversal) or cooperatively (plain descent of L_L), the confidence rule",
+                (*_axis("distill.dwld.mode", ("fixed", "adversarial", "confidence")),
+                 Variant("cooperative", {"distill.dwld.mode": "adversarial", "distill.dwld.reverse_scale": -1.0}))),
     AblationSet("beta", "Mean weight beta of NCKD (the teacher's distribution over the non-target classes) in DWLD",
                 _axis("distill.beta", (0.5, 1.0, 2.0, 4.0))),
     AblationSet("recal_kernel", "ARFD recalibration kernel (none = no recalibration)",
