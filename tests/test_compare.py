@@ -364,3 +364,18 @@ def test_bad_requests_end_in_one_line(tmp_path, capsys, extra, message):
     assert compare.main(["--preset", "quick", "--out", str(tmp_path), "--dry-run", *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_geometry_grid_colours_stay_apart_from_each_other_and_from_the_rest():
+    import numpy as np
+
+    from lix_train.study.plots import MIN_COLOUR_DISTANCE, OTHER_GREY, distinct_colours
+
+    vkitti_misc, terrain, almost_terrain = (80, 80, 80), (210, 0, 200), (205, 5, 195)
+    near_other = tuple(c - 10 for c in OTHER_GREY)
+    out = distinct_colours([vkitti_misc, terrain, almost_terrain, near_other])
+    assert out[0] == vkitti_misc and out[1] == terrain  # distinct enough: kept as the dataset colours
+    everything = [OTHER_GREY, *out]
+    for i, a in enumerate(everything):
+        for b in everything[i + 1:]:
+            assert np.linalg.norm(np.subtract(a, b)) >= MIN_COLOUR_DISTANCE, (a, b)

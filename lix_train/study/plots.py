@@ -19,7 +19,10 @@ from matplotlib.figure import Figure
 from lix_train.study.grid import BASELINE
 
 PLOTS_DIR = "plots"
-OTHER_GREY = (90, 90, 90)
+OTHER_GREY = (225, 225, 225)  # light: the classes in focus stand out against everything else
+# Stand-ins for a class colour too close to another one in the figure (e.g. vKITTI2's grey Misc).
+FALLBACK_COLOURS = ((228, 26, 28), (55, 126, 184), (77, 175, 74), (152, 78, 163), (255, 127, 0), (166, 86, 40))
+MIN_COLOUR_DISTANCE = 60.0
 
 
 def _save(fig: Figure, out_path: Path) -> Path:
@@ -105,6 +108,20 @@ def focus_maps(maps: Sequence[np.ndarray], classes: Sequence[int], ignore_index:
     return [lut[np.asarray(m, dtype=np.uint8)] for m in maps]
 
 
+def distinct_colours(colours: Sequence[Sequence[int]], other: Sequence[int] = OTHER_GREY) -> list[tuple[int, ...]]:
+    """The class colours, each too close (RGB distance < MIN_COLOUR_DISTANCE) to `other` or to an
+    earlier one replaced by the first fallback colour far enough from all kept so far."""
+    kept: list[tuple[int, ...]] = [tuple(int(c) for c in other)]
+    out = []
+    for colour in colours:
+        candidates = [tuple(int(c) for c in colour), *FALLBACK_COLOURS]
+        chosen = next((c for c in candidates
+                       if all(np.linalg.norm(np.subtract(c, k)) >= MIN_COLOUR_DISTANCE for k in kept)), candidates[-1])
+        kept.append(chosen)
+        out.append(chosen)
+    return out
+
+
 def pick_frames(labels: Sequence[np.ndarray], classes: Sequence[int], k: int) -> list[int]:
     """Indices of the k frames with the most pixels of `classes` (ties: earlier frame first)."""
     counts = [int(np.isin(label, list(classes)).sum()) for label in labels]
@@ -134,8 +151,8 @@ def plot_geometry_examples(cfg, networks: Mapping[str, tuple[Any, str]], class_n
                                                     cfg.data.transforms.mean, cfg.data.transforms.std)
     palette = np.zeros((256, 3), dtype=np.uint8)
     full = class_set.palette()
-    for new, old in enumerate(ids):
-        palette[new] = full[old]
+    for new, colour in enumerate(distinct_colours([full[old] for old in ids])):
+        palette[new] = colour
     palette[len(ids)] = OTHER_GREY
     return plot_qualitative(rgbs, focus_maps(truths, ids, IGNORE_INDEX),
                             {name: focus_maps(p, ids, IGNORE_INDEX) for name, p in predictions.items()},
