@@ -20,7 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from lix_train.config import ConfigError, add_config_arguments, overrides_from_args, resolve, to_dict, write_yaml
-from lix_train.experiment import DEFAULT_PRESET, PRESETS_DIR, ExperimentConfig
+from lix_train.experiment import DEFAULT_PRESET, NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig
 
 EXIT_USER_ERROR = 2
 CONFIG_FILE = "config.yaml"
@@ -158,7 +158,8 @@ def _config_differences(path: Path, cfg: ExperimentConfig) -> list[str]:
     except (OSError, yaml.YAMLError) as err:
         return [f"(unreadable {path.name}: {err})"]
     current = yaml.safe_load(config_yaml(cfg))
-    return [d.split(":")[0] for d in signature_differences(stored, current)]
+    keys = [d.split(":")[0] for d in signature_differences(stored, current)]
+    return [k for k in keys if not k.startswith(NOT_RESULT_AFFECTING)]  # e.g. progress bars on or off
 
 
 def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: Any, is_main: bool) -> Path | None:

@@ -36,6 +36,10 @@ NON_ARCHITECTURE = ("pretrained", "dropout")
 # Train options that are bookkeeping, not part of what determines a teacher's weights.
 BOOKKEEPING = ("progress", "num_workers", "tensorboard", "log_every", "ckpt_every", "keep_last", "eval_every",
                "eval", "device")
+# Dotted option prefixes that change how a run is carried out or reported, never what it computes:
+# a run may be continued, and a study may compare runs, across differences in these alone.
+NOT_RESULT_AFFECTING = ("output.", "runtime.", "data.x_cache") + tuple(
+    f"{role}.train.{key}" for role in ("teacher", "student") for key in BOOKKEEPING)
 # Data options that do not change the teacher's training frames (where caches live, eval subsets).
 EVAL_ONLY_DATA = ("cache_dir", "x_cache", "val_scenes", "test_scenes", "max_val_frames", "max_test_frames")
 

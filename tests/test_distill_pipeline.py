@@ -132,6 +132,15 @@ def test_the_seed_alone_decides_the_student(setup, first_run):
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
+def test_bookkeeping_options_do_not_block_continuing_a_run(setup, first_run):
+    """Progress bars, logging cadence, workers: how a run is carried out, not what it computes."""
+    base, config = setup
+    rows = (first_run / "train.csv").read_text()
+    assert distill.main(["--config", str(config), "--run-dir", str(first_run), "--student.train.progress", "true",
+                         "--student.train.log_every", "2", "--output.plots", "false"]) == 0
+    assert (first_run / "train.csv").read_text() == rows
+
+
 def test_rerunning_a_finished_run_continues_it_without_retraining(setup, first_run):
     base, config = setup
     rows = (first_run / "train.csv").read_text()

@@ -35,7 +35,7 @@ import yaml
 
 from lix_train.cli import UserError
 from lix_train.config import ConfigError, merge, read_yaml, resolve, to_dict, write_yaml
-from lix_train.experiment import BOOKKEEPING, PRESETS_DIR, ExperimentConfig, teacher_hash
+from lix_train.experiment import NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig, teacher_hash
 from lix_train.report import METRICS_FILE, write_json, write_text
 from lix_train.study.grid import RunSpec, nest
 from lix_train.study.parallel import Job, run_jobs
@@ -49,8 +49,7 @@ LOG_FILE = "train.log"
 # Progress bars would flood the per-run logs of parallel runs (bookkeeping only: not compared).
 QUIET = ["--teacher.train.progress", "false", "--student.train.progress", "false"]
 # Options that may differ between runs without changing what is compared (checked for finished runs).
-NOT_COMPARED = ("output.", "runtime.", "data.x_cache") + tuple(f"{role}.train.{k}" for role in ("teacher", "student")
-                                                for k in BOOKKEEPING)
+NOT_COMPARED = NOT_RESULT_AFFECTING
 # What may differ between the student runs of one study: the seed and the teacher's X.
 STUDENT_VARIES = ("student.train.seed", "data.modality", "data.zero_x")
 
