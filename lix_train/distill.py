@@ -150,7 +150,7 @@ def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> 
 
     # 3. test scores
     t0 = time.perf_counter()
-    results, examples, test_split = evaluate_pair(cfg, teacher, student, root, device, info.is_main)
+    results, examples, test_split = evaluate_pair(cfg, teacher, student, data["val"], root, device, info.is_main)
     times["test evaluation"] = time.perf_counter() - t0
     times["total"] = time.perf_counter() - started
 
@@ -160,8 +160,8 @@ def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> 
     return 0
 
 
-def evaluate_pair(cfg, teacher, student, root, device, is_main: bool):
-    """Test metrics of teacher and student, the qualitative examples (rank 0), and what was scored."""
+def evaluate_pair(cfg, teacher, student, val, root, device, is_main: bool):
+    """Test metrics of teacher and student, the student's on `val`, the qualitative examples (rank 0), and what was scored."""
     from lix_train.data.build import build_datasets
     from lix_train.report import evenly_spaced_indices
     from lix_train.scoring import example_predictions, score_network
@@ -173,8 +173,8 @@ def evaluate_pair(cfg, teacher, student, root, device, is_main: bool):
         "teacher": score_network(teacher, "teacher", test, cfg.eval, device, workers, progress),
         "student": score_network(student, "student", test, cfg.eval, device, workers, progress),
     }
-    # The student on the validation drives too: studies choose settings on these, never on test.
-    val = build_datasets(cfg.data, None, ("val",), root)["val"]
+    # The student on the validation drives too (the set it was validated on during training):
+    # studies choose settings on these, never on test.
     results["student_val"] = score_network(student, "student", val, cfg.eval, device, workers, progress)
     examples = None
     if is_main and cfg.output.plots and cfg.output.qualitative_frames:

@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def eval_file_name(role: str, split: str, mode: str) -> str:
+    """The metrics file this tool writes into a run folder (the study reads val scores from it)."""
+    return f"eval_{role}_{split}_{mode}.json"
+
+
 def check_compatible(path: Path, signature: dict, cfg, role: str) -> None:
     """The checkpoint's class count and X channels must fit the data it is evaluated on."""
     from lix_train.engine.checkpoint import CheckpointError
@@ -105,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     if info.is_main:
         out_dir = args.run_dir or run_dir_of_checkpoint(args.checkpoint)
-        out = out_dir / f"eval_{role}_{args.split}_{cfg.eval.mode}.json"
+        out = out_dir / eval_file_name(role, args.split, cfg.eval.mode)
         write_json(out, {"checkpoint": str(args.checkpoint), "model": role, "split": args.split,
                          "frames": len(dataset), "dataset": cfg.data.dataset, "eval_mode": cfg.eval.mode,
                          "resolution": list(cfg.data.transforms.size), role: metrics, "wall_time_s": seconds})

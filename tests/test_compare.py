@@ -310,13 +310,14 @@ def test_parallel_jobs_give_the_same_runs_with_one_log_each(study, capsys):
 def test_a_run_without_val_in_its_metrics_takes_it_from_evaluate_output(tmp_path):
     from types import SimpleNamespace
 
-    from lix_train.study.runner import VAL_EVAL_FILE, load_metrics
+    from lix_train.evaluate import eval_file_name
+    from lix_train.study.runner import load_metrics
 
-    run = SimpleNamespace(run_dir=tmp_path)
+    run = SimpleNamespace(run_dir=tmp_path, cfg=SimpleNamespace(eval=SimpleNamespace(mode="whole")))
     assert load_metrics(run) is None
     (tmp_path / "metrics.json").write_text(json.dumps({"student": {"miou": 0.5}}))
     assert "student_val" not in load_metrics(run)
-    (tmp_path / VAL_EVAL_FILE).write_text(json.dumps({"split": "val", "student": {"miou": 0.4}}))
+    (tmp_path / eval_file_name("student", "val", "whole")).write_text(json.dumps({"split": "val", "student": {"miou": 0.4}}))
     assert load_metrics(run)["student_val"] == {"miou": 0.4}
 
 

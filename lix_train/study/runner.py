@@ -35,6 +35,7 @@ import yaml
 
 from lix_train.cli import UserError
 from lix_train.config import ConfigError, merge, read_yaml, resolve, to_dict, write_yaml
+from lix_train.evaluate import eval_file_name
 from lix_train.experiment import NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig, teacher_hash
 from lix_train.report import METRICS_FILE, write_json, write_text
 from lix_train.study.grid import RunSpec, nest
@@ -48,8 +49,6 @@ TRAIN_TEACHER = "lix_train.train_teacher"
 LOG_FILE = "train.log"
 # Progress bars would flood the per-run logs of parallel runs (bookkeeping only: not compared).
 QUIET = ["--teacher.train.progress", "false", "--student.train.progress", "false"]
-# Options that may differ between runs without changing what is compared (checked for finished runs).
-NOT_COMPARED = NOT_RESULT_AFFECTING
 # What may differ between the student runs of one study: the seed and the teacher's X.
 STUDENT_VARIES = ("student.train.seed", "data.modality", "data.zero_x")
 
@@ -115,7 +114,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(a: dict, b: dict, ignore: Sequence[str] = NOT_COMPARED) -> list[str]:
+def config_differences(a: dict, b: dict, ignore: Sequence[str] = NOT_RESULT_AFFECTING) -> list[str]:
     """Dotted keys whose values differ between two config dicts, leaving out keys under `ignore` prefixes."""
     fa, fb = flatten(a), flatten(b)
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and not k.startswith(tuple(ignore)))
@@ -343,9 +342,6 @@ def execute(planned: Sequence[PlannedRun], setup: StudySetup,
     return counts
 
 
-VAL_EVAL_FILE = "eval_student_val_whole.json"  # what `python -m lix_train.evaluate --split val` writes
-
-
 def load_metrics(run: PlannedRun) -> dict | None:
     """The run's metrics.json (the shared run's for a spec served by another), None while unfinished.
 
@@ -356,9 +352,10 @@ def load_metrics(run: PlannedRun) -> dict | None:
         metrics = json.loads((run.run_dir / METRICS_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if "student_val" not in metrics and (run.run_dir / VAL_EVAL_FILE).is_file():
+    val_file = run.run_dir / eval_file_name("student", "val", run.cfg.eval.mode)
+    if "student_val" not in metrics and val_file.is_file():
         try:
-            metrics["student_val"] = json.loads((run.run_dir / VAL_EVAL_FILE).read_text())["student"]
+            metrics["student_val"] = json.loads(val_file.read_text())["student"]
         except (OSError, json.JSONDecodeError, KeyError):
             pass
     return metrics
