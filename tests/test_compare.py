@@ -20,7 +20,7 @@ from lix_train.engine.logging import read_csv  # noqa: E402
 from lix_train.experiment import ExperimentConfig  # noqa: E402
 from lix_train.study import ablations  # noqa: E402
 from lix_train.study.grid import expand, nest  # noqa: E402
-from lix_train.study.runner import StudySetup, plan  # noqa: E402
+from lix_train.study.runner import METRICS_FILE, RUNS_DIR, StudySetup, plan  # noqa: E402
 from lix_train.study.table import class_gains, gap_share, geometry_classes, mean_std  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -87,18 +87,33 @@ def test_nest_turns_dotted_keys_into_sections():
 
 
 def test_plan_shares_identical_runs_and_gives_teacher_ablations_their_own_teacher(tmp_path):
-    specs = expand(["baseline", "lix"], [0], ablations.select(["dwc_depth", "fusion", "control"]))
+    specs = expand(["baseline", "lix"], [0], ablations.select(["dwc_mode", "dwc_depth", "fusion", "control"]))
     planned = {p.spec.name: p for p in plan(specs, StudySetup(preset="quick", out=tmp_path))}
-    assert planned["dwc_depth-3-s0"].same_as == "lix-s0"  # the default variant is the main run
-    assert planned["dwc_depth-3-s0"].run_dir == planned["lix-s0"].run_dir
+    assert planned["dwc_mode-confidence-s0"].same_as == "lix-s0"  # the default variant is the main run
+    assert planned["dwc_mode-confidence-s0"].run_dir == planned["lix-s0"].run_dir
     assert planned["fusion-intermediate-s0"].same_as == "lix-s0"
+    # DWC depth varies the learned controller; its default depth is the adversarial mode's run
+    assert planned["dwc_depth-3-s0"].same_as == "dwc_mode-adversarial-s0"
     assert planned["dwc_depth-1-s0"].same_as is None
+    assert planned["dwc_depth-1-s0"].cfg.distill.dwld.mode == "adversarial"
     main_teacher = planned["lix-s0"].teacher_dir
     assert planned["baseline-s0"].teacher_dir == planned["dwc_depth-5-s0"].teacher_dir == main_teacher
     assert planned["fusion-late-s0"].teacher_dir != main_teacher
     assert planned["control-zero_x"].teacher_dir not in (main_teacher, planned["fusion-late-s0"].teacher_dir)
     assert planned["lix-s0"].cfg.teacher.train.seed == planned["dwc_depth-1-s0"].cfg.teacher.train.seed
     assert not any(p.done for p in planned.values())
+
+
+def test_plan_serves_identical_specs_from_the_one_already_finished(tmp_path):
+    """Listing an ablation before another that repeats its finished variant must not train it again."""
+    finished = tmp_path / RUNS_DIR / "dwc_mode-adversarial-s0"
+    finished.mkdir(parents=True)
+    (finished / METRICS_FILE).write_text("{}")
+    specs = expand([], [0], ablations.select(["dwc_depth", "dwc_mode"]))
+    planned = {p.spec.name: p for p in plan(specs, StudySetup(preset="quick", out=tmp_path))}
+    assert planned["dwc_mode-adversarial-s0"].same_as is None
+    assert planned["dwc_depth-3-s0"].same_as == "dwc_mode-adversarial-s0"
+    assert planned["dwc_depth-3-s0"].done
 
 
 def test_plan_names_the_run_with_a_bad_option(tmp_path):

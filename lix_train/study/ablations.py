@@ -63,8 +63,10 @@ def _stages_label(stages: Sequence[int]) -> str:
 
 
 ABLATIONS: dict[str, AblationSet] = {s.name: s for s in (
-    AblationSet("dwc_depth", "DWC depth: number of 1x1 conv layers of the dynamic weight controller",
-                _axis("distill.dwld.layers", (1, 2, 3, 4, 5))),
+    AblationSet("dwc_depth", "DWC depth: number of 1x1 conv layers of the dynamic weight controller (the learned, "
+                "adversarial DWC: the confidence rule has no layers)",
+                tuple(Variant(str(n), {"distill.dwld.mode": "adversarial", "distill.dwld.layers": n})
+                      for n in (1, 2, 3, 4, 5))),
     AblationSet("dwc_mode", "How DWLD makes its per-pixel weights: fixed (= DKD), the DWC trained adversarially "
                 "(gradient reversal) or cooperatively (plain descent of L_L), the confidence rule",
                 (*_axis("distill.dwld.mode", ("fixed", "adversarial", "confidence")),

@@ -73,7 +73,7 @@ class PlannedRun:
     cfg: ExperimentConfig
     run_dir: Path
     teacher_dir: Path
-    same_as: str | None = None  # an earlier spec with an identical config: its run serves this one too
+    same_as: str | None = None  # another spec with an identical config: its run serves this one too
 
     @property
     def done(self) -> bool:
@@ -145,19 +145,31 @@ def _identity(cfg: ExperimentConfig, teacher_only: bool, teacher_dir: Path) -> s
 
 
 def plan(specs: Sequence[RunSpec], setup: StudySetup) -> list[PlannedRun]:
-    """Resolve every spec (config errors surface here, before any training) and give each its folder."""
-    planned: list[PlannedRun] = []
-    first_of: dict[str, str] = {}
+    """Resolve every spec (config errors surface here, before any training) and give each its folder.
+
+    Specs with identical configs share one run. Its folder is the first one that already holds a
+    finished run (so adding an ablation that repeats a finished variant trains nothing), else the
+    first spec's.
+    """
+    resolved = []
     for spec in specs:
         cfg = resolve_spec(setup, spec)
         teacher_dir = cfg.output.teachers_dir / teacher_hash(cfg)
-        key = _identity(cfg, spec.teacher_only, teacher_dir)
-        same_as = first_of.setdefault(key, spec.name)
-        same_as = None if same_as == spec.name else same_as
-        run_dir = setup.out / RUNS_DIR / (same_as or spec.name)
-        planned.append(PlannedRun(spec, cfg, run_dir, teacher_dir, same_as))
+        resolved.append((spec, cfg, teacher_dir, _identity(cfg, spec.teacher_only, teacher_dir)))
+    primary_of: dict[str, str] = {}
+    for spec, _, _, key in resolved:
+        if key not in primary_of or (_finished(setup, spec.name) and not _finished(setup, primary_of[key])):
+            primary_of[key] = spec.name
+    planned = []
+    for spec, cfg, teacher_dir, key in resolved:
+        same_as = None if primary_of[key] == spec.name else primary_of[key]
+        planned.append(PlannedRun(spec, cfg, setup.out / RUNS_DIR / (same_as or spec.name), teacher_dir, same_as))
     check_same_protocol([p for p in planned if not p.spec.teacher_only])
     return planned
+
+
+def _finished(setup: StudySetup, name: str) -> bool:
+    return (setup.out / RUNS_DIR / name / METRICS_FILE).is_file()
 
 
 def check_same_protocol(planned: Sequence[PlannedRun]) -> None:
