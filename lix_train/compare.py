@@ -151,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_plan(planned, args.preset)
         return 0
+    if args.report_only and not any(p.done for p in planned):
+        raise UserError(f"--report-only: no finished runs of this study under {out}; run it first (without "
+                        "--report-only)")
     if not args.report_only:
         execute(planned, setup)
     report(planned, chosen, args, out)

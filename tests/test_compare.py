@@ -395,3 +395,29 @@ def test_geometry_grid_colours_stay_apart_from_each_other_and_from_the_rest():
     for i, a in enumerate(everything):
         for b in everything[i + 1:]:
             assert np.linalg.norm(np.subtract(a, b)) >= MIN_COLOUR_DISTANCE, (a, b)
+
+
+def test_ablation_panels_draw_finished_variants_and_refuse_an_empty_table(tmp_path):
+    from lix_train.study.plots import plot_ablations
+
+    def row(variant, miou, teacher=0.6, val=None):
+        return {"variant": variant, "teacher_only": False, "miou": miou, "mean": sum(miou) / len(miou),
+                "val_mean": val, "teacher_miou": teacher}
+
+    table = {"methods": [{"method": "baseline", "mean": 0.48}, {"method": "lix", "mean": 0.47}],
+             "ablations": {
+                 "beta": {"method": "lix", "changes_teacher": False,
+                          "rows": [row("0.5", [0.49, 0.48], val=0.47), row("2.0", [0.47])]},
+                 "fusion": {"method": "lix", "changes_teacher": True, "rows": [row("late", [0.46], teacher=0.58)]},
+                 "control": {"method": "lix", "changes_teacher": True,
+                             "rows": [{"variant": "zero_x", "teacher_only": True, "teacher_miou": 0.48}]}}}
+    assert plot_ablations(table, tmp_path / "a.png").read_bytes()[:8] == PNG
+    table["ablations"] = {"control": table["ablations"]["control"]}
+    with pytest.raises(ValueError, match="no finished ablation runs"):
+        plot_ablations(table, tmp_path / "b.png")
+
+
+def test_report_only_on_an_empty_study_folder_says_so(tmp_path, capsys):
+    assert compare.main(["--preset", "quick", "--out", str(tmp_path / "nothing"), "--report-only"]) == 2
+    err = capsys.readouterr().err
+    assert "no finished runs of this study under" in err and len(err.strip().splitlines()) == 1

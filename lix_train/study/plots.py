@@ -1,6 +1,7 @@
-"""The study's figures: mIoU bars with per-seed points, per-class gains, and the geometry-classes grid.
+"""The study's figures: mIoU bars with per-seed points, per-class gains, the ablation panels and
+the geometry-classes grid.
 
-The first two are drawn from table.json's data alone (no torch). The qualitative grid runs the
+The first three are drawn from table.json's data alone (no torch). The qualitative grid runs the
 teacher, the RGB baseline and the distilled students (first seed) on the test frames richest
 in the classes with the largest teacher-minus-baseline gap, and colours only those classes:
 it shows where the geometric prior should reach the student, and whether it did.
@@ -99,6 +100,63 @@ def plot_class_gains(table: Mapping[str, Any], out_path: Path) -> Path:
     return _save(fig, out_path)
 
 
+def plot_ablations(table: Mapping[str, Any], out_path: Path, columns: int = 4) -> Path:
+    """One panel per ablation axis: each variant's test mIoU per seed (dots) and mean (tick), its val
+    mean (hollow diamond), the baseline's and the default method's test means as lines, and for
+    axes that change the teacher, that variant's teacher (green x)."""
+    axes_rows = {name: [r for r in a["rows"] if r.get("mean") is not None and not r.get("teacher_only")]
+                 for name, a in table["ablations"].items()}
+    axes_rows = {name: rows for name, rows in axes_rows.items() if rows}
+    if not axes_rows:
+        raise ValueError("plot_ablations: no finished ablation runs to draw")
+    means = {m["method"]: m["mean"] for m in table["methods"] if m["mean"] is not None}
+    n_cols = min(columns, len(axes_rows))
+    n_rows = -(-len(axes_rows) // n_cols)
+    fig = Figure(figsize=(3.4 * n_cols, 2.9 * n_rows))
+    panels = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    for ax, (name, rows) in zip(panels, axes_rows.items()):
+        ablation = table["ablations"][name]
+        x = np.arange(len(rows))
+        ax.scatter(x, [100 * r["mean"] for r in rows], s=500, marker="_", color="tab:blue", linewidths=2.5,
+                   zorder=2, label="test mean")  # a tick, not a bar: the axis does not start at zero
+        for i, row in enumerate(rows):
+            ax.scatter(np.full(len(row["miou"]), i), 100 * np.asarray(row["miou"], dtype=float), s=12,
+                       color="black", zorder=3, label="test, per seed" if i == 0 else None)
+            if row.get("val_mean") is not None:
+                ax.scatter([i], [100 * row["val_mean"]], s=28, marker="D", facecolors="none",
+                           edgecolors="tab:purple", zorder=3, label="val mean" if i == 0 else None)
+            if ablation.get("changes_teacher") and row.get("teacher_miou") is not None:
+                ax.scatter([i], [100 * row["teacher_miou"]], s=30, marker="x", color="tab:green", zorder=3,
+                           label="its teacher" if i == 0 else None)
+        if BASELINE in means:
+            ax.axhline(100 * means[BASELINE], color="tab:gray", linestyle="--", label="baseline, test mean")
+        if ablation["method"] in means:
+            ax.axhline(100 * means[ablation["method"]], color="tab:blue", linestyle=":",
+                       label=f"{ablation['method']} defaults, test mean")
+        values = [100 * v for r in rows for v in (*r["miou"], r.get("val_mean"), r.get("teacher_miou")
+                                                    if ablation.get("changes_teacher") else None) if v is not None]
+        values += [100 * means[k] for k in (BASELINE, ablation["method"]) if k in means]
+        span = max(values) - min(values)
+        ax.set_ylim(min(values) - 0.15 * span - 0.5, max(values) + 0.15 * span + 0.5)  # zoomed: see the baseline line
+        ax.set_xlim(-0.5, len(rows) - 0.5)
+        ax.set_xticks(x)
+        ax.set_xticklabels([r["variant"] for r in rows], rotation=30, ha="right", fontsize="small")
+        ax.set_title(name, fontsize="medium")
+        ax.grid(axis="y", alpha=0.3)
+    for ax in panels[len(axes_rows):]:
+        ax.set_visible(False)
+    panels[0].set_ylabel("mIoU (%)")
+    handles, labels = {}, {}
+    for ax in panels[:len(axes_rows)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize="small",
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("ablations: test mIoU per variant (y axes zoomed, not from zero)")
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    return _save(fig, out_path)
+
+
 def focus_maps(maps: Sequence[np.ndarray], classes: Sequence[int], ignore_index: int) -> list[np.ndarray]:
     """Class maps with `classes` renumbered 0..k-1, every other class k ("other"), ignore kept."""
     lut = np.full(256, len(classes), dtype=np.uint8)
@@ -187,7 +245,7 @@ def example_columns(table: Mapping[str, Any], planned: Sequence[Any]) -> dict[st
 
 
 def draw_study_plots(out: Path, table: Mapping[str, Any], planned: Sequence[Any]) -> list[Path]:
-    """out/plots/: miou_bars.png, class_gains.png, geometry_examples.png (each when its inputs exist)."""
+    """out/plots/: miou_bars.png, class_gains.png, ablations.png, geometry_examples.png (each when its inputs exist)."""
     folder = Path(out) / PLOTS_DIR
     written = []
     if any(m["mean"] is not None for m in table["methods"]):
@@ -195,6 +253,9 @@ def draw_study_plots(out: Path, table: Mapping[str, Any], planned: Sequence[Any]
     if any(m.get("per_class_gain") for m in table["methods"] if m["method"] != BASELINE) or (
             table.get("teacher") or {}).get("per_class_gain"):
         written.append(plot_class_gains(table, folder / "class_gains.png"))
+    if any(r.get("mean") is not None and not r.get("teacher_only") for a in table["ablations"].values()
+           for r in a["rows"]):
+        written.append(plot_ablations(table, folder / "ablations.png"))
     main = [p for p in planned if p.spec.group == "methods"]
     frames = main[0].cfg.output.qualitative_frames if main else 0
     columns = example_columns(table, planned)
