@@ -100,20 +100,25 @@ def plot_class_gains(table: Mapping[str, Any], out_path: Path) -> Path:
     return _save(fig, out_path)
 
 
+def finished_ablation_rows(table: Mapping[str, Any]) -> dict[str, list]:
+    """{ablation: its rows with a finished student run}, for the ablations that have any."""
+    rows = {name: [r for r in a["rows"] if r.get("mean") is not None and not r.get("teacher_only")]
+            for name, a in table["ablations"].items()}
+    return {name: finished for name, finished in rows.items() if finished}
+
+
 def plot_ablations(table: Mapping[str, Any], out_path: Path, columns: int = 4) -> Path:
     """One panel per ablation axis: each variant's test mIoU per seed (dots) and mean (tick), its val
     mean (hollow diamond), the baseline's and the default method's test means as lines, and for
     axes that change the teacher, that variant's teacher (green x)."""
-    axes_rows = {name: [r for r in a["rows"] if r.get("mean") is not None and not r.get("teacher_only")]
-                 for name, a in table["ablations"].items()}
-    axes_rows = {name: rows for name, rows in axes_rows.items() if rows}
+    axes_rows = finished_ablation_rows(table)
     if not axes_rows:
         raise ValueError("plot_ablations: no finished ablation runs to draw")
     means = {m["method"]: m["mean"] for m in table["methods"] if m["mean"] is not None}
     n_cols = min(columns, len(axes_rows))
     n_rows = -(-len(axes_rows) // n_cols)
     fig = Figure(figsize=(3.4 * n_cols, 2.9 * n_rows))
-    panels = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    panels = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     for ax, (name, rows) in zip(panels, axes_rows.items()):
         ablation = table["ablations"][name]
         x = np.arange(len(rows))
@@ -146,7 +151,7 @@ def plot_ablations(table: Mapping[str, Any], out_path: Path, columns: int = 4) -
     for ax in panels[len(axes_rows):]:
         ax.set_visible(False)
     panels[0].set_ylabel("mIoU (%)")
-    handles, labels = {}, {}
+    handles = {}
     for ax in panels[:len(axes_rows)]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
@@ -253,8 +258,7 @@ def draw_study_plots(out: Path, table: Mapping[str, Any], planned: Sequence[Any]
     if any(m.get("per_class_gain") for m in table["methods"] if m["method"] != BASELINE) or (
             table.get("teacher") or {}).get("per_class_gain"):
         written.append(plot_class_gains(table, folder / "class_gains.png"))
-    if any(r.get("mean") is not None and not r.get("teacher_only") for a in table["ablations"].values()
-           for r in a["rows"]):
+    if finished_ablation_rows(table):
         written.append(plot_ablations(table, folder / "ablations.png"))
     main = [p for p in planned if p.spec.group == "methods"]
     frames = main[0].cfg.output.qualitative_frames if main else 0

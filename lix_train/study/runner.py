@@ -77,7 +77,7 @@ class PlannedRun:
 
     @property
     def done(self) -> bool:
-        return (self.run_dir / METRICS_FILE).is_file()
+        return is_finished(self.run_dir)
 
     @property
     def options_path(self) -> Path:
@@ -156,9 +156,10 @@ def plan(specs: Sequence[RunSpec], setup: StudySetup) -> list[PlannedRun]:
         cfg = resolve_spec(setup, spec)
         teacher_dir = cfg.output.teachers_dir / teacher_hash(cfg)
         resolved.append((spec, cfg, teacher_dir, _identity(cfg, spec.teacher_only, teacher_dir)))
+    finished = {spec.name for spec, *_ in resolved if is_finished(setup.out / RUNS_DIR / spec.name)}
     primary_of: dict[str, str] = {}
     for spec, _, _, key in resolved:
-        if key not in primary_of or (_finished(setup, spec.name) and not _finished(setup, primary_of[key])):
+        if key not in primary_of or (spec.name in finished and primary_of[key] not in finished):
             primary_of[key] = spec.name
     planned = []
     for spec, cfg, teacher_dir, key in resolved:
@@ -168,8 +169,9 @@ def plan(specs: Sequence[RunSpec], setup: StudySetup) -> list[PlannedRun]:
     return planned
 
 
-def _finished(setup: StudySetup, name: str) -> bool:
-    return (setup.out / RUNS_DIR / name / METRICS_FILE).is_file()
+def is_finished(run_dir: Path) -> bool:
+    """A run folder holds a finished run once distill (or the teacher record) wrote its metrics."""
+    return (run_dir / METRICS_FILE).is_file()
 
 
 def check_same_protocol(planned: Sequence[PlannedRun]) -> None:
