@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from lix_train.losses.arfd import (
-    ARFD, ARFDConfig, arfd_loss, arfd_stage_loss, channel_recalibration, pool_grid, recalibrate, to_tokens,
-    token_recalibration,
+    ARFD, ARFDConfig, arfd_loss, arfd_stage_loss, channel_recalibration, effective_rank, pool_grid, recalibrate,
+    to_masked_tokens, to_tokens, token_recalibration,
 )
+from lix_train.losses.kernels import effective_count, pairwise_distance, perplexity_bandwidth, regression_weights
 from lix_train.losses.cka import linear_cka
 
 
@@ -81,10 +82,99 @@ def test_loss_is_invariant_to_rotating_the_teacher_channels():
 
 def test_stage_loss_is_one_minus_cka_averaged_over_images():
     s, t = _feats(c=4), _feats(c=6, seed=1)
-    cfg = ARFDConfig(stages=(0,))
+    cfg = ARFDConfig(stages=(0,), cka_scope="image", bandwidth="median")
     s_tok, t_tok = to_tokens(s, t, cfg.max_tokens)
     expected = (1 - linear_cka(recalibrate(s_tok, t_tok, "channel", "laplace"), t_tok)).mean()
     torch.testing.assert_close(arfd_stage_loss(s, t, cfg), expected)
+
+
+def test_batch_scope_is_one_cka_over_every_token_of_the_batch():
+    s, t = _feats(c=4), _feats(c=6, seed=1)
+    cfg = ARFDConfig(stages=(0,))
+    assert cfg.cka_scope == "batch" and cfg.bandwidth == "perplexity"
+    s_tok, t_tok = (x.reshape(1, -1, x.shape[-1]) for x in to_tokens(s, t, cfg.max_tokens))
+    expected = 1 - linear_cka(recalibrate(s_tok, t_tok, "channel", "laplace", perplexity=cfg.perplexity), t_tok)[0]
+    torch.testing.assert_close(arfd_stage_loss(s, t, cfg), expected)
+
+
+def _related_tokens(seed=0, n=240, cs=16, ct=32):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(1, n, cs, generator=g, dtype=torch.float64)
+    t = torch.randn(1, n, ct, generator=g, dtype=torch.float64)
+    t[..., :cs] += 2 * s  # half the teacher's channels carry the student's information
+    return s, t
+
+
+def test_median_bandwidth_recalibration_collapses_to_rank_one_and_perplexity_keeps_the_information():
+    # Defect 1 of the review: at the median bandwidth every teacher channel receives nearly the
+    # plain mean of the student channels, so CKA sees a rank-1 map.
+    s, t = _related_tokens()
+    assert effective_rank(s).item() > 14
+    median = effective_rank(channel_recalibration(s, t, "laplace", bandwidth_scale=1.0)).item()
+    local = effective_rank(channel_recalibration(s, t, "laplace", perplexity=2.0)).item()
+    assert median < 1.2
+    assert local > 0.75 * effective_rank(s).item()
+
+
+def test_effective_rank_reference_values():
+    g = torch.Generator().manual_seed(3)
+    raw = torch.randn(500, 4, generator=g, dtype=torch.float64)
+    basis = torch.linalg.qr(raw - raw.mean(dim=0))[0]  # 4 orthonormal, centred directions of equal variance
+    torch.testing.assert_close(effective_rank(basis[None]), torch.tensor([4.0], dtype=torch.float64))
+    line = torch.randn(500, 1, generator=g, dtype=torch.float64) * torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(effective_rank(line), torch.tensor(1.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", ["laplace", "gaussian"])
+@pytest.mark.parametrize("perplexity", [1.5, 2.0, 5.0])
+def test_perplexity_bandwidth_gives_rows_of_the_requested_effective_count(kind, perplexity):
+    s, t = _related_tokens(seed=1, n=100, cs=9, ct=12)
+    q, k = t.transpose(1, 2), s.transpose(1, 2)
+    w = regression_weights(q, k, kind, perplexity=perplexity)
+    torch.testing.assert_close(effective_count(w), torch.full((1, 12), perplexity, dtype=torch.float64),
+                               atol=1e-3, rtol=0)
+    assert perplexity_bandwidth(pairwise_distance(q, k), kind, perplexity).shape == (1, 12, 1)
+    with pytest.raises(ValueError, match="perplexity"):
+        perplexity_bandwidth(pairwise_distance(q, k), kind, 10.0)  # more than the 9 keys
+
+
+def test_padding_tokens_are_left_out():
+    # Defect 3: the padding that scale < 1 augmentation adds must not be distilled.
+    s, t = _feats(c=4, h=8, w=10), _feats(c=6, h=8, w=10, seed=1)
+    target = torch.zeros(2, 32, 40, dtype=torch.long)
+    target[:, :, 28:] = 255  # right 3/10 of the crop is padding
+    cfg = ARFDConfig(stages=(0,), projector=False)
+    loss = arfd_loss([s], [t], cfg, target=target)
+    s2, t2 = s.clone(), t.clone()
+    s2[..., 7:] = 100 * torch.randn_like(s2[..., 7:])
+    t2[..., 7:] = -3.0
+    torch.testing.assert_close(arfd_loss([s2], [t2], cfg, target=target), loss)
+    assert not torch.allclose(arfd_loss([s2], [t2], cfg), arfd_loss([s], [t], cfg))
+    _, _, keep = to_masked_tokens(s, t, 1000, valid=target[:, ::4, ::4] != 255)
+    assert keep.shape == (2, 80) and keep.sum().item() == 2 * 8 * 7
+
+
+def test_all_padding_gives_zero_with_a_graph():
+    s = _feats(c=4).requires_grad_(True)
+    loss = arfd_loss([s], [_feats(c=6, seed=1)], ARFDConfig(stages=(0,), projector=False),
+                     target=torch.full((2, 8, 10), 255))
+    assert loss.item() == 0.0
+    loss.backward()
+
+
+def test_projector_is_trained_and_stage_shapes_are_checked():
+    s, t = _stages(), _stages(cs=(5, 7, 9, 11), seed=10)
+    module = ARFD(ARFDConfig(), [4, 6, 8, 10], [5, 7, 9, 11]).double()
+    assert sorted(module.projectors) == ["1", "2", "3"]
+    for x in s:
+        x.requires_grad_(True)
+    module(s, t).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    assert s[0].grad is None and all(x.grad.abs().sum() > 0 for x in s[1:])
+    with pytest.raises(ValueError, match="projector needs"):
+        ARFD(ARFDConfig())
+    with pytest.raises(ValueError, match="stage 2 requested"):
+        ARFD(ARFDConfig(), [4, 6], [5, 7])
 
 
 def test_gammas_weight_the_stages():
@@ -96,7 +186,8 @@ def test_gammas_weight_the_stages():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"mode": "token"}, {"kernel": "gaussian"}, {"kernel": "none"}, {"feature_loss": "mse"}, {"cka_kernel": "rbf"}],
+    [{}, {"mode": "token"}, {"kernel": "gaussian"}, {"kernel": "none"}, {"feature_loss": "mse"}, {"cka_kernel": "rbf"},
+     {"bandwidth": "median"}, {"cka_scope": "image"}],
 )
 def test_gradcheck_arfd_loss(overrides, monkeypatch):
     # The median bandwidth is detached by design, so finite differences (which do move the
@@ -104,9 +195,11 @@ def test_gradcheck_arfd_loss(overrides, monkeypatch):
     import lix_train.losses.kernels as kernels
 
     monkeypatch.setattr(kernels, "median_bandwidth", lambda d: torch.full(d.shape[:-2] + (1, 1), 1.3, dtype=d.dtype))
+    monkeypatch.setattr(kernels, "perplexity_bandwidth",
+                        lambda d, kind, p: torch.full(d.shape[:-1] + (1,), 0.7, dtype=d.dtype))
     s = _feats(c=3, h=3, w=4, b=1).requires_grad_(True)
     t = _feats(c=3 if overrides.get("feature_loss") else 4, h=3, w=4, b=1, seed=5)
-    cfg = ARFDConfig(stages=(0,), **overrides)
+    cfg = ARFDConfig(stages=(0,), projector=False, **overrides)
     assert torch.autograd.gradcheck(lambda x: arfd_loss([x], [t], cfg), (s,))
 
 
@@ -114,7 +207,7 @@ def test_teacher_gets_no_gradient_and_student_does():
     s, t = _stages(), _stages(cs=(5, 7, 9, 11), seed=10)
     for x in s + t:
         x.requires_grad_(True)
-    ARFD()(s, t).backward()
+    ARFD(ARFDConfig(projector=False))(s, t).backward()
     assert all(x.grad is None for x in t)
     assert s[0].grad is None and all(x.grad.abs().sum() > 0 for x in s[1:])
 
@@ -149,6 +242,9 @@ def test_errors_name_the_problem():
         ({"max_tokens": 1}, "arfd.max_tokens"),
         ({"token_reduce": "max"}, "arfd.token_reduce"),
         ({"bandwidth_scale": 0.0}, "arfd.bandwidth_scale"),
+        ({"bandwidth": "silverman"}, "arfd.bandwidth"),
+        ({"perplexity": 0.5}, "arfd.perplexity"),
+        ({"cka_scope": "pixel"}, "arfd.cka_scope"),
     ],
 )
 def test_config_validation_names_the_option(kwargs, message):

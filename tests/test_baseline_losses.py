@@ -80,6 +80,30 @@ def test_cwd_resizes_the_teacher_and_checks_shapes():
         cwd_loss(s, _logits(c=4))
 
 
+def test_cwd_with_a_mask_is_cwd_over_the_valid_positions_only():
+    # Defect 3: the padding of scale < 1 augmentation must not take part in the spatial softmax.
+    s, t = _logits(h=6, w=8), _logits(h=6, w=8, seed=3)
+    valid = torch.ones(s.shape[0], 6, 8, dtype=torch.bool)
+    valid[:, :, 5:] = False
+    torch.testing.assert_close(cwd_loss(s, t, 4.0, valid), cwd_loss(s[..., :5], t[..., :5], 4.0))
+    s2 = s.clone()
+    s2[..., 5:] = 50.0
+    torch.testing.assert_close(cwd_loss(s2, t, 4.0, valid), cwd_loss(s, t, 4.0, valid))
+    z = s.clone().requires_grad_(True)
+    cwd_loss(z, t, 4.0, valid).backward()
+    assert torch.isfinite(z.grad).all() and torch.all(z.grad[..., 5:] == 0)
+
+
+def test_at_with_labels_ignores_the_padding():
+    s, t = _logits(c=4, h=8, w=8), _logits(c=6, h=8, w=8, seed=5)
+    target = torch.zeros(s.shape[0], 16, 16, dtype=torch.long)
+    target[:, 10:] = IGNORE  # bottom rows padded: feature rows 5.. are padding
+    s2, t2 = s.clone(), t.clone()
+    s2[:, :, 5:], t2[:, :, 5:] = 9.0, -4.0
+    torch.testing.assert_close(at_loss([s2], [t2], (0,), target=target), at_loss([s], [t], (0,), target=target))
+    assert not torch.allclose(at_loss([s2], [t2], (0,)), at_loss([s], [t], (0,)))
+
+
 def test_at_is_scale_free_and_handles_different_widths():
     s = _logits(c=4, h=8, w=8)
     assert at_stage_loss(s, 3.0 * s) < 1e-6

@@ -23,6 +23,7 @@ class TinyNet(nn.Module):
     def __init__(self, widths, x_channels=0, num_classes=C):
         super().__init__()
         self.num_classes = num_classes
+        self.feature_channels = list(widths)  # as the real networks report them (ARFD's projectors read it)
         self.stem = nn.Conv2d(3, widths[0], 4, stride=4)
         self.x_stem = nn.Conv2d(x_channels, widths[0], 4, stride=4) if x_channels else None
         self.stages = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
@@ -83,7 +84,7 @@ def test_every_method_returns_logits_and_the_three_named_losses(method):
     assert set(losses) == {"loss_h", "loss_l", "loss_f"}
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
     uses_l = method in ("kd", "dkd", "cwd", "dwld", "lix")
-    uses_f = method in ("at", "arfd", "lix")
+    uses_f = method in ("at", "arfd", "lix", "mgd", "aux_x")
     assert (losses["loss_l"] != 0) == uses_l and (losses["loss_f"] != 0) == uses_f
     sum(losses.values()).backward()
     assert all(p.grad is None for p in distiller.teacher.parameters())
@@ -103,16 +104,22 @@ def test_teacher_stays_eval_and_frozen_whatever_train_is_called_with():
     assert torch.equal(bn.running_mean, before)
 
 
-@pytest.mark.parametrize("method, extra", [("lix", True), ("dwld", True), ("dkd", False), ("arfd", False)])
-def test_extra_parameters_are_visible_to_the_optimiser(method, extra):
-    distiller = _build(method, dwld=DWLDConfig(mode="adversarial"))  # the DWC is the extra
+@pytest.mark.parametrize("method, parts", [("lix", ("dwld", "arfd")), ("dwld", ("dwld",)), ("dkd", ()),
+                                           ("arfd", ("arfd",))])
+def test_extra_parameters_are_visible_to_the_optimiser(method, parts):
+    # The extras: the DWC (adversarial DWLD) and ARFD's 1x1 projectors.
+    distiller = _build(method, dwld=DWLDConfig(mode="adversarial"))
     extras = distiller.get_extra_parameters()
-    assert bool(extras) == extra
+    expected = [p for part in parts for p in getattr(distiller, part).parameters()]
+    assert [id(p) for p in extras] == [id(p) for p in expected] and bool(extras) == bool(parts)
     learnable = distiller.get_learnable_parameters()
     assert len(learnable) == len(list(distiller.student.parameters())) + len(extras)
-    if extra:
-        ids = {id(p) for p in learnable}
-        assert all(id(p) in ids for p in distiller.dwld.controller.parameters())
+    ids = {id(p) for p in learnable}
+    assert all(id(p) in ids for p in expected)
+
+
+def test_arfd_without_projector_has_no_extra_parameters():
+    assert _build("arfd", arfd=ARFDConfig(projector=False)).get_extra_parameters() == []
 
 
 def test_fixed_and_confidence_dwld_have_no_extra_parameters():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
+from lix_train.distillers.channels import stage_channels
 from lix_train.losses.arfd import ARFD as ARFDLoss
 
 
@@ -12,7 +13,11 @@ class ARFD(Distiller):
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher, cfg)
-        self.arfd = ARFDLoss(cfg.arfd)
+        widths = (stage_channels(student), stage_channels(teacher)) if cfg.arfd.projector else (None, None)
+        self.arfd = ARFDLoss(cfg.arfd, *widths, cfg.ignore_index)
 
-    def feature_loss(self, student_feats, teacher_feats):
-        return self.arfd(student_feats, teacher_feats)
+    def get_extra_parameters(self):
+        return list(self.arfd.parameters())  # the 1x1 projectors (arfd.projector): trained, never exported
+
+    def feature_loss(self, student_feats, teacher_feats, target):
+        return self.arfd(student_feats, teacher_feats, target)

@@ -10,5 +10,5 @@ class AT(Distiller):
     uses_teacher_features = True
     reads = ("at_stages",)
 
-    def feature_loss(self, student_feats, teacher_feats):
-        return at_loss(student_feats, teacher_feats, self.cfg.at_stages)
+    def feature_loss(self, student_feats, teacher_feats, target):
+        return at_loss(student_feats, teacher_feats, self.cfg.at_stages, target=target, ignore_index=self.cfg.ignore_index)

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from lix_train.distillers.config import DistillConfig
+from lix_train.distillers.config import SCHEDULE_OPTIONS, DistillConfig
+from lix_train.losses.balance import balanced
 from lix_train.losses.ce import pixel_cross_entropy
 
 TeacherOutput = tuple[torch.Tensor | None, Sequence[torch.Tensor] | None]
@@ -26,6 +27,8 @@ class Distiller(nn.Module):
 
     uses_teacher_logits = False
     uses_teacher_features = False
+    # A method whose L_F is `x_loss`: it reads the batch's X itself (e.g. an auxiliary head), never the teacher.
+    uses_x = False
     # The distill options this method's own losses read (besides the method, ignore_index and
     # the lambda / warm-up of the terms it has): a study compares runs on these alone.
     reads: tuple[str, ...] = ()
@@ -33,8 +36,8 @@ class Distiller(nn.Module):
     @classmethod
     def options_read(cls) -> tuple[str, ...]:
         """Every distill option that can change what this method trains."""
-        weights = (("lambda_l",) if cls.uses_teacher_logits else ()) + (("lambda_f",) if cls.uses_teacher_features else ())
-        return ("method", "ignore_index", *weights, *(("warmup",) if weights else ()), *cls.reads)
+        weights = (("lambda_l",) if cls.uses_teacher_logits else ()) + (("lambda_f",) if cls.uses_teacher_features or cls.uses_x else ())
+        return ("method", "ignore_index", *weights, *(SCHEDULE_OPTIONS if weights else ()), *cls.reads)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: DistillConfig):
         super().__init__()
@@ -69,8 +72,18 @@ class Distiller(nn.Module):
         """L_L before lambda and warm-up; None for methods without one."""
         return None
 
-    def feature_loss(self, student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor]) -> torch.Tensor | None:
-        """L_F before lambda and warm-up; None for methods without one."""
+    def feature_loss(self, student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor],
+                     target: torch.Tensor) -> torch.Tensor | None:
+        """L_F before lambda and warm-up; None for methods without one.
+
+        `target` is the label map: its ignore pixels (padding from scale < 1 augmentation, unlabelled
+        areas) are left out of every feature loss through `losses.common.feature_valid_mask`.
+        """
+        return None
+
+    def x_loss(self, student_logits: torch.Tensor, student_feats: Sequence[torch.Tensor], x: torch.Tensor,
+               target: torch.Tensor) -> torch.Tensor | None:
+        """A loss on the batch's X (methods with `uses_x`), weighted like L_F and added to it; None by default."""
         return None
 
     @torch.no_grad()
@@ -91,7 +104,8 @@ class Distiller(nn.Module):
 
         `teacher_out` = (logits, features) precomputed (e.g. cached when there is no
         augmentation) skips the teacher forward; a part this method does not use may be None.
-        `progress` in [0, 1] drives the linear warm-up of lambda_l and lambda_f.
+        `progress` in [0, 1] drives the schedule of lambda_l and lambda_f (DistillConfig.ramp);
+        with `balance`, each weighted term is rescaled against L_H (losses/balance.py).
         """
         ramp = self.cfg.ramp(progress)
         student_logits, student_feats = self.student(image)
@@ -107,9 +121,19 @@ class Distiller(nn.Module):
             if self.uses_teacher_features:
                 if teacher_feats is None:
                     raise ValueError(f"{type(self).__name__}: teacher_out has no features")
-                loss_f = self.feature_loss(student_feats, teacher_feats)
+                loss_f = self.feature_loss(student_feats, teacher_feats, target)
+        if self.uses_x:
+            if x is None:
+                raise ValueError(f"{type(self).__name__}: this method's loss needs the X modality, got x=None")
+            loss_x = self.x_loss(student_logits, student_feats, x, target)
+            loss_f = loss_x if loss_f is None else loss_f + loss_x
         losses["loss_l"] = zero if loss_l is None else self.cfg.lambda_l * ramp * loss_l
         losses["loss_f"] = zero if loss_f is None else self.cfg.lambda_f * ramp * loss_f
+        if self.cfg.balance != "none" and ramp > 0 and torch.is_grad_enabled():
+            for key, wrt, term in (("loss_l", [student_logits], loss_l), ("loss_f", list(student_feats), loss_f)):
+                if term is not None and term.requires_grad:
+                    losses[key] = balanced(losses[key], losses["loss_h"], wrt, self.cfg.balance,
+                                           self.cfg.balance_ratio)
         return student_logits, losses
 
     def forward_test(self, image: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
-"""Channel-wise distillation on the logit maps as L_L (the dense-prediction KD baseline)."""
+"""Channel-wise distillation on the logit maps as L_L (the dense-prediction KD baseline), padding masked."""
 
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
+from lix_train.losses.common import feature_valid_mask
 from lix_train.losses.cwd import cwd_loss
 
 
@@ -11,4 +12,5 @@ class CWD(Distiller):
     reads = ("temperature",)
 
     def logit_loss(self, student_logits, teacher_logits, target):
-        return cwd_loss(student_logits, teacher_logits, self.cfg.temperature)
+        valid = feature_valid_mask(target, tuple(student_logits.shape[-2:]), self.cfg.ignore_index)
+        return cwd_loss(student_logits, teacher_logits, self.cfg.temperature, valid)

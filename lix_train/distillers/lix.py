@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
+from lix_train.distillers.channels import stage_channels
 from lix_train.losses.arfd import ARFD as ARFDLoss
 from lix_train.losses.dwld import DWLD as DWLDLoss
 
 
 class LIX(Distiller):
-    """Both terms; the DWC (dwld.mode adversarial) would be its only extra learnable part."""
+    """Both terms; the extra learnable parts are the DWC (dwld.mode adversarial) and ARFD's projectors."""
 
     uses_teacher_logits = True
     uses_teacher_features = True
@@ -17,13 +18,14 @@ class LIX(Distiller):
     def __init__(self, student, teacher, cfg, num_classes: int | None = None):
         super().__init__(student, teacher, cfg)
         self.dwld = DWLDLoss(cfg.dwld, cfg.alpha, cfg.beta, cfg.temperature, num_classes, cfg.ignore_index)
-        self.arfd = ARFDLoss(cfg.arfd)
+        widths = (stage_channels(student), stage_channels(teacher)) if cfg.arfd.projector else (None, None)
+        self.arfd = ARFDLoss(cfg.arfd, *widths, cfg.ignore_index)
 
     def get_extra_parameters(self):
-        return list(self.dwld.parameters())
+        return list(self.dwld.parameters()) + list(self.arfd.parameters())
 
     def logit_loss(self, student_logits, teacher_logits, target):
         return self.dwld(student_logits, teacher_logits, target)
 
-    def feature_loss(self, student_feats, teacher_feats):
-        return self.arfd(student_feats, teacher_feats)
+    def feature_loss(self, student_feats, teacher_feats, target):
+        return self.arfd(student_feats, teacher_feats, target)

@@ -1,16 +1,26 @@
 """Adaptively-recalibrated feature distillation (ARFD): kernel-regression recalibration + CKA.
 
-Per distilled stage k, per image:
-1. student S [C_s, h, w] and teacher T [C_t, h', w'] -> same h x w (teacher resized to the
-   student's size), then at most `max_tokens` tokens at the same positions for both;
+Per distilled stage k:
+1. student S [B, C_s, h, w] (optionally through a learned 1x1 projector to the teacher's C_t
+   channels, FitNet-style; it lives in the distiller, never in the exported student) and teacher
+   T [B, C_t, h', w'] -> same h x w (teacher resized to the student's size), then at most
+   `max_tokens` tokens per image at the same positions for both. Tokens whose pixels are mostly
+   unlabelled (the padding of scale < 1 augmentation) are dropped: they are not scene content.
 2. recalibrate S by Nadaraya-Watson kernel regression (kernels.py):
    * ``channel`` (default): each teacher channel i gets sum_j a_ij S_j with a_ij proportional
-     to k(t_i, s_j) between centred, unit-norm channel activation maps. C_s may differ from
-     C_t and there is no learned projector; cost O(n C_s C_t).
+     to k(t_i, s_j) between centred, unit-norm channel activation maps; O(n C_s C_t).
    * ``token``: the teacher's row-normalised token affinities pool the student tokens, so the
      student is averaged over regions the RGB-X teacher sees as one surface; O(n^2).
    * kernel ``none`` skips recalibration (CKA already copes with C_s != C_t).
-3. L_F = sum_k gamma_k (1 - CKA(S_rec, T)), averaged over images (or an MSE, for the ablation).
+   The bandwidth decides whether the recalibration carries information. At the median
+   pairwise distance (``bandwidth median``, the first implementation) unit-norm channel maps
+   are all about sqrt(2) apart, every row averages nearly all student channels, and the
+   recalibrated features have effective rank close to 1: CKA then compares the teacher with a
+   near-constant map. ``bandwidth perplexity`` (default) picks sigma per row so that each row
+   averages `perplexity` keys (tests/test_arfd.py measures the effective rank).
+3. L_F = sum_k gamma_k (1 - CKA(S_rec, T)) (or an MSE, for the ablation), CKA over all valid
+   tokens of the batch (``cka_scope batch``: 240 tokens at stride 32 for a batch of 8 96x320
+   crops instead of 30 per image) or per image, averaged over images.
 
 The teacher side is detached; gradients reach the student through the recalibrated features
 (the values and the kernel weights; the bandwidth is detached). Computed in float32 so CKA's
@@ -28,7 +38,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lix_train.config import check_choice, check_range, option
+from lix_train.data.classes import IGNORE_INDEX
 from lix_train.losses.cka import kernel_cka, linear_cka
+from lix_train.losses.common import feature_valid_mask
 from lix_train.losses.kernels import gaussian_kernel, kernel_regression
 
 ARFD_MODES = ("channel", "token")
@@ -36,6 +48,8 @@ ARFD_KERNELS = ("laplace", "gaussian", "none")
 FEATURE_LOSSES = ("cka", "mse")
 CKA_KERNELS = ("linear", "rbf")
 TOKEN_REDUCTIONS = ("pool", "sample")
+BANDWIDTHS = ("perplexity", "median")
+CKA_SCOPES = ("batch", "image")
 
 
 @dataclass
@@ -48,9 +62,18 @@ class ARFDConfig:
     kernel: str = option("laplace", "Recalibration kernel ('none' = no recalibration).", choices=ARFD_KERNELS)
     feature_loss: str = option("cka", "Consistency measure: 1 - CKA, or MSE (ablation).", choices=FEATURE_LOSSES)
     cka_kernel: str = option("linear", "CKA kernel: linear (O(n C^2)) or RBF (O(n^2), median bandwidth).", choices=CKA_KERNELS)
+    bandwidth: str = option(
+        "perplexity", "Bandwidth rule: per row, so that each recalibrated value averages `perplexity` keys, or "
+        "bandwidth_scale x the median pairwise distance (nearly a plain mean over channels: effective rank ~1).",
+        choices=BANDWIDTHS)
+    perplexity: float = option(2.0, "Keys each recalibrated value averages (bandwidth perplexity); 1 = the nearest.")
     bandwidth_scale: float = option(
-        1.0, "Kernel bandwidth sigma = this x the median pairwise distance; < 1 sharpens the recalibration."
+        1.0, "bandwidth median: sigma = this x the median pairwise distance; < 1 sharpens the recalibration."
     )
+    projector: bool = option(True, "Learned 1x1 conv from the student's to the teacher's channels before the "
+                             "recalibration (training only; not part of the exported student).")
+    cka_scope: str = option("batch", "CKA over all valid tokens of the batch, or per image (averaged).",
+                            choices=CKA_SCOPES)
     max_tokens: int = option(2000, "At most this many tokens per image and stage (pooled or sampled).")
     token_reduce: str = option(
         "pool", "How to cap tokens: deterministic adaptive average pooling, or random positions.", choices=TOKEN_REDUCTIONS
@@ -75,6 +98,9 @@ class ARFDConfig:
         check_range("arfd.max_tokens", self.max_tokens, 2)
         if not self.bandwidth_scale > 0:
             raise ValueError(f"arfd.bandwidth_scale={self.bandwidth_scale!r} must be > 0")
+        check_choice("arfd.bandwidth", self.bandwidth, BANDWIDTHS)
+        check_range("arfd.perplexity", self.perplexity, 1.0)
+        check_choice("arfd.cka_scope", self.cka_scope, CKA_SCOPES)
 
     def stage_weights(self) -> tuple[float, ...]:
         return self.gammas or (1.0,) * len(self.stages)
@@ -88,36 +114,65 @@ def pool_grid(h: int, w: int, max_tokens: int) -> tuple[int, int]:
     return max(1, h // factor), max(1, w // factor)
 
 
-def to_tokens(
+def to_masked_tokens(
     student: torch.Tensor,
     teacher: torch.Tensor,
     max_tokens: int,
     reduce: str = "pool",
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, C_s, h, w], [B, C_t, h', w'] -> tokens [B, n, C_s], [B, n, C_t] at the same positions.
+    valid: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[B, C_s, h, w], [B, C_t, h', w'] (+ valid [B, h, w] bool) -> tokens [B, n, C_s], [B, n, C_t], keep [B, n].
 
     The teacher is resized to the student's size. ``pool`` uses adaptive average pooling, which
     is exact non-overlapping windows when the sizes divide and area interpolation otherwise
-    (deterministic, every pixel counts); ``sample`` picks the same random positions for both.
+    (deterministic, every pixel counts; a pooled token is kept when most of its cells are valid);
+    ``sample`` picks the same random positions for both. `valid` None keeps every token.
     """
     if student.dim() != 4 or teacher.dim() != 4 or student.shape[0] != teacher.shape[0]:
         raise ValueError(
             f"ARFD: expected student/teacher features [B, C, h, w] with equal B, got {tuple(student.shape)} and {tuple(teacher.shape)}"
         )
-    h, w = student.shape[-2:]
+    b, h, w = student.shape[0], *student.shape[-2:]
+    if valid is not None and tuple(valid.shape) != (b, h, w):
+        raise ValueError(f"ARFD: valid mask {tuple(valid.shape)} does not match the features' (B, h, w) = {(b, h, w)}")
     if tuple(teacher.shape[-2:]) != (h, w):
         teacher = F.interpolate(teacher, size=(h, w), mode="bilinear", align_corners=False)
+    keep = torch.ones(b, h, w, dtype=torch.bool, device=student.device) if valid is None else valid
     if h * w > max_tokens:
         if reduce == "pool":
             grid = pool_grid(h, w, max_tokens)
             student, teacher = F.adaptive_avg_pool2d(student, grid), F.adaptive_avg_pool2d(teacher, grid)
+            keep = F.adaptive_avg_pool2d(keep[:, None].float(), grid)[:, 0] >= 0.5
         elif reduce == "sample":
-            keep = torch.randperm(h * w, generator=generator)[:max_tokens].to(student.device)
-            return student.flatten(2)[:, :, keep].transpose(1, 2), teacher.flatten(2)[:, :, keep].transpose(1, 2)
+            index = torch.randperm(h * w, generator=generator)[:max_tokens].to(student.device)
+            return (student.flatten(2)[:, :, index].transpose(1, 2), teacher.flatten(2)[:, :, index].transpose(1, 2),
+                    keep.flatten(1)[:, index])
         else:
             raise ValueError(f"token_reduce {reduce!r} is not one of {', '.join(TOKEN_REDUCTIONS)}")
-    return student.flatten(2).transpose(1, 2), teacher.flatten(2).transpose(1, 2)
+    return student.flatten(2).transpose(1, 2), teacher.flatten(2).transpose(1, 2), keep.flatten(1)
+
+
+def to_tokens(student: torch.Tensor, teacher: torch.Tensor, max_tokens: int, reduce: str = "pool",
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`to_masked_tokens` without a mask: tokens [B, n, C_s], [B, n, C_t] at the same positions."""
+    s_tok, t_tok, _ = to_masked_tokens(student, teacher, max_tokens, reduce, generator)
+    return s_tok, t_tok
+
+
+def token_groups(s_tok: torch.Tensor, t_tok: torch.Tensor, keep: torch.Tensor, scope: str
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The token sets CKA compares, each ([1, n, C_s], [1, n, C_t]) with n >= 2 valid tokens.
+
+    ``batch``: one set of every valid token of the batch; ``image``: one set per image.
+    """
+    if scope == "batch":
+        groups = [(s_tok[keep], t_tok[keep])]
+    elif scope == "image":
+        groups = [(s_tok[i][keep[i]], t_tok[i][keep[i]]) for i in range(s_tok.shape[0])]
+    else:
+        raise ValueError(f"cka_scope {scope!r} is not one of {', '.join(CKA_SCOPES)}")
+    return [(s[None], t[None]) for s, t in groups if s.shape[0] >= 2]
 
 
 def unit_columns(tokens: torch.Tensor) -> torch.Tensor:
@@ -127,35 +182,58 @@ def unit_columns(tokens: torch.Tensor) -> torch.Tensor:
     return F.normalize(maps, dim=-1)
 
 
+def _keys_perplexity(perplexity: float | None, keys: int) -> float | None:
+    return None if perplexity is None else min(float(perplexity), float(keys))
+
+
 def channel_recalibration(
-    student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, kernel: str, bandwidth_scale: float = 1.0
+    student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, kernel: str, bandwidth_scale: float = 1.0,
+    perplexity: float | None = None,
 ) -> torch.Tensor:
     """[B, n, C_s] -> [B, n, C_t]: teacher channel i <- kernel-weighted mean of student channels."""
     maps = kernel_regression(
         unit_columns(teacher_tokens), unit_columns(student_tokens), student_tokens.transpose(1, 2), kernel,
-        sigma_scale=bandwidth_scale,
+        sigma_scale=bandwidth_scale, perplexity=_keys_perplexity(perplexity, student_tokens.shape[-1]),
     )
     return maps.transpose(1, 2)
 
 
 def token_recalibration(
-    student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, kernel: str, bandwidth_scale: float = 1.0
+    student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, kernel: str, bandwidth_scale: float = 1.0,
+    perplexity: float | None = None,
 ) -> torch.Tensor:
     """[B, n, C_s] -> [B, n, C_s]: each student token <- mean of student tokens weighted by teacher affinity."""
-    return kernel_regression(teacher_tokens, teacher_tokens, student_tokens, kernel, sigma_scale=bandwidth_scale)
+    return kernel_regression(teacher_tokens, teacher_tokens, student_tokens, kernel, sigma_scale=bandwidth_scale,
+                             perplexity=_keys_perplexity(perplexity, teacher_tokens.shape[-2]))
 
 
 def recalibrate(
-    student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, mode: str, kernel: str, bandwidth_scale: float = 1.0
+    student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, mode: str, kernel: str, bandwidth_scale: float = 1.0,
+    perplexity: float | None = None,
 ) -> torch.Tensor:
-    """Dispatch on (mode, kernel); kernel 'none' returns the student tokens unchanged."""
+    """Dispatch on (mode, kernel); kernel 'none' returns the student tokens unchanged.
+
+    `perplexity` set: per-row bandwidths (kernels.perplexity_bandwidth); else bandwidth_scale x median.
+    """
     if kernel == "none":
         return student_tokens
     if mode == "channel":
-        return channel_recalibration(student_tokens, teacher_tokens, kernel, bandwidth_scale)
+        return channel_recalibration(student_tokens, teacher_tokens, kernel, bandwidth_scale, perplexity)
     if mode == "token":
-        return token_recalibration(student_tokens, teacher_tokens, kernel, bandwidth_scale)
+        return token_recalibration(student_tokens, teacher_tokens, kernel, bandwidth_scale, perplexity)
     raise ValueError(f"ARFD mode {mode!r} is not one of {', '.join(ARFD_MODES)}")
+
+
+def effective_rank(tokens: torch.Tensor) -> torch.Tensor:
+    """Participation ratio (sum var)^2 / sum var^2 of the principal variances of tokens [..., n, C] -> [...].
+
+    1 when the features vary along one direction (the mean of all channels, say), C for C equally
+    strong directions: how much of the student's information a recalibration passes on to CKA.
+    Variance-weighted, so many tiny directions around one dominant one still count as about 1.
+    """
+    centred = tokens.double() - tokens.double().mean(dim=-2, keepdim=True)
+    var = torch.linalg.svdvals(centred).pow(2)
+    return var.sum(dim=-1).pow(2) / var.pow(2).sum(dim=-1).clamp_min(torch.finfo(var.dtype).tiny)
 
 
 def rbf_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -167,46 +245,79 @@ def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
-def arfd_stage_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, cfg: ARFDConfig, generator=None) -> torch.Tensor:
-    """Per-stage loss, averaged over images: 1 - CKA(S_rec, T) or MSE(S_rec, T)."""
-    s_tokens, t_tokens = to_tokens(
+def arfd_stage_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, cfg: ARFDConfig, generator=None,
+                    valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-stage loss: 1 - CKA(S_rec, T) (or MSE) over the cfg.cka_scope token sets; `valid` [B, h, w] masks tokens."""
+    s_tok, t_tok, keep = to_masked_tokens(
         _at_least_float32(student_feat), _at_least_float32(teacher_feat.detach()), cfg.max_tokens, cfg.token_reduce,
-        generator,
+        generator, valid,
     )
-    s_rec = recalibrate(s_tokens, t_tokens, cfg.mode, cfg.kernel, cfg.bandwidth_scale)
-    if cfg.feature_loss == "mse":
-        if s_rec.shape[-1] != t_tokens.shape[-1]:
-            raise ValueError(
-                f"ARFD: feature_loss 'mse' needs equal widths after recalibration, got {s_rec.shape[-1]} vs "
-                f"{t_tokens.shape[-1]}; use mode 'channel' with a kernel, or feature_loss 'cka'"
-            )
-        return F.mse_loss(s_rec, t_tokens)
-    cka = linear_cka(s_rec, t_tokens) if cfg.cka_kernel == "linear" else rbf_cka(s_rec, t_tokens)
-    return (1.0 - cka).mean()
+    perplexity = cfg.perplexity if cfg.bandwidth == "perplexity" else None
+    losses = []
+    for s_g, t_g in token_groups(s_tok, t_tok, keep, cfg.cka_scope):
+        s_rec = recalibrate(s_g, t_g, cfg.mode, cfg.kernel, cfg.bandwidth_scale, perplexity)
+        if cfg.feature_loss == "mse":
+            if s_rec.shape[-1] != t_g.shape[-1]:
+                raise ValueError(
+                    f"ARFD: feature_loss 'mse' needs equal widths after recalibration, got {s_rec.shape[-1]} vs "
+                    f"{t_g.shape[-1]}; use mode 'channel' with a kernel, arfd.projector, or feature_loss 'cka'"
+                )
+            losses.append(F.mse_loss(s_rec, t_g))
+        else:
+            cka = linear_cka(s_rec, t_g) if cfg.cka_kernel == "linear" else rbf_cka(s_rec, t_g)
+            losses.append(1.0 - cka[0])
+    if not losses:  # no token set with two valid tokens (e.g. an all-padding crop): nothing to distil
+        return s_tok.sum() * 0.0
+    return torch.stack(losses).mean()
 
 
 def arfd_loss(
-    student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor], cfg: ARFDConfig, generator=None
+    student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor], cfg: ARFDConfig, generator=None,
+    target: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
-    """L_F = sum_k gamma_k * stage loss over cfg.stages (indices into the feature lists)."""
+    """L_F = sum_k gamma_k * stage loss over cfg.stages; `target` [B, H, W] labels mask out ignore pixels."""
     for k in cfg.stages:
         if k >= len(student_feats) or k >= len(teacher_feats):
             raise ValueError(
                 f"ARFD: stage {k} requested but the student has {len(student_feats)} and the teacher "
                 f"{len(teacher_feats)} feature stages"
             )
+
+    def valid_at(feat: torch.Tensor) -> torch.Tensor | None:
+        return None if target is None else feature_valid_mask(target, tuple(feat.shape[-2:]), ignore_index)
+
     return sum(
-        g * arfd_stage_loss(student_feats[k], teacher_feats[k], cfg, generator)
+        g * arfd_stage_loss(student_feats[k], teacher_feats[k], cfg, generator, valid_at(student_feats[k]))
         for g, k in zip(cfg.stage_weights(), cfg.stages)
     )
 
 
 class ARFD(nn.Module):
-    """`arfd_loss` bound to its config; no parameters (no learned projector)."""
+    """`arfd_loss` bound to its config, with the optional per-stage 1x1 projectors (trainable extras).
 
-    def __init__(self, cfg: ARFDConfig | None = None):
+    `student_channels` / `teacher_channels` (per feature stage) are needed when cfg.projector is on.
+    """
+
+    def __init__(self, cfg: ARFDConfig | None = None, student_channels: Sequence[int] | None = None,
+                 teacher_channels: Sequence[int] | None = None, ignore_index: int = IGNORE_INDEX):
         super().__init__()
         self.cfg = cfg or ARFDConfig()
+        self.ignore_index = ignore_index
+        self.projectors = nn.ModuleDict()
+        if self.cfg.projector:
+            if student_channels is None or teacher_channels is None:
+                raise ValueError("ARFD: arfd.projector needs the student's and the teacher's stage channels")
+            for k in self.cfg.stages:
+                if k >= len(student_channels) or k >= len(teacher_channels):
+                    raise ValueError(f"ARFD: stage {k} requested but the networks have {len(student_channels)} and "
+                                     f"{len(teacher_channels)} feature stages")
+                self.projectors[str(k)] = nn.Conv2d(student_channels[k], teacher_channels[k], 1, bias=False)
 
-    def forward(self, student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        return arfd_loss(student_feats, teacher_feats, self.cfg)
+    def project(self, student_feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The student's stages, through their projectors where there is one."""
+        return [self.projectors[str(k)](f) if str(k) in self.projectors else f for k, f in enumerate(student_feats)]
+
+    def forward(self, student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor],
+                target: torch.Tensor | None = None) -> torch.Tensor:
+        return arfd_loss(self.project(student_feats), teacher_feats, self.cfg, target=target,
+                         ignore_index=self.ignore_index)

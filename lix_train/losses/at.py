@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lix_train.losses.common import check_pair, resize_to
+from lix_train.data.classes import IGNORE_INDEX
+from lix_train.losses.common import check_pair, feature_valid_mask, resize_to
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:
@@ -21,11 +22,18 @@ def attention_map(features: torch.Tensor) -> torch.Tensor:
     return features.pow(2).mean(dim=1, keepdim=True)
 
 
-def at_stage_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
-    """Mean over images of || a_S / ||a_S|| - a_T / ||a_T|| ||_2^2 (a scale-free value in [0, 2])."""
+def at_stage_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, valid: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    """Mean over images of || a_S / ||a_S|| - a_T / ||a_T|| ||_2^2 (a scale-free value in [0, 2]).
+
+    `valid` [B, h, w] (the student's size) zeroes masked positions (crop padding) in both maps first.
+    """
     check_pair(student_feat, teacher_feat, what="features for AT", same_channels=False)
     a_s = attention_map(student_feat)
     a_t = resize_to(attention_map(teacher_feat.detach()), tuple(a_s.shape[-2:]))
+    if valid is not None:
+        keep = valid[:, None].to(a_s.dtype)
+        a_s, a_t = a_s * keep, a_t * keep
     b = a_s.shape[0]
     a_s = F.normalize(a_s.reshape(b, -1), dim=1)
     a_t = F.normalize(a_t.reshape(b, -1), dim=1)
@@ -37,8 +45,10 @@ def at_loss(
     teacher_feats: Sequence[torch.Tensor],
     stages: Sequence[int],
     weights: Sequence[float] | None = None,
+    target: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
-    """Weighted sum of `at_stage_loss` over the stage indices in `stages`."""
+    """Weighted sum of `at_stage_loss` over the stage indices in `stages`; `target` labels mask the padding."""
     weights = [1.0] * len(stages) if weights is None else list(weights)
     if len(weights) != len(stages):
         raise ValueError(f"at_loss: {len(weights)} weights for {len(stages)} stages")
@@ -47,7 +57,11 @@ def at_loss(
             raise ValueError(
                 f"at_loss: stage {k} out of range (student has {len(student_feats)}, teacher {len(teacher_feats)} stages)"
             )
-    return sum(w * at_stage_loss(student_feats[k], teacher_feats[k]) for w, k in zip(weights, stages))
+    def valid_at(feat: torch.Tensor) -> torch.Tensor | None:
+        return None if target is None else feature_valid_mask(target, tuple(feat.shape[-2:]), ignore_index)
+
+    return sum(w * at_stage_loss(student_feats[k], teacher_feats[k], valid_at(student_feats[k]))
+               for w, k in zip(weights, stages))
 
 
 class ATLoss(nn.Module):

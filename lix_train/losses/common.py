@@ -70,3 +70,20 @@ def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """
     total = torch.where(valid, values, torch.zeros_like(values)).sum()
     return total / valid.sum().clamp_min(1).to(values.dtype)
+
+
+def feature_valid_mask(target: torch.Tensor, size: tuple[int, int], ignore_index: int = IGNORE_INDEX,
+                       min_fraction: float = 0.5) -> torch.Tensor:
+    """[B, H, W] labels -> [B, h, w] bool: feature cells whose pixels are mostly labelled.
+
+    Feature and channel losses have no labels of their own, yet the padding that scale < 1
+    augmentation adds (label = ignore, image = 0) would otherwise be distilled as if it were scene
+    content: about a quarter of the pixels at scale 0.75. A cell counts when at least `min_fraction`
+    of the label pixels it covers are valid (area pooling, so every pixel counts once).
+    """
+    if target.dim() != 3:
+        raise ValueError(f"feature_valid_mask: expected labels [B, H, W], got {tuple(target.shape)}")
+    valid = (target != ignore_index).unsqueeze(1).float()
+    if tuple(valid.shape[-2:]) != tuple(size):
+        valid = F.adaptive_avg_pool2d(valid, tuple(size))
+    return valid[:, 0] >= min_fraction

@@ -19,6 +19,14 @@ pixel; it is not (see lix-method.md 2.2). The weights come from one of three mod
 * ``fixed``: (alpha, beta) everywhere; reduces through the same code as `dkd_loss`, so it equals
   DKD exactly.
 
+Teacher gate (`gate`): an RGB+X teacher is still wrong on some pixels, and every rule above
+pushes the student toward it there too (the confidence rule even gives its largest NCKD weight
+where p^T_t is lowest). ``correct`` multiplies both weights by 1[argmax teacher = label],
+``confidence`` by p^T_t, ``none`` keeps the first implementation. `renormalise` (confidence rule)
+rescales the weights so their mean over valid pixels is (alpha, beta) after the gate; off, the
+gate simply removes weight. The adversarial DWC is always renormalised (its weights collapse
+otherwise).
+
 Bounds: raw weights lie in [m / r, m * r] for mean m in {alpha, beta} and `weight_range` r, so
 after mean renormalisation no pixel can carry more than r^2 times the weight of another - a
 bound that a plain `w_max * sigmoid` loses once renormalised (near-zero weights elsewhere would
@@ -36,10 +44,11 @@ import torch.nn.functional as F
 
 from lix_train.config import check_choice, check_range, option
 from lix_train.data.classes import IGNORE_INDEX
-from lix_train.losses.common import masked_mean
+from lix_train.losses.common import masked_mean, valid_mask
 from lix_train.losses.dkd import Confidences, decoupled_parts, weighted_decoupled_loss
 
 DWLD_MODES = ("adversarial", "confidence", "fixed")
+GATES = ("none", "correct", "confidence")
 DWC_INPUTS = ("logits_confidence", "confidence")
 NUM_CONFIDENCE_FEATURES = 6
 
@@ -63,6 +72,12 @@ class DWLDConfig:
     reverse_scale: float = option(
         1.0, "Gradient-reversal strength: the DWC ascends L_L with this factor (adversarial, CTKD-style). A negative "
         "value makes it cooperative: it descends L_L, so weight moves to the pixels the student already follows.")
+    gate: str = option(
+        "correct", "Teacher gate on both weights: 1[teacher argmax = label] (correct), p^T of the label (confidence), "
+        "or none (the teacher is followed where it is wrong too).", choices=GATES)
+    renormalise: bool = option(
+        False, "Confidence rule: rescale the (gated) weights to mean (alpha, beta) over valid pixels; off = the gate "
+        "removes weight instead of moving it.")
     stride: int = option(
         4, "The DWC runs on inputs average-pooled by this factor and its weights are upsampled bilinearly "
         "(1 = every pixel; 4 costs 1/16 and keeps L_L within budget, see benchmarks/bench_losses.py)."
@@ -71,6 +86,7 @@ class DWLDConfig:
     def __post_init__(self):
         check_choice("dwld.mode", self.mode, DWLD_MODES)
         check_choice("dwld.inputs", self.inputs, DWC_INPUTS)
+        check_choice("dwld.gate", self.gate, GATES)
         check_range("dwld.layers", self.layers, 1, 5)
         check_range("dwld.hidden", self.hidden, 1)
         if not self.weight_range > 1:
@@ -145,12 +161,34 @@ def renormalise_mean(weights: torch.Tensor, valid: torch.Tensor, mean: float) ->
     return weights * (mean / current.clamp_min(torch.finfo(weights.dtype).tiny))
 
 
+def teacher_gate(c: Confidences, target: torch.Tensor, gate: str) -> torch.Tensor | None:
+    """[B, H, W] factor in [0, 1] for how far the teacher may be followed at each pixel (None = everywhere).
+
+    `target` holds class ids at valid pixels (any id at ignored ones, which are masked later).
+    """
+    if gate == "none":
+        return None
+    if gate == "correct":
+        return (c.log_p_teacher.argmax(dim=1) == target).to(c.p_target_teacher.dtype)
+    if gate == "confidence":
+        return c.p_target_teacher.detach()
+    raise ValueError(f"DWLD gate {gate!r} is not one of {', '.join(GATES)}")
+
+
 def confidence_weights(
-    c: Confidences, valid: torch.Tensor, alpha: float, beta: float, weight_range: float
+    c: Confidences, valid: torch.Tensor, alpha: float, beta: float, weight_range: float,
+    gate: torch.Tensor | None = None, renormalise: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form per-pixel weights: w_tc from (1 - p^S_t), w_nc from (1 - p^T_t), mean (alpha, beta)."""
-    w_tc = renormalise_mean(bounded(1.0 - c.p_target_student.detach(), alpha, weight_range), valid, alpha)
-    w_nc = renormalise_mean(bounded(1.0 - c.p_target_teacher.detach(), beta, weight_range), valid, beta)
+    """Closed-form per-pixel weights: w_tc from (1 - p^S_t), w_nc from (1 - p^T_t), times the gate.
+
+    With `renormalise` the weights are then scaled to mean (alpha, beta) over valid pixels.
+    """
+    w_tc = bounded(1.0 - c.p_target_student.detach(), alpha, weight_range)
+    w_nc = bounded(1.0 - c.p_target_teacher.detach(), beta, weight_range)
+    if gate is not None:
+        w_tc, w_nc = w_tc * gate, w_nc * gate
+    if renormalise:
+        w_tc, w_nc = renormalise_mean(w_tc, valid, alpha), renormalise_mean(w_nc, valid, beta)
     return w_tc, w_nc
 
 
@@ -220,12 +258,22 @@ class DWLD(nn.Module):
                 in_channels, alpha, beta, cfg.layers, cfg.hidden, cfg.weight_range
             )
 
-    def pixel_weights(self, c: Confidences, valid: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-        """(w_tc, w_nc) for this batch: scalars in fixed mode, [B, H, W] maps otherwise."""
+    def pixel_weights(self, c: Confidences, valid: torch.Tensor, target: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """(w_tc, w_nc) for this batch: scalars in fixed mode without a gate, [B, H, W] maps otherwise.
+
+        `target` (class ids at valid pixels) is needed by the gates.
+        """
+        gate = None
+        if self.cfg.gate != "none":
+            if target is None:
+                raise ValueError(f"DWLD: dwld.gate={self.cfg.gate!r} needs the labels")
+            gate = teacher_gate(c, target, self.cfg.gate)
         if self.cfg.mode == "fixed":
-            return self.alpha, self.beta
+            return (self.alpha, self.beta) if gate is None else (self.alpha * gate, self.beta * gate)
         if self.cfg.mode == "confidence":
-            return confidence_weights(c, valid, self.alpha, self.beta, self.cfg.weight_range)
+            return confidence_weights(c, valid, self.alpha, self.beta, self.cfg.weight_range, gate,
+                                      self.cfg.renormalise)
         inputs = dwc_inputs(c, valid, self.cfg.inputs == "logits_confidence", self.cfg.stride)
         if inputs.shape[1] != self.controller.in_channels:
             raise ValueError(
@@ -234,6 +282,8 @@ class DWLD(nn.Module):
                 f"got {inputs.shape[1]}; check num_classes"
             )
         w_tc, w_nc = upsample_weights(*self.controller(inputs), valid.shape[-2:])
+        if gate is not None:
+            w_tc, w_nc = w_tc * gate, w_nc * gate
         w_tc = renormalise_mean(w_tc, valid, self.alpha)
         w_nc = renormalise_mean(w_nc, valid, self.beta)
         return grad_reverse(w_tc, self.cfg.reverse_scale), grad_reverse(w_nc, self.cfg.reverse_scale)
@@ -242,5 +292,5 @@ class DWLD(nn.Module):
         tckd, nckd, valid, conf = decoupled_parts(
             student_logits, teacher_logits, target, self.temperature, self.ignore_index
         )
-        w_tc, w_nc = self.pixel_weights(conf, valid)
+        w_tc, w_nc = self.pixel_weights(conf, valid, valid_mask(target, self.ignore_index)[1])
         return weighted_decoupled_loss(tckd, nckd, valid, w_tc, w_nc, self.temperature)

@@ -58,16 +58,18 @@ def kernel_regression(
     kind: str = "laplace",
     sigma: torch.Tensor | float | None = None,
     sigma_scale: float = 1.0,
+    perplexity: float | None = None,
 ) -> torch.Tensor:
     """Nadaraya-Watson estimate at each query: sum_j k(q, key_j) value_j / sum_j k(q, key_j).
 
     queries [..., m, d], keys [..., k, d], values [..., k, e] -> [..., m, e]. sigma None uses
-    the median query-key distance. Limits: sigma -> 0 returns the nearest key's value;
+    `sigma_scale` x the median query-key distance, or, with `perplexity`, the per-query
+    bandwidth of `perplexity_bandwidth`. Limits: sigma -> 0 returns the nearest key's value;
     sigma -> inf the plain mean of the values.
     """
     if keys.shape[-2] != values.shape[-2]:
         raise ValueError(f"kernel_regression: {keys.shape[-2]} keys but {values.shape[-2]} values")
-    return regression_weights(queries, keys, kind, sigma, sigma_scale) @ values
+    return regression_weights(queries, keys, kind, sigma, sigma_scale, perplexity) @ values
 
 
 def regression_weights(
@@ -76,12 +78,40 @@ def regression_weights(
     kind: str = "laplace",
     sigma: torch.Tensor | float | None = None,
     sigma_scale: float = 1.0,
+    perplexity: float | None = None,
 ) -> torch.Tensor:
     """The Nadaraya-Watson weights [..., m, k] (rows sum to 1) that `kernel_regression` applies."""
     d = pairwise_distance(queries, keys)
     if sigma is None:
-        sigma = sigma_scale * median_bandwidth(d)
+        sigma = perplexity_bandwidth(d, kind, perplexity) if perplexity else sigma_scale * median_bandwidth(d)
     return torch.softmax(log_kernel(d, kind, sigma), dim=-1)
+
+
+def perplexity_bandwidth(distances: torch.Tensor, kind: str, perplexity: float, steps: int = 40) -> torch.Tensor:
+    """Per-row bandwidth [..., m, 1] at which each row's weights average `perplexity` keys (detached).
+
+    The median bandwidth is a global scale: on unit-norm channel maps, whose distances all lie
+    near sqrt(2), it gives every key almost the same weight, so the regression returns the plain
+    mean and the information of the values is lost. Choosing sigma per query so that
+    exp(entropy) of its weight row equals `perplexity` (the t-SNE calibration) keeps each
+    estimate local by construction, whatever the scale of the distances. Bisection on log sigma:
+    the effective count grows monotonically with sigma, from 1 (the nearest key) to k (all keys).
+    """
+    k = distances.shape[-1]
+    if not 1.0 <= perplexity <= k:
+        raise ValueError(f"perplexity={perplexity!r} must lie in [1, {k}] (the number of keys)")
+    d = distances.detach()
+    scale = median_bandwidth(d)
+    low = torch.full(d.shape[:-1] + (1,), -12.0, dtype=d.dtype, device=d.device)
+    high = torch.full_like(low, 12.0)
+    target = torch.tensor(float(perplexity), dtype=d.dtype, device=d.device)
+    for _ in range(steps):
+        mid = (low + high) / 2
+        count = effective_count(torch.softmax(log_kernel(d, kind, scale * mid.exp()), dim=-1))[..., None]
+        too_wide = count > target
+        high = torch.where(too_wide, mid, high)
+        low = torch.where(too_wide, low, mid)
+    return scale * ((low + high) / 2).exp()
 
 
 def effective_count(weights: torch.Tensor) -> torch.Tensor:
