@@ -128,3 +128,20 @@ def test_gradcheck_cwd_and_at():
     f_s = _logits(b=1, c=3, h=3, w=3, dtype=torch.float64).requires_grad_(True)
     f_t = _logits(b=1, c=5, h=3, w=3, seed=6, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda z: at_stage_loss(z, f_t), (f_s,))
+
+
+def test_pooled_logits_keep_only_pure_cells_and_average_the_logits():
+    from lix_train.losses.common import pool_logits_and_labels
+
+    s, t = _logits(h=8, w=8), _logits(h=8, w=8, seed=3)
+    y = torch.zeros(s.shape[0], 8, 8, dtype=torch.long)
+    y[:, :, 4:] = 2
+    y[:, 0, 5] = 1  # one odd pixel makes its 4x4 cell mixed
+    y[:, 7, 0] = IGNORE  # an ignored pixel makes its cell ignored
+    ps, pt, py = pool_logits_and_labels(s, t, y, 4)
+    torch.testing.assert_close(ps, F.avg_pool2d(s, 4))
+    torch.testing.assert_close(pt, F.avg_pool2d(t, 4))
+    assert py[0].tolist() == [[0, IGNORE], [IGNORE, 2]]
+    assert pool_logits_and_labels(s, t, y, 1)[2] is y
+    with pytest.raises(ValueError, match="must divide"):
+        pool_logits_and_labels(s, t, y, 3)

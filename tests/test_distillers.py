@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from lix_train.config import ConfigError, from_dict
 from lix_train.distillers import METHODS, DistillConfig, build_distiller
 from lix_train.losses.arfd import ARFDConfig
+from lix_train.losses.aux_x import AuxXConfig
+from lix_train.losses.mgd import MGDConfig
 from lix_train.losses.dwld import DWLDConfig
 
 C = 4
@@ -222,8 +224,10 @@ CHANGED = [
     ("lambda_l", {"lambda_l": 2.0}), ("lambda_f", {"lambda_f": 2.0}), ("warmup", {"warmup": 0.5}),
     ("temperature", {"temperature": 2.0}), ("alpha", {"alpha": 2.0}), ("beta", {"beta": 4.0}),
     ("at_stages", {"at_stages": (2, 3)}), ("dwld", {"dwld": DWLDConfig(mode="adversarial")}),
-    ("arfd", {"arfd": ARFDConfig(kernel="none")}),
-]
+    ("arfd", {"arfd": ARFDConfig(kernel="none")}), ("start", {"start": 0.09}), ("decay", {"decay": "linear"}),
+    ("balance", {"balance": "match"}), ("logit_stride", {"logit_stride": 4}),
+    ("mgd", {"mgd": MGDConfig(mask_ratio=0.5)}), ("aux_x", {"aux_x": AuxXConfig(width=32)}),
+]  # balance_ratio acts only together with balance, so it cannot be changed alone here
 
 
 def _losses(method, **cfg):

@@ -204,7 +204,7 @@ def test_aux_x_needs_no_teacher_and_trains_student_and_head_only():
 
 
 def test_aux_x_reads_lambda_f_and_warmup():
-    assert DISTILLERS["aux_x"].options_read() == ("method", "ignore_index", "lambda_f", *SCHEDULE_OPTIONS, "aux_x")
+    assert DISTILLERS["aux_x"].options_read() == ("method", "ignore_index", "lambda_f", *SCHEDULE_OPTIONS, "aux_x")  # no logit_stride: no logit loss
     assert DISTILLERS["mgd"].options_read() == ("method", "ignore_index", "lambda_f", *SCHEDULE_OPTIONS, "mgd")
 
 

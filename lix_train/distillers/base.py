@@ -14,6 +14,7 @@ import torch.nn as nn
 from lix_train.distillers.config import SCHEDULE_OPTIONS, DistillConfig
 from lix_train.losses.balance import balanced
 from lix_train.losses.ce import pixel_cross_entropy
+from lix_train.losses.common import pool_logits_and_labels
 
 TeacherOutput = tuple[torch.Tensor | None, Sequence[torch.Tensor] | None]
 
@@ -37,7 +38,8 @@ class Distiller(nn.Module):
     def options_read(cls) -> tuple[str, ...]:
         """Every distill option that can change what this method trains."""
         weights = (("lambda_l",) if cls.uses_teacher_logits else ()) + (("lambda_f",) if cls.uses_teacher_features or cls.uses_x else ())
-        return ("method", "ignore_index", *weights, *(SCHEDULE_OPTIONS if weights else ()), *cls.reads)
+        logits = ("logit_stride",) if cls.uses_teacher_logits else ()
+        return ("method", "ignore_index", *weights, *(SCHEDULE_OPTIONS if weights else ()), *logits, *cls.reads)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: DistillConfig):
         super().__init__()
@@ -117,7 +119,8 @@ class Distiller(nn.Module):
             if self.uses_teacher_logits:
                 if teacher_logits is None:
                     raise ValueError(f"{type(self).__name__}: teacher_out has no logits")
-                loss_l = self.logit_loss(student_logits, teacher_logits, target)
+                loss_l = self.logit_loss(*pool_logits_and_labels(student_logits, teacher_logits, target,
+                                                                 self.cfg.logit_stride, self.cfg.ignore_index))
             if self.uses_teacher_features:
                 if teacher_feats is None:
                     raise ValueError(f"{type(self).__name__}: teacher_out has no features")

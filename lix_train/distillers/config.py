@@ -34,6 +34,9 @@ class DistillConfig:
                           "it acts on (logits for L_L, features for L_F): cap its gradient norm at balance_ratio x "
                           "L_H's, match it exactly, or none.", choices=BALANCES)
     balance_ratio: float = option(1.0, "Target ratio of a distillation term's gradient norm to L_H's (balance).")
+    logit_stride: int = option(1, "Logit losses (KD, DKD, CWD, DWLD) on logits average-pooled by this factor, with "
+                               "labels of pure cells only; 4 = the networks' output stride, 16x less work than 1 "
+                               "(full resolution). L_H stays at full resolution.")
     temperature: float = option(1.0, "Softmax temperature T of the logit losses (CWD is usually run at 4).")
     alpha: float = option(1.0, "DKD / DWLD weight (or mean weight) of TCKD.")
     beta: float = option(2.0, "DKD / DWLD weight (or mean weight) of NCKD (prototype: 2 beat 8).")
@@ -51,6 +54,7 @@ class DistillConfig:
         check_range("distill.warmup", self.warmup, 0.0, 1.0)
         check_range("distill.start", self.start, 0.0, 0.99)
         check_choice("distill.decay", self.decay, DECAYS)
+        check_range("distill.logit_stride", self.logit_stride, 1, 32)
         check_choice("distill.balance", self.balance, BALANCES)
         if not self.balance_ratio > 0:
             raise ValueError(f"distill.balance_ratio={self.balance_ratio!r} must be > 0")

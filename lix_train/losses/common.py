@@ -87,3 +87,29 @@ def feature_valid_mask(target: torch.Tensor, size: tuple[int, int], ignore_index
     if tuple(valid.shape[-2:]) != tuple(size):
         valid = F.adaptive_avg_pool2d(valid, tuple(size))
     return valid[:, 0] >= min_fraction
+
+
+def pool_logits_and_labels(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+                           stride: int, ignore_index: int = IGNORE_INDEX
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logit maps average-pooled by `stride` and the labels of *pure* cells (others = ignore_index).
+
+    Why: the networks predict at stride 4 and upsample, so a per-pixel logit loss at full
+    resolution spends 16x the work on interpolated values (on CPU it cost more than the student's
+    own forward and backward). A cell keeps its label only when every pixel in it has that label,
+    so a loss at the pooled size never attributes a boundary cell to one side; thin structures
+    still get the full-resolution L_H. Both maps are brought to the label size first.
+    """
+    if stride == 1:
+        return student_logits, teacher_logits, target
+    if stride < 1:
+        raise ValueError(f"logit stride must be >= 1, got {stride}")
+    size = tuple(target.shape[-2:])
+    if any(s % stride for s in size):
+        raise ValueError(f"logit stride {stride} must divide the label size {size}")
+    pool = lambda x: F.avg_pool2d(resize_to(x, size), stride)  # noqa: E731
+    labels = target.unsqueeze(1).float()
+    high = F.max_pool2d(labels, stride)
+    low = -F.max_pool2d(-labels, stride)
+    pure = torch.where(high == low, high, torch.full_like(high, float(ignore_index)))
+    return pool(student_logits), pool(teacher_logits), pure[:, 0].to(target.dtype)
