@@ -159,7 +159,21 @@ def _config_differences(path: Path, cfg: ExperimentConfig) -> list[str]:
         return [f"(unreadable {path.name}: {err})"]
     current = yaml.safe_load(config_yaml(cfg))
     keys = [d.split(":")[0] for d in signature_differences(stored, current)]
+    # An option added after the run was made is absent from its config.yaml; at its unset value
+    # (None, e.g. train.init_from) it is what the run did, not a difference.
+    keys = [k for k in keys if not (_lookup(stored, k) is _ABSENT and _lookup(current, k) is None)]
     return [k for k in keys if not k.startswith(NOT_RESULT_AFFECTING)]  # e.g. progress bars on or off
+
+
+_ABSENT = object()
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _ABSENT
+        tree = tree[part]
+    return tree
 
 
 def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: Any, is_main: bool) -> Path | None:

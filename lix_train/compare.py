@@ -5,11 +5,31 @@
     python -m lix_train.compare --preset quick --seeds 2 --methods baseline,lix \\
         --teacher.train.iters 50 --student.train.iters 50                           # a smoke test
     python -m lix_train.compare --preset synthetic --dry-run                        # list the runs
+    python -m lix_train.compare --preset synthetic --seeds 3 --tune cwd --tune kd   # choose settings on val
+    python -m lix_train.compare --preset synthetic --seeds 3 --budgets 1000,2000,4000 --warm-start 1000
 
 Every student run is `python -m lix_train.distill` with the study's options, in OUT/runs/<name>/;
 teachers come from the shared store (one per teacher config, trained once, reused by every run
 and by later studies). Rerunning the same command skips finished runs (metrics.json present)
-and continues interrupted ones. The results go to OUT/table.md, OUT/table.json and OUT/plots/.
+and continues interrupted ones. The results go to OUT/table.md, OUT/table.json, OUT/results.json
+and OUT/plots/.
+
+Rows and tracks beyond the methods x seeds table:
+
+    --methods ...,lix_xzeros   named rows (grid.NAMED_ROWS): lix_xzeros = LIX distilled from the
+                               X = zeros control teacher (data.zero_x true), next to lix
+    tuned settings             lix_train/study/tuned.yaml (method -> distill overrides chosen on val,
+                               each with its evidence) applies to its method's runs; --untuned: the
+                               preset's defaults; a --config / --section.key option wins over it
+    --tune METHOD              the method's tuning grid (study/tuning.py GRIDS) at every seed, scored
+                               on val only (eval.score_test false: test is never read); writes
+                               OUT/tuning.md / tuning.json, best first, and the tuned.yaml line
+    --budgets A,B,...          every row x seed at each student.train.iters: <row>-i<iters>-s<seed>
+                               (the preset's budget is the main table); plots/budgets.png
+    --warm-start ITERS         warm-<row>-s<seed>: ITERS more iterations from the finished
+                               baseline-s<seed> student (student.train.init_from), the baseline row
+                               continuing with labels only as the control; plots/warm_start.png
+    --results-json PATH        also write results.json there (per-seed test / val mIoU in %)
 """
 
 from __future__ import annotations
@@ -24,9 +44,13 @@ from lix_train.config import add_config_arguments, overrides_from_args
 from lix_train.distillers.config import METHODS
 from lix_train.experiment import ExperimentConfig
 from lix_train.study import ablations as ablation_sets
-from lix_train.study.grid import BASELINE, METHOD_KEY, SEED_KEY, expand
+from lix_train.study.tuning import GRIDS, describe_tuned, expand_tuning, load_tuned
+from lix_train.study.grid import (
+    BASELINE, METHOD_KEY, NAMED_ROWS, SEED_KEY, expand, expand_budgets, expand_warm_start,
+)
 
 PROG = "python -m lix_train.compare"
+TUNED_NAME = "lix_train/study/tuned.yaml"
 DEFAULT_PRESET = "synthetic"
 DESCRIPTION = (
     "Compare distillation methods (and LIX ablations) on one protocol over several seeds. One frozen RGB+X "
@@ -39,8 +63,11 @@ DESCRIPTION = (
     "points, per-class gains, one panel per ablation axis, a qualitative grid of the classes where geometry "
     "matters most). The baseline is "
     "always run (the gap needs it), and so is the control, the teacher architecture fed X = zeros, unless "
-    "--no-control. The synthetic preset is the benchmark protocol (hours for 8 methods x 3 seeds on 2 CPU cores, "
-    "even with --jobs 2: list the runs first with --dry-run)."
+    "--no-control. Each method runs at its tuned settings (lix_train/study/tuned.yaml, chosen on val; "
+    "--untuned for the preset's defaults); --tune chooses them on val without reading test. --budgets adds every "
+    "row at other student budgets, --warm-start a track that continues the baseline students with each method; "
+    "OUT/results.json holds the per-seed numbers. The synthetic preset is the benchmark protocol (hours for 8 "
+    "methods x 3 seeds on 2 CPU cores, even with --jobs 2: list the runs first with --dry-run)."
 )
 
 
@@ -48,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG, description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         usage="%(prog)s [-h] [--preset NAME] [--config FILE] [--seeds N] [--methods A,B,...] [--ablation NAME ...] "
-              "[--no-control] [--out DIR] [--jobs N] [--dry-run] [--report-only] [--isolate] [--SECTION.KEY VALUE ...]")
+              "[--no-control] [--untuned] [--tune METHOD ...] [--budgets A,B,...] [--warm-start ITERS] [--out DIR] "
+              "[--results-json PATH] [--jobs N] [--dry-run] [--report-only] [--isolate] [--SECTION.KEY VALUE ...]")
     parser.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
                         help=f"Protocol every run starts from: {', '.join(available_presets())} "
                              "(lix_train/presets/NAME.yaml).")
@@ -57,17 +85,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=3, metavar="N",
                         help="Student seeds 0..N-1 per method and ablation variant (at least 3 for reported "
                              "numbers: one-seed differences under about 1.5 mIoU mean nothing).")
-    parser.add_argument("--methods", default=",".join(METHODS), metavar="A,B,...",
-                        help=f"Comma-separated distillation methods, from: {', '.join(METHODS)}. The baseline is "
-                             "always run (added when missing).")
+    parser.add_argument("--methods", default=",".join([*METHODS, *NAMED_ROWS]), metavar="A,B,...",
+                        help=f"Comma-separated table rows: distillation methods, from: {', '.join(METHODS)}; and "
+                             "named rows: " + "; ".join(f"{r.name} ({r.description})" for r in NAMED_ROWS.values())
+                             + ". The baseline is always run (added when missing).")
     parser.add_argument("--ablation", nargs="+", action="extend", default=[], metavar="NAME",
                         help="Ablation sets to run as well (each variant x every seed, under LIX; a variant equal to "
                              "the defaults reuses the main run): " + ablation_sets.describe()
                              + f"; {ablation_sets.ALL} = every set.")
     parser.add_argument("--no-control", action="store_true",
                         help="Skip the control (the teacher architecture trained and scored on X = zeros).")
+    parser.add_argument("--untuned", action="store_true",
+                        help="Run every method at the preset's defaults instead of its tuned settings "
+                             f"({TUNED_NAME}: method -> distill options chosen on val; shown by --dry-run and the "
+                             "table).")
+    parser.add_argument("--tune", action="append", default=[], metavar="METHOD",
+                        help="Tune METHOD instead of running the table (repeatable, or A,B): its grid "
+                             "(lix_train/study/tuning.py: " + "; ".join(
+                                 f"{m}: " + " x ".join(f"{k.split('.', 1)[1]} {{{','.join(map(str, v))}}}"
+                                                       for k, v in grid.items()) for m, grid in GRIDS.items())
+                             + ") at every seed, each point a run tune-METHOD-POINT-sSEED scored on the val split "
+                               "only (eval.score_test false: the test split is never read). Writes OUT/tuning.md "
+                               "and tuning.json, best first by mean val mIoU, with the line to copy into "
+                               f"{TUNED_NAME}.")
+    parser.add_argument("--budgets", default="", metavar="A,B,...",
+                        help="Student budgets (student.train.iters): every row x seed at each, in runs "
+                             "ROW-iITERS-sSEED; the preset's budget is the main table's runs. Adds a test and a val "
+                             "column per budget to the table and plots/budgets.png.")
+    parser.add_argument("--warm-start", type=int, default=None, metavar="ITERS",
+                        help="Warm-start track: for every row and seed, a run warm-ROW-sSEED that starts from the "
+                             "finished baseline-sSEED student of this study (student.train.init_from, fresh "
+                             "optimiser and schedule) and trains ITERS more iterations with the row's method; the "
+                             "baseline's own warm-start row continues with labels only (the fair control). They "
+                             "start after the baseline runs. A table section and plots/warm_start.png.")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="Study folder (default: runs/compare/<preset>). The same folder continues a study.")
+    parser.add_argument("--results-json", type=Path, default=None, metavar="PATH",
+                        help="Also write the study's results.json here (always written to OUT/results.json): the "
+                             "teacher's test mIoU, the default method, the protocol, and per row the per-seed test "
+                             "and val mIoU in %% of the main table, plus the budgets and the warm-start track.")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="Runs side by side, each in its own process with its log in its run folder "
                              "(train.log). Every run computes on one thread (runtime.threads) plus one loader "
@@ -84,12 +140,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_methods(text: str) -> list[str]:
-    """The --methods list, validated, with the baseline first (the gap share needs it)."""
+    """The --methods list (methods and named rows), validated, with the baseline first (the gap share needs it)."""
     methods = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS and m not in NAMED_ROWS]
     if unknown:
-        raise UserError(f"--methods: unknown method {unknown[0]!r}; valid: {', '.join(METHODS)}")
+        raise UserError(f"--methods: unknown method {unknown[0]!r}; valid: {', '.join([*METHODS, *NAMED_ROWS])}")
     return list(dict.fromkeys([BASELINE, *methods]))
+
+
+def parse_tune(values: list[str]) -> list[str]:
+    """The --tune methods (repeatable or comma-separated), each a method with a grid."""
+    methods = list(dict.fromkeys(m.strip() for v in values for m in v.split(",") if m.strip()))
+    for method in methods:
+        if method not in METHODS:
+            raise UserError(f"--tune: unknown method {method!r}; valid: {', '.join(METHODS)}")
+        if method not in GRIDS:
+            raise UserError(f"--tune {method}: no tuning grid for it (grids: {', '.join(GRIDS)}); add one to GRIDS "
+                            "in lix_train/study/tuning.py")
+    return methods
+
+
+def parse_budgets(text: str) -> list[int]:
+    """--budgets 1000,2000,4000 -> [1000, 2000, 4000] (distinct positive integers, sorted)."""
+    try:
+        budgets = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--budgets {text!r}: expected comma-separated iteration counts, e.g. 1000,2000,4000") from None
+    if text.strip() and (not budgets or min(budgets) < 1):
+        raise UserError(f"--budgets {text!r}: iteration counts must be positive")
+    return sorted(set(budgets))
+
+
+def tuned_settings(args: argparse.Namespace, overrides: dict) -> dict[str, dict]:
+    """tuned.yaml's settings for the known methods, less every option the study sets itself (--config, --KEY)."""
+    from lix_train.config import read_yaml
+    from lix_train.study.runner import flatten
+
+    if args.untuned:
+        return {}
+    try:
+        tuned = load_tuned(METHODS)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    given = set(flatten(overrides))
+    if args.config is not None:
+        given |= set(flatten(read_yaml(args.config)))
+    return {m: {k: v for k, v in o.items() if k not in given} for m, o in tuned.items()}
 
 
 def study_overrides(args: argparse.Namespace) -> dict:
@@ -105,12 +201,28 @@ def study_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def print_plan(planned, preset: str) -> None:
+def _status(run) -> str:
+    from lix_train.study.runner import check_finished_run
+
+    if run.same_as:
+        return f"same as {run.same_as}"
+    if not run.done:
+        return "to run" + (f" after {','.join(run.spec.after)}" if run.spec.after else "")
+    try:
+        check_finished_run(run)
+    except UserError:
+        return "finished, other config"  # the real call refuses it, naming the options
+    return "finished"
+
+
+def print_plan(planned, preset: str, settings: str = "") -> None:
     from lix_train.study.runner import teacher_complete
 
     teachers = {}
     for run in planned:
         teachers.setdefault(run.teacher_dir, teacher_complete(run.teacher_dir))
+    if settings:
+        print(settings)
     print(f"{len(planned)} runs, {len(teachers)} teacher config(s):")
     for teacher_dir, complete in teachers.items():
         print(f"  teacher {teacher_dir}: {'in the store' if complete else 'to train'}")
@@ -118,14 +230,17 @@ def print_plan(planned, preset: str) -> None:
         example = next((r for r in planned if not r.spec.teacher_only), planned[0])
         print(f"each run, e.g. {example.spec.name}: {example.command(preset)}")
     for i, run in enumerate(planned, 1):
-        status = f"same as {run.same_as}" if run.same_as else ("finished" if run.done else "to run")
+        status = _status(run)
+        if not run.spec.needs_test:
+            status += " (val only)"
         overrides = " ".join(f"{k}={v}" for k, v in run.spec.overrides.items())
         print(f"{i:4d}. {run.spec.name:<28} {status:<20} teacher {run.teacher_dir.name}  {overrides}")
 
 
 def run(args: argparse.Namespace) -> int:
     from lix_train.config import ConfigError
-    from lix_train.study.runner import StudySetup, execute, plan
+    from lix_train.distill import STUDENT_FILE
+    from lix_train.study.runner import RUNS_DIR, StudySetup, execute, plan, resolve_base
 
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds}: need at least one seed")
@@ -135,51 +250,113 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--config {args.config}: file not found")
     if args.preset not in available_presets():
         raise UserError(f"--preset {args.preset!r}: unknown; available: {', '.join(available_presets())}")
+    if args.warm_start is not None and args.warm_start < 1:
+        raise UserError(f"--warm-start {args.warm_start}: need at least one iteration")
     methods = parse_methods(args.methods)
-    names = list(args.ablation) + ([] if args.no_control else [ablation_sets.CONTROL])
+    tune = parse_tune(args.tune)
+    budgets = parse_budgets(args.budgets)
+    if tune:
+        extra = [flag for flag, given in (("--budgets", budgets), ("--warm-start", args.warm_start is not None),
+                                          ("--ablation", args.ablation), ("--results-json", args.results_json))
+                 if given]
+        if extra:
+            raise UserError(f"--tune runs the tuning grid alone; run {extra[0]} in a call of its own")
+    seeds = list(range(args.seeds))
+    out = args.out or Path("runs/compare") / args.preset
+    overrides = study_overrides(args)
+    setup = StudySetup(preset=args.preset, out=out, config_file=args.config, overrides=overrides,
+                       isolate=args.isolate, jobs=args.jobs)
+    preset_iters = None
+    if budgets:  # the preset's own budget (after --config and --student.train.iters) is the main table
+        try:
+            preset_iters = resolve_base(setup).student.train.iters
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    chosen, tuned = [], {}
     try:
-        chosen = ablation_sets.select(names)
-        specs = expand(methods, list(range(args.seeds)), chosen)
+        if tune:
+            specs = expand_tuning(tune, seeds)
+            settings = ("settings: each tuning point over the preset's defaults (tuned.yaml is not applied); "
+                        "val only, the test split is never read")
+        else:
+            tuned = tuned_settings(args, overrides)
+            names = list(args.ablation) + ([] if args.no_control else [ablation_sets.CONTROL])
+            chosen = ablation_sets.select(names)
+            specs = expand(methods, seeds, chosen, tuned)
+            if budgets:
+                specs += expand_budgets(methods, seeds, budgets, preset_iters, tuned)
+            if args.warm_start is not None:
+                init = lambda seed: str(out / RUNS_DIR / f"{BASELINE}-s{seed}" / STUDENT_FILE)  # noqa: E731
+                specs += expand_warm_start(methods, seeds, args.warm_start, init, tuned)
+            settings = ("settings: the preset's defaults (--untuned)" if args.untuned else
+                        f"settings: tuned ({TUNED_NAME}): {describe_tuned(tuned)}; the rest at the preset's defaults")
     except ValueError as err:
         raise UserError(f"--ablation / --methods: {err}") from None
-    out = args.out or Path("runs/compare") / args.preset
-    setup = StudySetup(preset=args.preset, out=out, config_file=args.config, overrides=study_overrides(args),
-                       isolate=args.isolate, jobs=args.jobs)
     try:
         planned = plan(specs, setup)
     except ValueError as err:  # a config error of one run: say which
         raise ConfigError(str(err)) from None
     if args.dry_run:
-        print_plan(planned, args.preset)
+        print_plan(planned, args.preset, settings)
         return 0
     if args.report_only and not any(p.done for p in planned):
         raise UserError(f"--report-only: no finished runs of this study under {out}; run it first (without "
                         "--report-only)")
     if not args.report_only:
         execute(planned, setup)
-    report(planned, chosen, args, out)
+    if tune:
+        report_tuning(planned, args, out)
+    else:
+        report(planned, chosen, args, out, tuned=tuned, budgets=budgets)
     return 0
 
 
-def report(planned, chosen, args: argparse.Namespace, out: Path) -> None:
-    """Aggregate the finished runs into table.md / table.json and draw the study's plots."""
+def _command(args: argparse.Namespace) -> str:
+    """The command that produces these runs (a --report-only redraw names the study, not itself)."""
+    return " ".join([PROG, *map(shlex.quote, (a for a in args.argv if a != "--report-only"))])
+
+
+def report(planned, chosen, args: argparse.Namespace, out: Path, tuned: dict | None = None,
+           budgets: list[int] | None = None) -> None:
+    """Aggregate the finished runs into table.md / table.json / results.json and draw the study's plots."""
+    import dataclasses
+
+    from lix_train.distillers.config import DistillConfig
+    from lix_train.report import git_commit, write_json
     from lix_train.study.plots import draw_study_plots
     from lix_train.study.runner import load_metrics
-    from lix_train.report import git_commit
-    from lix_train.study.table import RunResult, aggregate, protocol_of, write_tables
+    from lix_train.study.table import RESULTS_JSON, RunResult, aggregate, protocol_of, results_json, write_tables
 
     results = [RunResult(p.spec, load_metrics(p)) for p in planned]
     students = [p for p in planned if not p.spec.teacher_only]
     reference = next((p for p in students if p.spec.group == "methods"), students[0] if students else planned[0])
     sample = next((r.metrics for r in results if r.metrics and "test_frames" in r.metrics), None)
-    # the command that produces these runs (a --report-only redraw names the study, not itself)
-    command = " ".join([PROG, *map(shlex.quote, (a for a in args.argv if a != "--report-only"))])
     protocol = protocol_of(reference.cfg, args.preset, list(range(args.seeds)), sample)
-    table = aggregate(results, chosen, protocol, command, git_commit())
+    table = aggregate(results, chosen, protocol, _command(args), git_commit(), tuned=tuned, untuned=args.untuned,
+                      budgets=budgets or (), warm_iters=args.warm_start)
     md, js = write_tables(out, table)
+    default_method = next(f.default for f in dataclasses.fields(DistillConfig) if f.name == "method")
+    summary = results_json(table, default_method)
+    written = [write_json(out / RESULTS_JSON, summary)]
+    if args.results_json is not None:
+        written.append(write_json(args.results_json, summary))  # atomic: temp file beside it, then rename
     plots = draw_study_plots(out, table, planned) if any(r.metrics for r in results) else []
     print(md.read_text(), end="", flush=True)
-    print(f"tables: {md}, {js}" + (f"; plots: {', '.join(str(p) for p in plots)}" if plots else ""), flush=True)
+    print(f"tables: {md}, {js}; results: {', '.join(map(str, written))}"
+          + (f"; plots: {', '.join(str(p) for p in plots)}" if plots else ""), flush=True)
+
+
+def report_tuning(planned, args: argparse.Namespace, out: Path) -> None:
+    """Aggregate the tuning runs (val only) into tuning.md / tuning.json and print them."""
+    from lix_train.report import git_commit
+    from lix_train.study.runner import load_metrics
+    from lix_train.study.table import RunResult, aggregate_tuning, protocol_of, write_tuning
+
+    results = [RunResult(p.spec, load_metrics(p)) for p in planned]
+    protocol = protocol_of(planned[0].cfg, args.preset, list(range(args.seeds)), None)
+    md, js = write_tuning(out, aggregate_tuning(results, protocol, _command(args), git_commit()))
+    print(md.read_text(), end="", flush=True)
+    print(f"tuning tables: {md}, {js}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

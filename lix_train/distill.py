@@ -8,8 +8,10 @@
 Steps: (1) the data (the embedded set is generated on first use); (2) the RGB+X teacher from the
 shared store (runs/teachers/<hash>/: reused when complete, resumed when interrupted, trained
 otherwise) or from --teacher-checkpoint; (3) the RGB-only student distilled with
-`distill.method` (default lix), validated on the val split during training; (4) teacher and
-student scored on the held-out test split; (5) the run folder:
+`distill.method` (default lix), validated on the val split during training, from fresh weights
+or from `student.train.init_from`; (4) teacher and student scored on the held-out test split,
+the student on val too (with `eval.score_test false`: both on val only, test never read, for
+runs that choose settings); (5) the run folder:
 
     config.yaml  student.pt  metrics.json  summary.txt  train.csv  eval.csv  tensorboard/
     checkpoints/ (latest.pt for resuming, best.pt by val mIoU)
@@ -80,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
         raise CheckpointError(args.teacher_checkpoint, "teacher checkpoint not found (--teacher-checkpoint)")
     requested_dir = choose_run_dir(args, cfg)
+    if cfg.student.train.init_from is not None and not (requested_dir / "checkpoints" / "latest.pt").is_file():
+        check_init_from(cfg)  # a run that continues from its own checkpoint no longer reads it
     started = time.perf_counter()
     info, device = init_runtime(cfg, cfg.student.train.device)
 
@@ -92,6 +96,21 @@ def run(args: argparse.Namespace) -> int:
             return distill_in(run_dir, args, cfg, info, device, root, started)
     except Busy as err:
         raise UserError(str(err)) from None
+
+
+def check_init_from(cfg) -> None:
+    """student.train.init_from must be a checkpoint of this student network: checked before the teacher
+    is trained or loaded (the trainer loads it, signature-checked again, when training starts)."""
+    from lix_train.engine.checkpoint import CheckpointError, check_signature, load_checkpoint
+    from lix_train.experiment import network_signature
+
+    path = Path(cfg.student.train.init_from)
+    if not path.is_file():
+        raise CheckpointError(path, "student.train.init_from: checkpoint file not found")
+    try:
+        check_signature(load_checkpoint(path), network_signature("student", cfg.student.model), path)
+    except CheckpointError as err:
+        raise CheckpointError(path, f"student.train.init_from: {err.problem}") from None
 
 
 def run_lock_path(run_dir: Path) -> Path:
@@ -131,7 +150,8 @@ def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> 
     student = build_network("student", cfg.student.model, seed=cfg.student.train.seed)
     student_signature = network_signature("student", cfg.student.model)
     try:
-        distiller = build_distiller(cfg.distill, student, teacher, num_classes=class_set.num_classes)
+        distiller = build_distiller(cfg.distill, student, teacher, num_classes=class_set.num_classes,
+                                    x_channels=cfg.data.x_channels)
     except ValueError as err:
         raise UserError(f"distill.method={cfg.distill.method!r}: {err}") from None
     try:
@@ -148,10 +168,10 @@ def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> 
                           run_dir / STUDENT_FILE)
     times["distillation" if summary.iterations_run else "distillation (done earlier)"] = time.perf_counter() - t0
 
-    # 3. test scores
+    # 3. test scores (val only with eval.score_test false)
     t0 = time.perf_counter()
     results, examples, test_split = evaluate_pair(cfg, teacher, student, data["val"], root, device, info.is_main)
-    times["test evaluation"] = time.perf_counter() - t0
+    times["test evaluation" if cfg.eval.score_test else "val evaluation"] = time.perf_counter() - t0
     times["total"] = time.perf_counter() - started
 
     if info.is_main:
@@ -161,27 +181,36 @@ def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> 
 
 
 def evaluate_pair(cfg, teacher, student, val, root, device, is_main: bool):
-    """Test metrics of teacher and student, the student's on `val`, the qualitative examples (rank 0), and what was scored."""
+    """Test metrics of teacher and student, the student's on `val`, the qualitative examples (rank 0), and what
+    was scored.
+
+    With eval.score_test false the test split is never built: teacher ("teacher_val") and student
+    ("student_val") are scored on the val split, and the examples come from it.
+    """
     from lix_train.data.build import build_datasets
     from lix_train.report import evenly_spaced_indices
     from lix_train.scoring import example_predictions, score_network
 
-    test = build_datasets(cfg.data, cfg.data.modality, ("test",), root)["test"]
     workers = min(cfg.student.train.num_workers, 2)
     progress = cfg.student.train.progress and is_main
-    results = {
-        "teacher": score_network(teacher, "teacher", test, cfg.eval, device, workers, progress),
-        "student": score_network(student, "student", test, cfg.eval, device, workers, progress),
-    }
+    if cfg.eval.score_test:
+        scored = build_datasets(cfg.data, cfg.data.modality, ("test",), root)["test"]
+        results = {
+            "teacher": score_network(teacher, "teacher", scored, cfg.eval, device, workers, progress),
+            "student": score_network(student, "student", scored, cfg.eval, device, workers, progress),
+        }
+    else:  # the teacher reads X: the val split again, with it
+        scored = build_datasets(cfg.data, cfg.data.modality, ("val",), root)["val"]
+        results = {"teacher_val": score_network(teacher, "teacher", scored, cfg.eval, device, workers, progress)}
     # The student on the validation drives too (the set it was validated on during training):
     # studies choose settings on these, never on test.
     results["student_val"] = score_network(student, "student", val, cfg.eval, device, workers, progress)
     examples = None
     if is_main and cfg.output.plots and cfg.output.qualitative_frames:
-        indices = evenly_spaced_indices(len(test), cfg.output.qualitative_frames)
-        examples = example_predictions({"teacher": (teacher, "teacher"), "student": (student, "student")}, test,
+        indices = evenly_spaced_indices(len(scored), cfg.output.qualitative_frames)
+        examples = example_predictions({"teacher": (teacher, "teacher"), "student": (student, "student")}, scored,
                                        indices, cfg.eval, device, cfg.data.transforms.mean, cfg.data.transforms.std)
-    return results, examples, split_summary(test)
+    return results, examples, split_summary(scored)
 
 
 def split_summary(dataset) -> dict:
@@ -198,8 +227,9 @@ def student_train_time(run_dir: Path, summary) -> float | None:
     from lix_train.report import METRICS_FILE
 
     try:
-        return json.loads((run_dir / METRICS_FILE).read_text())["student"]["train_wall_time_s"]
-    except (OSError, ValueError, KeyError, TypeError):
+        metrics = json.loads((run_dir / METRICS_FILE).read_text())
+        return (metrics.get("student_run") or metrics["student"])["train_wall_time_s"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -207,33 +237,45 @@ def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, t
                   teacher_record, teacher_dir, class_set, test_split: dict) -> None:
     from lix_train.report import METRICS_FILE, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text
 
+    split = "test" if cfg.eval.score_test else "val"
+    teacher_run = {"checkpoint": str(teacher_path), "trained_in_this_run": teacher_trained,
+                   "train_wall_time_s": teacher_record.get("train_wall_time_s")}
+    student_run = {"checkpoint": str(run_dir / STUDENT_FILE), "iterations": summary.iterations,
+                   "train_wall_time_s": student_train_time(run_dir, summary),
+                   "init_from": None if cfg.student.train.init_from is None else str(cfg.student.train.init_from)}
     metrics = {
-        "split": "test",
-        "test_frames": test_split["frames"],
-        "test_scenes": test_split["scenes"],
+        "split": split,  # what "teacher" / "student" were scored on; val only: "teacher_val" / "student_val" alone
+        f"{split}_frames": test_split["frames"],
+        f"{split}_scenes": test_split["scenes"],
         "dataset": cfg.data.dataset,
         "modality": cfg.data.modality,
         "resolution": list(cfg.data.transforms.size),
         "eval_mode": cfg.eval.mode,
         "method": cfg.distill.method,
         "preset": args.preset,
-        "teacher": {**results["teacher"], "checkpoint": str(teacher_path), "trained_in_this_run": teacher_trained,
-                    "train_wall_time_s": teacher_record.get("train_wall_time_s")},
-        "student": {**results["student"], "checkpoint": str(run_dir / STUDENT_FILE), "iterations": summary.iterations,
-                    "train_wall_time_s": student_train_time(run_dir, summary)},
+        "init_from": student_run["init_from"],  # the weights the student started from (None: fresh)
+    }
+    if cfg.eval.score_test:
+        metrics["teacher"] = {**results["teacher"], **teacher_run}
+        metrics["student"] = {**results["student"], **student_run}
+    else:
+        metrics["teacher_val"] = {**results["teacher_val"], **teacher_run}
+    metrics.update({
         "student_val": results["student_val"],  # validation split (max_val_frames applies): for choosing settings
+        "teacher_run": teacher_run,
+        "student_run": student_run,
         "wall_time_s": times,
         "config": CONFIG_FILE,
         "commit": git_commit(),  # the code this run trained and scored with
-    }
+    })
     write_json(run_dir / METRICS_FILE, metrics)
-    title = (f"{cfg.data.dataset} test split, {cfg.data.modality} teacher -> RGB student ({cfg.distill.method}), "
+    title = (f"{cfg.data.dataset} {split} split, {cfg.data.modality} teacher -> RGB student ({cfg.distill.method}), "
              f"{cfg.data.transforms.size[0]}x{cfg.data.transforms.size[1]}, {cfg.eval.mode}-image")
     table = format_table(results, times, title=title)
     write_text(run_dir / SUMMARY_FILE, table)
     if cfg.output.plots:
         draw_plots(run_dir, results, examples=examples, class_set=class_set,
-                   extra_curves={"teacher": teacher_dir} if teacher_dir is not None else None)
+                   extra_curves={"teacher": teacher_dir} if teacher_dir is not None else None, split=split)
     print(table, end="", flush=True)
     print(f"run folder: {run_dir}", flush=True)
 

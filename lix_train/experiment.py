@@ -38,10 +38,15 @@ BOOKKEEPING = ("progress", "num_workers", "tensorboard", "log_every", "ckpt_ever
                "eval", "device")
 # Dotted option prefixes that change how a run is carried out or reported, never what it computes:
 # a run may be continued, and a study may compare runs, across differences in these alone.
-NOT_RESULT_AFFECTING = ("output.", "runtime.", "data.x_cache") + tuple(
+# eval.score_test is one of them: it says which splits the final scoring reads, never what is trained,
+# so a run continues across it (a finished val-only run scores test when continued with it on). A
+# finished run without test scores must not stand in for one that needs them: the study checks
+# that itself (runner.is_finished with needs_test).
+NOT_RESULT_AFFECTING = ("output.", "runtime.", "data.x_cache", "data.frame_cache", "eval.score_test") + tuple(
     f"{role}.train.{key}" for role in ("teacher", "student") for key in BOOKKEEPING)
 # Data options that do not change the teacher's training frames (where caches live, eval subsets).
-EVAL_ONLY_DATA = ("cache_dir", "x_cache", "val_scenes", "test_scenes", "max_val_frames", "max_test_frames")
+EVAL_ONLY_DATA = ("cache_dir", "x_cache", "frame_cache", "val_scenes", "test_scenes", "max_val_frames",
+                  "max_test_frames")
 
 
 @dataclass
@@ -159,6 +164,8 @@ def teacher_key(cfg: ExperimentConfig) -> dict[str, Any]:
     if not data.get("zero_x"):  # the control's flag: left out when off, so existing teachers keep their hash
         data.pop("zero_x", None)
     train = {k: v for k, v in to_dict(cfg.teacher.train).items() if k not in BOOKKEEPING}
+    if train.get("init_from") is None:  # left out when unset, so existing teachers keep their hash
+        train.pop("init_from", None)
     return {"data": data, "model": to_dict(cfg.teacher.model), "train": train}
 
 

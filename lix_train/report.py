@@ -81,9 +81,10 @@ def format_table(results: Mapping[str, Mapping[str, Any]], wall_times: Mapping[s
 
 
 def draw_plots(run_dir: Path, results: Mapping[str, Mapping[str, Any]], *, examples=None, class_set=None,
-               extra_curves: Mapping[str, Path] | None = None) -> list[Path]:
+               extra_curves: Mapping[str, Path] | None = None, split: str = "test") -> list[Path]:
     """run_dir/plots/: loss curves of this run (and of `extra_curves`: name -> run folder), per-class
-    IoU bars of `results`, and the qualitative grid from `examples` = (rgbs, labels, predictions)."""
+    IoU bars of `results` (scored on `split`), and the qualitative grid from `examples` = (rgbs,
+    labels, predictions)."""
     from lix_train.engine.plots import plot_loss_curves, plot_per_class_iou, plot_qualitative
 
     out = Path(run_dir) / PLOTS_DIR
@@ -96,7 +97,7 @@ def draw_plots(run_dir: Path, results: Mapping[str, Mapping[str, Any]], *, examp
             written.append(plot_loss_curves(train_csv, out / f"{name}.png", eval_csv if eval_csv.is_file() else None,
                                             smooth=0.6, title=name.replace("_", " ")))
     written.append(plot_per_class_iou({m: r["per_class_iou"] for m, r in results.items()},
-                                      out / "per_class_iou.png", title="test IoU per class"))
+                                      out / "per_class_iou.png", title=f"{split} IoU per class"))
     if examples is not None and class_set is not None and len(examples[0]):
         rgbs, labels, predictions = examples
         written.append(plot_qualitative(rgbs, labels, predictions, class_set.palette(), out / "qualitative.png",

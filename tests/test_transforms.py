@@ -276,3 +276,45 @@ def test_frame_validation():
         Frame(image, label, np.zeros((1, 4, 5), np.float32), None)
     with pytest.raises(ValueError, match="label"):
         Frame(image, np.zeros((4, 6), np.uint8))
+
+
+def _resize_x_reference(x: np.ndarray, modality: str, size: tuple[int, int]) -> np.ndarray:
+    """_resize_x as first written (transpose copy, np.linalg.norm on a strided view): the bits to keep."""
+    from lix_train.data.interpolation import image_interpolation
+
+    h, w = size
+    interpolation = image_interpolation(x.shape[1:], (h, w)) or cv2.INTER_LINEAR
+    known = np.any(x != 0, axis=0).astype(np.float32)
+    weight = cv2.resize(known, (w, h), interpolation=interpolation)
+    out = cv2.resize(np.ascontiguousarray(x.transpose(1, 2, 0)), (w, h), interpolation=interpolation)
+    out = out.reshape(h, w, -1).transpose(2, 0, 1)
+    keep = weight >= 0.5
+    if modality == "normals":
+        norm = np.linalg.norm(out, axis=0)
+        keep &= norm > 0
+        out = out / np.where(keep, norm, 1.0)
+    else:
+        out = out / np.where(keep, weight, 1.0)
+        if modality == "disparity":
+            out = out * np.float32(w / x.shape[2])
+    return np.ascontiguousarray(out * keep, dtype=np.float32)
+
+
+@pytest.mark.parametrize("modality", ["normals", "inverse_depth", "disparity", "depth"])
+def test_resize_x_is_bit_identical_to_the_reference(modality):
+    """The faster _resize_x (cv2.merge, norm on planes) must not move a single bit of X."""
+    from lix_train.data.transforms import _resize_x
+
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        h, w = (int(v) for v in rng.integers(6, 70, 2))
+        c = 3 if modality == "normals" else 1
+        x = rng.standard_normal((c, h, w)).astype(np.float32) * rng.uniform(0.1, 9.0, (1, h, w)).astype(np.float32)
+        x = x if modality == "normals" else np.abs(x)
+        x[:, rng.random((h, w)) < 0.3] = 0.0
+        sizes = [(h // 2, w // 2), (h * 2, w * 2), tuple(int(v) for v in rng.integers(3, 100, 2))]
+        for size in sizes:
+            size = (max(1, size[0]), max(1, size[1]))
+            want, got = _resize_x_reference(x, modality, size), _resize_x(x, modality, size)
+            assert got.shape == want.shape and got.flags.c_contiguous
+            assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (trial, size)

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from lix_train.data.classes import ClassSet
 from lix_train.data.errors import DatasetError
+from lix_train.data.frame_cache import FrameCache
 from lix_train.data.modalities import KITTI_STEREO_BASELINE_M, MODALITIES, encode_x
 from lix_train.data.sample import Sample
 from lix_train.data.skipping import SampleSkipper
@@ -56,6 +57,8 @@ class SegmentationDataset(Dataset):
     baseline_m:   stereo baseline for X=disparity when a sample has no meta["baseline_m"].
     max_depth:    depth beyond this (e.g. a sky sentinel) is unknown in X.
     x_cache:      an XCache: each frame's X is read from disk after its first encoding (exact).
+    frame_cache:  a FrameCache of this dataset's frames before transforms (frame_cache.py; exact):
+                  frames are read from it instead of the source; a damaged entry is read uncached.
 
     Augmentation draws from a numpy Generator seeded from torch's generator, so
     `torch.manual_seed` makes a run reproducible and DataLoader workers (which torch seeds
@@ -73,6 +76,7 @@ class SegmentationDataset(Dataset):
         baseline_m: float = KITTI_STEREO_BASELINE_M,
         max_depth: float | None = None,
         x_cache: XCache | None = None,
+        frame_cache: FrameCache | None = None,
     ):
         if modality is not None and modality not in MODALITIES:
             raise ValueError(f"modality={modality!r} is not one of {', '.join(map(repr, MODALITIES))} or None")
@@ -91,6 +95,7 @@ class SegmentationDataset(Dataset):
         self.baseline_m = baseline_m
         self.max_depth = max_depth
         self.x_cache = x_cache
+        self.frame_cache = frame_cache
         self._skipper = SampleSkipper(getattr(source, "names", None), log, max_attempts)
 
     @property
@@ -142,7 +147,9 @@ class SegmentationDataset(Dataset):
                      name=sample.name)
 
     def _load(self, i: int) -> dict:
-        frame = self.frame(self.source[i])
+        frame = self.frame_cache.frame(i) if self.frame_cache is not None else None
+        if frame is None:
+            frame = self.frame(self.source[i])
         random = self.transforms is not None and getattr(self.transforms, "random", True)
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item())) if random else None
         out = frame if self.transforms is None else self.transforms(frame, rng)

@@ -176,6 +176,10 @@ class KITTISemanticsSource:
     def __len__(self) -> int:
         return len(self._items)
 
+    def frame_files(self, index: int) -> tuple[Path, ...]:
+        """The files frame `index` is read from (the frame cache notices when one changes)."""
+        return tuple(v for v in self._items[index].values() if isinstance(v, Path))
+
     def __getitem__(self, index: int) -> Sample:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} KITTI Semantics frames")

@@ -63,6 +63,11 @@ class SkippingSource:
     def __getitem__(self, index: int) -> Sample:
         return self._skipper.load(self.source.__getitem__, index, len(self.source))
 
+    def __getattr__(self, name: str):
+        if name == "frame_files" and "source" in self.__dict__ and hasattr(self.source, name):
+            return self.source.frame_files
+        raise AttributeError(name)
+
 
 def build_source(name: str, **kwargs):
     """Construct a registered source by name; on_error="skip" also wraps it in SkippingSource."""

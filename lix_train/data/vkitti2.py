@@ -162,6 +162,12 @@ class VKITTI2Source:
         meta = {"scene": f.scene, "variation": f.variation, "camera": f.camera, "frame": f.frame}
         return Sample(rgb, label, depth, k.copy(), f.name, meta)
 
+    def frame_files(self, index: int) -> tuple[Path, ...]:
+        """The files frame `index` is read from (the frame cache notices when one changes)."""
+        f = self._frames[index]
+        text = self.text_root / f.scene / f.variation
+        return f.rgb, f.label, f.depth, text / "colors.txt", text / "intrinsic.txt"
+
     # ------------------------------------------------------------------ indexing
 
     def _build_index(self, scenes: Sequence[str] | None, variations: Sequence[str] | None) -> list[_Frame]:

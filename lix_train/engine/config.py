@@ -7,6 +7,7 @@ tree, so `--train.lr 0.01` or `--train.eval.mode slide` work the same everywhere
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from lix_train.config import ConfigError, check_choice, check_range, option, section
 
@@ -27,6 +28,10 @@ class EvalConfig:
     size_divisor: int = option(32, "Pad inputs at the bottom/right to a multiple of this before the network "
                                "(the encoders downsample by 32); logits are cropped back.")
     batch_size: int = option(1, "Images per evaluation batch (1 lets images differ in size).")
+    score_test: bool = option(True, "Final scoring of a distillation run: score teacher and student on the test "
+                              "split (and the student on val). False scores both on the val split only and never "
+                              "reads test: for runs that choose settings (compare --tune). Not used by validation "
+                              "during training.")
 
     def __post_init__(self):
         check_choice("eval.mode", self.mode, EVAL_MODES)
@@ -79,6 +84,9 @@ class TrainConfig:
     device: str = option("auto", "auto picks CUDA when present, else CPU.", choices=DEVICES)
     tensorboard: bool = option(True, "Also write TensorBoard event files (run_dir/tensorboard).")
     progress: bool = option(True, "Show a tqdm progress bar on rank 0.")
+    init_from: Path | None = option(None, "Start from these network weights - a student.pt or a checkpoint - with "
+                                    "a fresh optimiser and schedule (checked against the network's signature; "
+                                    "ignored when the run continues from its own checkpoints/latest.pt).")
     eval: EvalConfig = section(EvalConfig, "Evaluation during training.")
 
     def __post_init__(self):

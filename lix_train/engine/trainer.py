@@ -9,7 +9,9 @@ tensorboard/. A run whose directory already holds checkpoints/latest.pt continue
 (or from an explicit `resume` path): weights, optimizer, schedule, AMP scaler, extra modules,
 RNG states and the position in the data order are restored, so the resumed run follows the
 uninterrupted one. The data order of an epoch depends only on (seed, epoch); random
-augmentation inside loader workers is the one thing not replayed exactly.
+augmentation inside loader workers is the one thing not replayed exactly. A fresh run with
+`train.init_from` starts from that file's network weights (signature-checked), with a fresh
+optimiser and schedule.
 """
 
 from __future__ import annotations
@@ -206,6 +208,7 @@ class Trainer:
         """Restore everything from the resume checkpoint; returns (iteration, path)."""
         path = self._resume_path()
         if path is None:
+            self._initialise()
             return 0, None
         ckpt = ckpt_io.load_checkpoint(path)
         ckpt_io.restore_checkpoint(
@@ -225,6 +228,17 @@ class Trainer:
         self.last_losses = dict(metrics.get("losses", {}))
         log.info("resuming from %s at iteration %d", path, ckpt["iteration"])
         return int(ckpt["iteration"]), path
+
+    def _initialise(self) -> None:
+        """A fresh run with train.init_from starts from those weights (optimiser and schedule stay fresh)."""
+        path = self.cfg.init_from
+        if path is None:
+            return
+        try:
+            ckpt_io.load_model_weights(path, self.network, self.signature)
+        except ckpt_io.CheckpointError as err:
+            raise ckpt_io.CheckpointError(err.path, f"train.init_from: {err.problem}") from None
+        log.info("starting from the weights in %s (train.init_from)", path)
 
     def _batches(self, start: int) -> Iterator[Any]:
         """Endless batches, starting at iteration `start`'s place in the (seed, epoch) order."""

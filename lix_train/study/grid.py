@@ -1,37 +1,82 @@
-"""Methods x seeds x ablation variants -> run specs, each a set of dotted overrides on a preset.
+"""Table rows x seeds x ablation variants (x budgets, x the warm-start track) -> run specs, each a
+set of dotted overrides on a preset.
 
 Seeds vary the student only (`student.train.seed`); the teacher's seed stays the preset's, so
-every student of one teacher config learns from the same frozen teacher.
+every student of one teacher config learns from the same frozen teacher. A row is a method or a
+named row (NAMED_ROWS: a method under fixed extra overrides, e.g. lix_xzeros); a method's tuned
+settings (tuned.yaml) go under the row's and the variant's own overrides.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from lix_train.study.ablations import AblationSet
 
 METHODS_GROUP = "methods"
+BUDGETS_GROUP = "budgets"
+WARM_GROUP = "warm_start"
+TUNING_GROUP = "tuning"
 BASELINE = "baseline"
 SEED_KEY = "student.train.seed"
 METHOD_KEY = "distill.method"
+ITERS_KEY = "student.train.iters"
+INIT_KEY = "student.train.init_from"
+SCORE_TEST_KEY = "eval.score_test"
+WARM_PREFIX = "warm-"
+
+
+@dataclass(frozen=True)
+class NamedRow:
+    """A main-table row that is a method under fixed extra overrides (not an option of the method)."""
+
+    name: str
+    method: str
+    overrides: Mapping[str, Any]
+    description: str
+
+
+NAMED_ROWS: dict[str, NamedRow] = {r.name: r for r in (
+    NamedRow("lix_xzeros", "lix", {"data.zero_x": True},
+             "LIX distilled from the X = zeros control teacher (the teacher of the control ablation): what LIX "
+             "transfers when the teacher has no geometry"),
+)}
+
+
+def row_method(row: str) -> str:
+    """The distillation method of a row (a method's row is the method)."""
+    return NAMED_ROWS[row].method if row in NAMED_ROWS else row
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """One run of the study: its folder name, where it belongs in the tables, and its overrides."""
 
-    name: str  # run folder name: <method>-s<seed>, <ablation>-<variant>-s<seed>, <ablation>-<variant>
-    group: str  # "methods" or the ablation set's name
-    variant: str  # the variant label ("" in the methods group)
+    # run folder name: <row>-s<seed>, <ablation>-<variant>-s<seed>, <ablation>-<variant>, <row>-i<iters>-s<seed>,
+    # warm-<row>-s<seed>, tune-<method>-<point>-s<seed>
+    name: str
+    group: str  # "methods", "budgets", "warm_start", "tuning" or the ablation set's name
+    variant: str  # the variant label: ablation variant, budget (iterations) or tuning point ("" otherwise)
     method: str  # distillation method ("" for a teacher-only run)
     seed: int | None  # student seed (None for a teacher-only run)
     overrides: Mapping[str, Any] = field(default_factory=dict)  # dotted option -> value
     teacher_only: bool = False
+    row: str = ""  # the table row when it is not the method itself (a named row such as lix_xzeros)
+    tuned: Mapping[str, Any] = field(default_factory=dict)  # the tuned.yaml settings among the overrides
+    varies: tuple[str, ...] = ()  # protocol options it may differ in from the main table (budget, warm start)
+    after: tuple[str, ...] = ()  # runs that must be finished before this one starts (its init_from)
+    needs_test: bool = True  # False: a val-only run (eval.score_test false), never scored on test
+
+    @property
+    def label(self) -> str:
+        """The table row: the named row, else the method."""
+        return self.row or self.method
 
     def describe(self) -> str:
-        what = "teacher only" if self.teacher_only else f"{self.method} seed {self.seed}"
-        return f"{self.group}/{self.variant} {what}" if self.variant else what
+        what = "teacher only" if self.teacher_only else f"{self.label} seed {self.seed}"
+        return f"{self.group}/{self.variant} {what}" if self.variant else (
+            what if self.group == METHODS_GROUP else f"{self.group} {what}")
 
 
 def nest(dotted: Mapping[str, Any]) -> dict:
@@ -51,26 +96,79 @@ def nest(dotted: Mapping[str, Any]) -> dict:
     return out
 
 
-def expand(methods: Sequence[str], seeds: Sequence[int], ablations: Sequence[AblationSet] = ()) -> list[RunSpec]:
-    """The study's runs: every method at every seed, then every ablation variant at every seed.
-
-    Teacher-only variants (the X = zeros control) run once: seeds vary students, and they have none.
-    """
-    if not methods and not ablations:
-        raise ValueError("nothing to run: give at least one method or ablation")
+def _check_seeds(seeds: Sequence[int]) -> None:
     if not seeds:
         raise ValueError("need at least one seed")
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"seeds {list(seeds)} must be distinct and >= 0")
-    specs = [RunSpec(f"{m}-s{s}", METHODS_GROUP, "", m, s, {METHOD_KEY: m, SEED_KEY: s})
-             for m in dict.fromkeys(methods) for s in seeds]
+
+
+def _row_spec(row: str, seed: int, tuned: Mapping[str, Mapping[str, Any]], name: str, group: str = METHODS_GROUP,
+              variant: str = "", extra: Mapping[str, Any] | None = None, **fields) -> RunSpec:
+    """One run of a table row: the method's tuned settings, then the row's overrides, then `extra`."""
+    method = row_method(row)
+    named = NAMED_ROWS[row].overrides if row in NAMED_ROWS else {}
+    fixed = {**named, **(extra or {})}
+    chosen = {k: v for k, v in (tuned.get(method) or {}).items() if k not in fixed}
+    overrides = {**chosen, **fixed, METHOD_KEY: method, SEED_KEY: seed}
+    return RunSpec(name, group, variant, method, seed, overrides, row=row if row != method else "", tuned=chosen,
+                   **fields)
+
+
+def expand(methods: Sequence[str], seeds: Sequence[int], ablations: Sequence[AblationSet] = (),
+           tuned: Mapping[str, Mapping[str, Any]] | None = None) -> list[RunSpec]:
+    """The study's runs: every row (method or named row) at every seed, then every ablation variant at every seed.
+
+    Teacher-only variants (the X = zeros control) run once: seeds vary students, and they have none.
+    `tuned` (method -> dotted overrides) applies under a row's and a variant's own overrides.
+    """
+    if not methods and not ablations:
+        raise ValueError("nothing to run: give at least one method or ablation")
+    _check_seeds(seeds)
+    tuned = tuned or {}
+    specs = [_row_spec(m, s, tuned, f"{m}-s{s}") for m in dict.fromkeys(methods) for s in seeds]
     for ablation in ablations:
         for variant in ablation.variants:
             base = f"{ablation.name}-{variant.label}"
             if variant.teacher_only:
                 specs.append(RunSpec(base, ablation.name, variant.label, "", None, dict(variant.overrides), True))
                 continue
+            chosen = {k: v for k, v in (tuned.get(ablation.method) or {}).items() if k not in variant.overrides}
             for s in seeds:
-                overrides = {**variant.overrides, METHOD_KEY: ablation.method, SEED_KEY: s}
-                specs.append(RunSpec(f"{base}-s{s}", ablation.name, variant.label, ablation.method, s, overrides))
+                overrides = {**chosen, **variant.overrides, METHOD_KEY: ablation.method, SEED_KEY: s}
+                specs.append(RunSpec(f"{base}-s{s}", ablation.name, variant.label, ablation.method, s, overrides,
+                                     tuned=chosen))
     return specs
+
+
+def expand_budgets(rows: Sequence[str], seeds: Sequence[int], budgets: Sequence[int], preset_iters: int,
+                   tuned: Mapping[str, Mapping[str, Any]] | None = None) -> list[RunSpec]:
+    """Every row x seed at each student budget (student.train.iters) other than the preset's own.
+
+    The preset's budget is the main table (<row>-s<seed>, reused as it is); the others are
+    <row>-i<iters>-s<seed>, and may differ from the main table in student.train.iters alone.
+    """
+    _check_seeds(seeds)
+    if not budgets or min(budgets) < 1:
+        raise ValueError(f"budgets {list(budgets)} must be positive iteration counts")
+    return [_row_spec(r, s, tuned or {}, f"{r}-i{b}-s{s}", BUDGETS_GROUP, str(b), {ITERS_KEY: b},
+                      varies=(ITERS_KEY,))
+            for b in dict.fromkeys(budgets) if b != preset_iters for r in dict.fromkeys(rows) for s in seeds]
+
+
+def expand_warm_start(rows: Sequence[str], seeds: Sequence[int], iters: int, init_from: Callable[[int], str],
+                      tuned: Mapping[str, Mapping[str, Any]] | None = None) -> list[RunSpec]:
+    """warm-<row>-s<seed>: `iters` more iterations of the row's method from the finished baseline student of
+    that seed (`init_from(seed)`, its student.pt), with a fresh optimiser and schedule.
+
+    The baseline's own row continues with labels only for the same iterations: the fair control.
+    Each run waits for baseline-s<seed> (`after`).
+    """
+    _check_seeds(seeds)
+    if iters < 1:
+        raise ValueError(f"warm start of {iters} iterations: need at least one")
+    rows = list(dict.fromkeys([BASELINE, *rows]))
+    return [_row_spec(r, s, tuned or {}, f"{WARM_PREFIX}{r}-s{s}", WARM_GROUP, "",
+                      {ITERS_KEY: iters, INIT_KEY: init_from(s)}, varies=(ITERS_KEY, INIT_KEY),
+                      after=(f"{BASELINE}-s{s}",))
+            for r in rows for s in seeds]

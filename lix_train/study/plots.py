@@ -1,7 +1,7 @@
-"""The study's figures: mIoU bars with per-seed points, per-class gains, the ablation panels and
-the geometry-classes grid.
+"""The study's figures: mIoU bars with per-seed points, per-class gains, the ablation panels, mIoU
+against the student budget, the warm-start bars and the geometry-classes grid.
 
-The first three are drawn from table.json's data alone (no torch). The qualitative grid runs the
+All but the last are drawn from table.json's data alone (no torch). The qualitative grid runs the
 teacher, the RGB baseline and the distilled students (first seed) on the test frames richest
 in the classes with the largest teacher-minus-baseline gap, and colours only those classes:
 it shows where the geometric prior should reach the student, and whether it did.
@@ -97,6 +97,82 @@ def plot_class_gains(table: Mapping[str, Any], out_path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="x-small", ncol=min(4, len(series)))
     ax.set_title("per-class gain over the baseline (* = largest teacher gap)")
+    return _save(fig, out_path)
+
+
+def plot_budgets(table: Mapping[str, Any], out_path: Path) -> Path:
+    """mIoU against the student's iterations, one line per row (mean, error bars = std over seeds),
+    a test and a val panel, the teacher as a dashed line (on val where a val-only run scored it)."""
+    budgets = table.get("budgets") or {}
+    rows = [r for r in budgets.get("rows", [])
+            if any(c["mean"] is not None or c["val_mean"] is not None for c in r["by_budget"].values())]
+    if not rows:
+        raise ValueError("plot_budgets: no finished budget runs to draw")
+    fig = Figure(figsize=(10.0, 3.8))
+    panels = fig.subplots(1, 2, sharey=True)
+    for ax, split, key, teacher in ((panels[0], "test", "", budgets.get("teacher_miou")),
+                                    (panels[1], "val", "val_", budgets.get("teacher_val_miou"))):
+        for row in rows:
+            points = [(int(b), c[f"{key}mean"], c[f"{key}std"] or 0.0) for b, c in row["by_budget"].items()
+                      if c[f"{key}mean"] is not None]
+            if not points:
+                continue
+            x, mean, std = (np.asarray(v, dtype=float) for v in zip(*sorted(points)))
+            style = {"color": "tab:gray", "linestyle": ":"} if row["method"] == BASELINE else {}
+            ax.errorbar(x, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=row["method"], **style)
+        if teacher is not None:
+            ax.axhline(100 * teacher, color="tab:green", linestyle="--", label=f"teacher {100 * teacher:.1f}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(budgets["iters"])
+        ax.set_xticklabels([str(b) for b in budgets["iters"]])
+        ax.minorticks_off()
+        ax.set_xlabel("student iterations")
+        ax.set_title(f"{split} mIoU")
+        ax.grid(alpha=0.3)
+    panels[0].set_ylabel("mIoU (%)")
+    handles = {}
+    for ax in panels:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    panels[1].legend(list(handles.values()), list(handles), fontsize="small", loc="upper left",
+                     bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("mIoU against the student budget: mean ± std over seeds")
+    return _save(fig, out_path)
+
+
+def plot_warm_start(table: Mapping[str, Any], out_path: Path) -> Path:
+    """The warm-start rows: test mIoU bars (std whiskers) with the seeds as points, val means as
+    diamonds; lines for the teacher and for where the baseline students started."""
+    warm = table.get("warm_start") or {}
+    rows = [r for r in warm.get("rows", []) if r["mean"] is not None]
+    if not rows:
+        raise ValueError("plot_warm_start: no finished warm-start runs to draw")
+    fig = Figure(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.8))
+    ax = fig.subplots()
+    x = np.arange(len(rows))
+    colors = ["tab:gray" if r["method"] == BASELINE else "tab:blue" for r in rows]
+    ax.bar(x, [100 * r["mean"] for r in rows], 0.6, yerr=[100 * (r["std"] or 0.0) for r in rows], capsize=4,
+           color=colors, alpha=0.75)
+    for i, row in enumerate(rows):
+        points = 100 * np.asarray(row["miou"], dtype=float)
+        jitter = np.linspace(-0.12, 0.12, len(points)) if len(points) > 1 else np.zeros(1)
+        ax.scatter(i + jitter, points, s=14, color="black", zorder=3, label="test, per seed" if i == 0 else None)
+        if row.get("val_mean") is not None:
+            ax.scatter([i], [100 * row["val_mean"]], s=28, marker="D", facecolors="none", edgecolors="tab:purple",
+                       zorder=3, label="val mean" if i == 0 else None)
+    if warm.get("teacher_miou") is not None:
+        ax.axhline(100 * warm["teacher_miou"], color="tab:green", linestyle="--",
+                   label=f"teacher {100 * warm['teacher_miou']:.1f}")
+    if warm.get("start_mean") is not None:
+        ax.axhline(100 * warm["start_mean"], color="tab:gray", linestyle=":",
+                   label=f"start: baseline students {100 * warm['start_mean']:.1f}")
+    ax.set_xticks(x)
+    ax.set_xticklabels([r["method"] for r in rows], rotation=30, ha="right")
+    ax.set_ylabel("test mIoU (%)")
+    ax.set_ylim(0, None)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(f"warm start: +{warm['iters']} iterations from the baseline students")
     return _save(fig, out_path)
 
 
@@ -243,14 +319,15 @@ def example_columns(table: Mapping[str, Any], planned: Sequence[Any]) -> dict[st
         if method not in means:
             continue
         for run in planned:
-            if run.spec.group == "methods" and run.spec.method == method and (run.run_dir / "student.pt").is_file():
+            if run.spec.group == "methods" and run.spec.label == method and (run.run_dir / "student.pt").is_file():
                 columns[method] = run.run_dir / "student.pt"
                 break
     return columns
 
 
 def draw_study_plots(out: Path, table: Mapping[str, Any], planned: Sequence[Any]) -> list[Path]:
-    """out/plots/: miou_bars.png, class_gains.png, ablations.png, geometry_examples.png (each when its inputs exist)."""
+    """out/plots/: miou_bars.png, class_gains.png, ablations.png, budgets.png, warm_start.png,
+    geometry_examples.png (each when its inputs exist)."""
     folder = Path(out) / PLOTS_DIR
     written = []
     if any(m["mean"] is not None for m in table["methods"]):
@@ -260,6 +337,11 @@ def draw_study_plots(out: Path, table: Mapping[str, Any], planned: Sequence[Any]
         written.append(plot_class_gains(table, folder / "class_gains.png"))
     if finished_ablation_rows(table):
         written.append(plot_ablations(table, folder / "ablations.png"))
+    if any(c["mean"] is not None or c["val_mean"] is not None
+           for r in (table.get("budgets") or {}).get("rows", []) for c in r["by_budget"].values()):
+        written.append(plot_budgets(table, folder / "budgets.png"))
+    if any(r["mean"] is not None for r in (table.get("warm_start") or {}).get("rows", [])):
+        written.append(plot_warm_start(table, folder / "warm_start.png"))
     main = [p for p in planned if p.spec.group == "methods"]
     frames = main[0].cfg.output.qualitative_frames if main else 0
     columns = example_columns(table, planned)

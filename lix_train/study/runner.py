@@ -8,9 +8,15 @@ to DIR/study_options.yaml so the command can be rerun by hand). Teachers come fi
 counts student runs alone. The teacher's seed is the preset's for every run.
 
 Resumable: a run whose folder holds metrics.json is finished and skipped; any other run is
-started again in its folder, where the trainer continues from checkpoints/latest.pt. Two specs
-that resolve to the same config (an ablation's default variant and the main run of its method)
-share one run.
+started again in its folder, where the trainer continues from checkpoints/latest.pt. A run that
+needs test scores is not finished by a val-only metrics.json (eval.score_test false): started
+again, it only scores test. Two specs that resolve to the same config (an ablation's default
+variant and the main run of its method) share one run.
+
+Every student run shares the main table's data, network, schedule and scoring, except for what
+its spec says it varies (a budget's student.train.iters; a warm start's iterations and
+init_from). A run with `after` (a warm start) starts only once those runs have finished: one
+after another they come last, with --jobs N in a second phase.
 
 In-process by default (no interpreter or torch start-up per run; memory is released between
 runs); `isolate=True` starts a fresh Python per run, which bounds memory whatever a run leaks.
@@ -77,7 +83,7 @@ class PlannedRun:
 
     @property
     def done(self) -> bool:
-        return is_finished(self.run_dir)
+        return is_finished(self.run_dir, self.spec.needs_test)
 
     @property
     def options_path(self) -> Path:
@@ -138,6 +144,11 @@ def compared_config(config: dict, teacher_only: bool = False) -> dict:
     return {**config, "distill": {k: v for k, v in distill.items() if k in read}}
 
 
+def resolve_base(setup: StudySetup) -> ExperimentConfig:
+    """The study's config before any spec: the preset, the --config file and the study-wide options."""
+    return resolve_spec(setup, RunSpec("(study)", "", "", "", None))
+
+
 def _identity(cfg: ExperimentConfig, teacher_only: bool, teacher_dir: Path) -> str:
     if teacher_only:
         return f"teacher:{teacher_dir}"
@@ -156,7 +167,7 @@ def plan(specs: Sequence[RunSpec], setup: StudySetup) -> list[PlannedRun]:
         cfg = resolve_spec(setup, spec)
         teacher_dir = cfg.output.teachers_dir / teacher_hash(cfg)
         resolved.append((spec, cfg, teacher_dir, _identity(cfg, spec.teacher_only, teacher_dir)))
-    finished = {spec.name for spec, *_ in resolved if is_finished(setup.out / RUNS_DIR / spec.name)}
+    finished = {spec.name for spec, *_ in resolved if is_finished(setup.out / RUNS_DIR / spec.name, spec.needs_test)}
     primary_of: dict[str, str] = {}
     for spec, _, _, key in resolved:
         if key not in primary_of or (spec.name in finished and primary_of[key] not in finished):
@@ -166,30 +177,55 @@ def plan(specs: Sequence[RunSpec], setup: StudySetup) -> list[PlannedRun]:
         same_as = None if primary_of[key] == spec.name else primary_of[key]
         planned.append(PlannedRun(spec, cfg, setup.out / RUNS_DIR / (same_as or spec.name), teacher_dir, same_as))
     check_same_protocol([p for p in planned if not p.spec.teacher_only])
+    check_dependencies(planned)
     return planned
 
 
-def is_finished(run_dir: Path) -> bool:
-    """A run folder holds a finished run once distill (or the teacher record) wrote its metrics."""
-    return (run_dir / METRICS_FILE).is_file()
+def is_finished(run_dir: Path, needs_test: bool = False) -> bool:
+    """A run folder holds a finished run once distill (or the teacher record) wrote its metrics.
+
+    With `needs_test`, a val-only run's metrics (eval.score_test false: "split" "val") do not count.
+    """
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return False
+    if not needs_test:
+        return True
+    try:
+        return json.loads(path.read_text()).get("split") != "val"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def check_same_protocol(planned: Sequence[PlannedRun]) -> None:
-    """Every student run must see the same data, network, schedule and scoring; else the comparison is unfair."""
+    """Every student run must see the same data, network, schedule and scoring; else the comparison is unfair.
+
+    Each run is compared with the first main-table run (one that varies nothing), and may differ
+    from it only in the seed, the teacher's X and what its own spec varies.
+    """
     if not planned:
         return
-    first = planned[0]
+    first = next((p for p in planned if not p.spec.varies), planned[0])
 
     def protocol(p: PlannedRun) -> dict:
         d = to_dict(p.cfg)
         return {k: d[k] for k in ("data", "student", "eval")}
 
-    for other in planned[1:]:
-        diffs = [k for k in config_differences(protocol(first), protocol(other))
-                 if not k.startswith(STUDENT_VARIES)]
+    for other in planned:
+        allowed = STUDENT_VARIES + tuple(first.spec.varies) + tuple(other.spec.varies)
+        diffs = [k for k in config_differences(protocol(first), protocol(other)) if not k.startswith(allowed)]
         if diffs:
             raise UserError(f"runs {first.spec.name} and {other.spec.name} differ in {', '.join(diffs[:4])}: "
                             "every student run of a study must share its data, network, schedule and scoring")
+
+
+def check_dependencies(planned: Sequence[PlannedRun]) -> None:
+    """A run's `after` names must be student runs of the plan with folders of their own (its init_from)."""
+    own = {p.spec.name for p in planned if not p.spec.teacher_only and p.same_as is None}
+    for p in planned:
+        missing = [name for name in p.spec.after if name not in own]
+        if missing:
+            raise UserError(f"run {p.spec.name} starts from {missing[0]}, which is not a run of this study")
 
 
 def check_finished_run(run: PlannedRun) -> None:
@@ -204,8 +240,12 @@ def check_finished_run(run: PlannedRun) -> None:
     diffs = config_differences(compared_config(old, only), compared_config(new, only))
     if diffs:
         shown = ", ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")
-        raise UserError(f"{run.run_dir} holds a finished run with a different config ({shown}); choose another "
-                        "--out for the new protocol, or delete that folder")
+        tuned = [k for k in diffs if k in run.spec.tuned]
+        hint = "" if not tuned else (
+            f" ({', '.join(tuned)} come from the tuned settings of {run.spec.method} in lix_train/study/tuned.yaml: "
+            "--untuned reuses the runs made with the preset's defaults)")
+        raise UserError(f"{run.run_dir} holds a finished run with a different config ({shown}){hint}; choose "
+                        "another --out for the new protocol, or delete that folder")
 
 
 def teacher_complete(teacher_dir: Path) -> bool:
@@ -297,7 +337,11 @@ def _student_done(run: PlannedRun) -> Callable[[int, float], str | None]:
         metrics = load_metrics(run)
         if metrics is None:
             return "no metrics.json written"
-        return f"test mIoU {100 * metrics['student']['miou']:.1f}"
+        if metrics.get("student"):
+            return f"test mIoU {100 * metrics['student']['miou']:.1f}"
+        if metrics.get("student_val"):
+            return f"val mIoU {100 * metrics['student_val']['miou']:.1f} (val only)"
+        return None
     return done
 
 
@@ -334,17 +378,29 @@ def execute(planned: Sequence[PlannedRun], setup: StudySetup,
         f"served by an identical run, {len(pending)} to do; folders under {setup.out / RUNS_DIR}")
     ensure_teachers(pending, setup, say)
     students = [r for r in pending if not r.spec.teacher_only]
+    # runs that start from others' results (warm starts) go last: the second phase with --jobs N
+    phases = [[r for r in students if not r.spec.after], [r for r in students if r.spec.after]]
+    by_name = {r.spec.name: r for r in planned}
     if setup.jobs > 1:
-        jobs = [Job(f"run {r.spec.describe()}", DISTILL, [*student_argv(r, setup), *QUIET], r.run_dir / LOG_FILE,
-                    _student_done(r)) for r in students]
-        say(f"compare: {len(students)} student runs, {setup.jobs} at a time")
-        _raise_failures(run_jobs(jobs, setup.jobs, _prefixed(say)), "student")
-        unfinished = [r.spec.name for r in students if not r.done]
-        if unfinished:
-            raise UserError(f"runs {', '.join(unfinished)} exited 0 but wrote no {METRICS_FILE}; see their {LOG_FILE}")
+        for phase, runs in enumerate(phases):
+            if not runs:
+                continue
+            for run in runs:
+                check_started_after(run, by_name)
+            jobs = [Job(f"run {r.spec.describe()}", DISTILL, [*student_argv(r, setup), *QUIET], r.run_dir / LOG_FILE,
+                        _student_done(r)) for r in runs]
+            what = "student runs" if phase == 0 else "student runs that start from finished ones"
+            say(f"compare: {len(runs)} {what}, {setup.jobs} at a time")
+            _raise_failures(run_jobs(jobs, setup.jobs, _prefixed(say)), "student")
+            unfinished = [r.spec.name for r in runs if not r.done]
+            if unfinished:
+                raise UserError(f"runs {', '.join(unfinished)} exited 0 but wrote no {METRICS_FILE}; see their "
+                                f"{LOG_FILE}")
         return counts
+    students = phases[0] + phases[1]
     progress = Progress()
     for i, run in enumerate(students, 1):
+        check_started_after(run, by_name)
         say(f"compare: run {i}/{len(students)}: {run.spec.describe()} -> {run.run_dir} "
             f"({progress.eta(len(students) - i + 1)})")
         started = time.perf_counter()
@@ -354,6 +410,14 @@ def execute(planned: Sequence[PlannedRun], setup: StudySetup,
                             "above); finished runs are kept, rerun the same command to continue")
         progress.durations.append(time.perf_counter() - started)
     return counts
+
+
+def check_started_after(run: PlannedRun, by_name: dict[str, PlannedRun]) -> None:
+    """A run with `after` starts only from finished runs (a warm start needs the baseline's student.pt)."""
+    for name in run.spec.after:
+        if not by_name[name].done:
+            raise UserError(f"run {run.spec.name} starts from run {name}, which has not finished; rerun the same "
+                            "command to train it first")
 
 
 def load_metrics(run: PlannedRun) -> dict | None:

@@ -6,6 +6,11 @@ the headline distillation figure of benchmark-notes.md: 0 = no better than the R
 baseline, 1 = as good as the RGB+X teacher. Means are over seeds; std is the sample standard
 deviation (n - 1), absent for a single seed. Fractions in table.json (as in metrics.json),
 percentage points in table.md. Every table names the command, the commit and the protocol.
+
+Besides the main table (one row per method or named row, e.g. lix_xzeros) and the ablations:
+the student budgets (test and val per budget), the warm-start track (measured against the
+baseline's own warm-start row), the tuning table (val only: tuning runs have no test score),
+and results.json, the per-seed numbers in percent for other tools.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ from typing import Any, Mapping, Sequence
 
 from lix_train.report import write_json, write_text
 from lix_train.study.ablations import AblationSet
-from lix_train.study.grid import BASELINE, METHODS_GROUP, RunSpec
+from lix_train.study.grid import BASELINE, BUDGETS_GROUP, METHODS_GROUP, TUNING_GROUP, WARM_GROUP, RunSpec
 
 TABLE_MD = "table.md"
 TABLE_JSON = "table.json"
+TUNING_MD = "tuning.md"
+TUNING_JSON = "tuning.json"
+RESULTS_JSON = "results.json"
 GEOMETRY_CLASSES = 4
 
 
@@ -79,24 +87,44 @@ def geometry_classes(teacher: Mapping[str, float | None], baseline: Mapping[str,
 # --- aggregation -------------------------------------------------------------------------------
 
 def _student_row(results: Sequence[RunResult], baseline_mean: float | None, teacher: float | None) -> dict:
+    """Test (over the runs scored on test) and val scores of one row's runs; an unfinished run is 'missing'."""
     finished = [r for r in results if r.metrics is not None]
-    scores = [r.metrics["student"]["miou"] for r in finished]
+    tested = [r for r in finished if r.metrics.get("student")]
+    scores = [r.metrics["student"]["miou"] for r in tested]
     mean, std = mean_std(scores)
-    val = [r.metrics["student_val"]["miou"] for r in finished if r.metrics.get("student_val")]
+    validated = [r for r in finished if r.metrics.get("student_val")]
+    val = [r.metrics["student_val"]["miou"] for r in validated]
     val_mean, val_std = mean_std(val)
     return {
         "runs": [r.spec.name for r in results],
         "missing": [r.spec.name for r in results if r.metrics is None],
-        "seeds": [r.spec.seed for r in finished],
+        "seeds": [r.spec.seed for r in tested],
         "miou": scores,
         "mean": mean,
         "std": std,
         "delta_vs_baseline": None if mean is None or baseline_mean is None else mean - baseline_mean,
         "gap_share": gap_share(mean, baseline_mean, teacher),
-        "per_class_iou": class_means([r.metrics["student"]["per_class_iou"] for r in finished]),
+        "per_class_iou": class_means([r.metrics["student"]["per_class_iou"] for r in tested]),
         # validation drives: what settings are chosen on (over the finished runs that have it)
+        "val_seeds": [r.spec.seed for r in validated],
         "val_miou": val, "val_mean": val_mean, "val_std": val_std,
     }
+
+
+def _by_row(results: Sequence[RunResult], group: str) -> dict[str, list[RunResult]]:
+    rows: dict[str, list[RunResult]] = {}
+    for r in results:
+        if r.spec.group == group:
+            rows.setdefault(r.spec.label, []).append(r)
+    return rows
+
+
+def _teacher_val(results: Sequence[RunResult]) -> float | None:
+    """The teacher's val mIoU where a val-only run scored it (runs scored on test do not score it on val)."""
+    for r in results:
+        if r.metrics is not None and r.metrics.get("teacher_val"):
+            return r.metrics["teacher_val"]["miou"]
+    return None
 
 
 def _teacher_score(results: Sequence[RunResult]) -> dict | None:
@@ -107,19 +135,23 @@ def _teacher_score(results: Sequence[RunResult]) -> dict | None:
 
 
 def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], protocol: dict, command: str,
-              commit: str) -> dict:
-    """The study's table as plain data (what table.json holds and table.md shows)."""
+              commit: str, *, tuned: Mapping[str, Mapping[str, Any]] | None = None, untuned: bool = False,
+              budgets: Sequence[int] = (), warm_iters: int | None = None) -> dict:
+    """The study's table as plain data (what table.json holds and table.md shows).
+
+    `tuned`: the tuned.yaml settings the runs used (method -> overrides); `budgets`: the student
+    budgets of the budget section (the preset's, protocol["student"]["iters"], is the main table);
+    `warm_iters`: the warm-start track's iterations.
+    """
     main = [r for r in results if r.spec.group == METHODS_GROUP]
-    by_method: dict[str, list[RunResult]] = {}
-    for r in main:
-        by_method.setdefault(r.spec.method, []).append(r)
-    teacher = _teacher_score(by_method.get(BASELINE, []) or main)
+    by_method = _by_row(results, METHODS_GROUP)
+    teacher = _teacher_score(by_method.get(BASELINE, []) or [r for r in main if not r.spec.row])
     teacher_miou = teacher["miou"] if teacher else None
     baseline = _student_row(by_method.get(BASELINE, []), None, None)
     base_mean, base_classes = baseline["mean"], baseline["per_class_iou"]
     methods = []
     for method, runs in by_method.items():
-        row = {"method": method, **_student_row(runs, base_mean, teacher_miou)}
+        row = {"method": method, "tuned": dict(runs[0].spec.tuned), **_student_row(runs, base_mean, teacher_miou)}
         row["per_class_gain"] = class_gains(row["per_class_iou"], base_classes) if base_classes else {}
         methods.append(row)
     teacher_row = None
@@ -142,12 +174,115 @@ def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], pr
         "geometry_classes": geometry_classes(teacher["per_class_iou"], base_classes)
         if teacher is not None and base_classes else [],
         "ablations": {},
+        "tuned": {m: dict(o) for m, o in (tuned or {}).items() if o and m in {r.spec.method for r in results}},
+        "untuned": untuned,
     }
     for ablation in ablations:
         table["ablations"][ablation.name] = _ablation_table(ablation, results, base_mean, teacher_miou)
     rows = [*methods, *(row for a in table["ablations"].values() for row in a["rows"])]
+    if budgets:
+        table["budgets"] = _budget_table(results, budgets, protocol["student"]["iters"], teacher_miou)
+        rows += [cell for row in table["budgets"]["rows"] for cell in row["by_budget"].values()]
+    if warm_iters is not None:
+        table["warm_start"] = _warm_table(results, warm_iters, teacher_miou, base_mean)
+        rows += table["warm_start"]["rows"]
     table["missing"] = sorted({name for row in rows for name in row["missing"]})
     return table
+
+
+def _budget_table(results: Sequence[RunResult], budgets: Sequence[int], preset_iters: int,
+                  teacher: float | None) -> dict:
+    """Per row, test and val at every budget; the preset's budget is the main table's runs."""
+    iters = sorted({*budgets, preset_iters})
+    main, other = _by_row(results, METHODS_GROUP), _by_row(results, BUDGETS_GROUP)
+    rows = []
+    for label, runs in main.items():
+        by_budget = {}
+        for b in iters:
+            chosen = runs if b == preset_iters else [r for r in other.get(label, []) if r.spec.variant == str(b)]
+            cell = _student_row(chosen, None, None)
+            by_budget[str(b)] = {k: cell[k] for k in ("runs", "missing", "seeds", "miou", "mean", "std", "val_seeds",
+                                                        "val_miou", "val_mean", "val_std")}
+        rows.append({"method": label, "by_budget": by_budget})
+    teacher_val = _teacher_val(results)
+    return {"iters": iters, "preset_iters": preset_iters, "teacher_miou": teacher, "teacher_val_miou": teacher_val,
+            "rows": rows}
+
+
+def _warm_table(results: Sequence[RunResult], iters: int, teacher: float | None, start_mean: float | None) -> dict:
+    """The warm-start rows, each measured against the baseline's own warm-start row (the fair control)."""
+    by_row = _by_row(results, WARM_GROUP)
+    base = _student_row(by_row.get(BASELINE, []), None, None)
+    rows = []
+    for label, runs in by_row.items():
+        row = {"method": label, "tuned": dict(runs[0].spec.tuned), **_student_row(runs, base["mean"], teacher)}
+        row.pop("per_class_iou")
+        rows.append(row)
+    return {"iters": iters, "start_mean": start_mean, "teacher_miou": teacher, "rows": rows}
+
+
+def aggregate_tuning(results: Sequence[RunResult], protocol: dict, command: str, commit: str) -> dict:
+    """The tuning table: per method, its grid points best first by mean val mIoU (val only, never test)."""
+    tuning = [r for r in results if r.spec.group == TUNING_GROUP]
+    methods: dict[str, dict[str, list[RunResult]]] = {}
+    for r in tuning:
+        methods.setdefault(r.spec.method, {}).setdefault(r.spec.variant, []).append(r)
+    out = {}
+    for method, points in methods.items():
+        rows = []
+        for label, runs in points.items():
+            finished = [r for r in runs if r.metrics is not None and r.metrics.get("student_val")]
+            val = [r.metrics["student_val"]["miou"] for r in finished]
+            mean, std = mean_std(val)
+            overrides = {k: v for k, v in runs[0].spec.overrides.items()
+                         if k.startswith("distill.") and k != "distill.method"}
+            rows.append({"point": label, "overrides": overrides, "runs": [r.spec.name for r in runs],
+                         "missing": [r.spec.name for r in runs if r.metrics is None],
+                         "seeds": [r.spec.seed for r in finished], "val_miou": val, "val_mean": mean, "val_std": std})
+        rows.sort(key=lambda row: (row["val_mean"] is None, -(row["val_mean"] or 0.0)))
+        complete = [row for row in rows if row["val_mean"] is not None and not row["missing"]]
+        out[method] = {"rows": rows, "best": complete[0]["overrides"] if complete and len(complete) == len(rows)
+                       else None}
+    rows = [row for m in out.values() for row in m["rows"]]
+    return {"command": command, "commit": commit, "protocol": protocol, "split": "val",
+            "teacher_val_miou": _teacher_val(tuning), "methods": out,
+            "missing": sorted({n for row in rows for n in row["missing"]})}
+
+
+def results_json(table: Mapping[str, Any], default_method: str) -> dict:
+    """results.json: the main table's per-seed test and val mIoU in percent, per row; budgets and warm start apart."""
+    def pct(values):
+        return [round(100 * v, 4) for v in values]
+
+    def rows(items) -> dict:
+        return {row["method"]: {"test": pct(row["miou"]), "val": pct(row["val_miou"]), "seeds": row["seeds"],
+                                "val_seeds": row["val_seeds"]} for row in items}
+
+    teacher = table.get("teacher")
+    control = next(iter((table["ablations"].get("control") or {}).get("rows", [])), None)
+    out: dict[str, Any] = {
+        "teacher": None if not teacher else round(100 * teacher["miou"], 4),
+        "teacher_xzeros": None if not control or control["teacher_miou"] is None
+        else round(100 * control["teacher_miou"], 4),
+        "default_method": default_method,
+        "protocol": {**table["protocol"], "commit": table["commit"], "command": table["command"],
+                     "run_commits": table.get("run_commits", {})},
+        "tuned": table.get("tuned", {}),
+        "methods": rows(table["methods"]),
+    }
+    if table.get("budgets"):
+        budgets = table["budgets"]
+        out["budgets"] = {b: {"methods": {row["method"]: {"test": pct(row["by_budget"][b]["miou"]),
+                                                          "val": pct(row["by_budget"][b]["val_miou"]),
+                                                          "seeds": row["by_budget"][b]["seeds"],
+                                                          "val_seeds": row["by_budget"][b]["val_seeds"]}
+                                          for row in budgets["rows"]}}
+                          for b in map(str, budgets["iters"])}
+    if table.get("warm_start"):
+        warm = table["warm_start"]
+        out["warm_start"] = {"iters": warm["iters"], "init": "the baseline-s<seed> student of the same seed",
+                             "methods": rows(warm["rows"])}
+    return out
 
 
 def _ablation_table(ablation: AblationSet, results: Sequence[RunResult], base_mean: float | None,
@@ -228,6 +363,7 @@ def format_markdown(table: Mapping[str, Any]) -> str:
              "Test mIoU in %, mean ± sample std over seeds; gap closed = (student - baseline) / (teacher - baseline). "
              "Val: the same students on the validation drives, where settings are chosen (never on test).",
              ""]
+    lines += [_tuned_line(table), ""]
     lines += ["## Methods", "", "| model | mIoU | per seed | vs baseline | gap closed | val mIoU |",
               "|---|---|---|---|---|---|"]
     teacher = table.get("teacher")
@@ -240,10 +376,10 @@ def format_markdown(table: Mapping[str, Any]) -> str:
             lines.append(f"| control: teacher architecture, X = zeros | {_pct(row['teacher_miou'])} | - | "
                          f"{_pct(row['delta_vs_baseline'], True)} | {_share(row['share_of_teacher_gap'])} | - |")
     for row in table["methods"]:
-        name = "baseline (RGB only, L_H)" if row["method"] == BASELINE else row["method"]
-        lines.append(f"| {name} | {_mean_std(row)} | {_seeds(row)} | {_pct(row['delta_vs_baseline'], True)} | "
-                     f"{_share(row['gap_share'])} | {_mean_std(row, 'val_')} |")
+        lines.append(_method_line(row))
     lines += _class_table(table)
+    lines += _budget_lines(table)
+    lines += _warm_lines(table)
     for name, ablation in table["ablations"].items():
         if name == "control":
             continue
@@ -260,6 +396,93 @@ def format_markdown(table: Mapping[str, Any]) -> str:
     if table.get("missing"):
         lines += ["", f"Unfinished runs (left out above): {', '.join(table['missing'])}."]
     return "\n".join(lines) + "\n"
+
+
+def _method_line(row: Mapping[str, Any]) -> str:
+    return (f"| {_row_name(row)} | {_mean_std(row)} | {_seeds(row)} | {_pct(row['delta_vs_baseline'], True)} | "
+            f"{_share(row['gap_share'])} | {_mean_std(row, 'val_')} |")
+
+
+def _row_name(row: Mapping[str, Any]) -> str:
+    if row["method"] == BASELINE:
+        return "baseline (RGB only, L_H)"
+    if row["method"] == "lix_xzeros":
+        return "lix_xzeros (LIX from the X = zeros teacher)"
+    return row["method"] + (" (tuned)" if row.get("tuned") else "")
+
+
+def _tuned_line(table: Mapping[str, Any]) -> str:
+    if table.get("untuned"):
+        return "Settings: every method at the preset's defaults (--untuned)."
+    tuned = table.get("tuned") or {}
+    if not tuned:
+        return "Settings: every method at the preset's defaults (lix_train/study/tuned.yaml sets none)."
+    listed = "; ".join(f"{m}: " + ", ".join(f"`{k}={v}`" for k, v in o.items()) for m, o in tuned.items())
+    return (f"Settings: the preset's defaults, except the tuned ones (lix_train/study/tuned.yaml, each with its "
+            f"evidence there): {listed}. Rows marked (tuned) use them.")
+
+
+def _budget_lines(table: Mapping[str, Any]) -> list[str]:
+    budgets = table.get("budgets")
+    if not budgets:
+        return []
+    iters = [str(b) for b in budgets["iters"]]
+    heads = " | ".join(f"{b} test | {b} val" for b in iters)
+    lines = ["", "## Student iteration budgets", "",
+             f"Each row at every budget (student.train.iters; {budgets['preset_iters']} is the preset's, the main "
+             "table); the same seeds, data and teacher. mIoU in %, mean ± std over seeds.", "",
+             f"| model | {heads} |", "|---" * (1 + 2 * len(iters)) + "|"]
+    if budgets.get("teacher_miou") is not None:
+        val = _pct(budgets.get("teacher_val_miou"))
+        lines.append("| teacher | " + " | ".join(f"{_pct(budgets['teacher_miou'])} | {val}" for _ in iters) + " |")
+    for row in budgets["rows"]:
+        cells = " | ".join(f"{_mean_std(row['by_budget'][b])} | {_mean_std(row['by_budget'][b], 'val_')}"
+                           for b in iters)
+        lines.append(f"| {row['method']} | {cells} |")
+    return lines
+
+
+def _warm_lines(table: Mapping[str, Any]) -> list[str]:
+    warm = table.get("warm_start")
+    if not warm:
+        return []
+    lines = ["", f"## Warm start: {warm['iters']} more iterations from the baseline students", "",
+             "Every run starts from the finished baseline student of its seed (fresh optimiser and schedule); "
+             f"the baseline row continues with labels only, the fair control: 'vs baseline' and the gap closed are "
+             f"measured against it. The baseline students started at {_pct(warm.get('start_mean'))} test mIoU.", "",
+             "| model | mIoU | per seed | vs baseline | gap closed | val mIoU |", "|---|---|---|---|---|---|"]
+    for row in warm["rows"]:
+        lines.append(_method_line(row))
+    return lines
+
+
+def format_tuning(tuning: Mapping[str, Any], tuned_file: str = "lix_train/study/tuned.yaml") -> str:
+    """tuning.md: per method, its grid points best first by val mIoU, and the entry to copy into tuned.yaml."""
+    from lix_train.study.tuning import yaml_line
+
+    lines = ["# LIX-Seg tuning on the val split", "", f"Command: `{tuning['command']}`  ",
+             f"Commit: `{tuning['commit']}`", "",
+             "Val mIoU in %, mean ± sample std over seeds. The tuning runs never read the test split "
+             "(eval.score_test false): there is no test column." +
+             (f" Teacher val mIoU: {_pct(tuning['teacher_val_miou'])}." if tuning.get("teacher_val_miou") else "")]
+    for method, entry in tuning["methods"].items():
+        lines += ["", f"## {method}", "", "| point | val mIoU | per seed |", "|---|---|---|"]
+        for row in entry["rows"]:
+            shown = ", ".join(f"{k}={v}" for k, v in row["overrides"].items())
+            per_seed = ", ".join(_pct(v) for v in row["val_miou"]) or "-"
+            lines.append(f"| {shown} | {_mean_std(row, 'val_')} | {per_seed} |")
+        if entry["best"] is not None:
+            lines += ["", f"Best on val: copy into {tuned_file} (with this command as its evidence): "
+                          f"`{yaml_line(method, entry['best'])}`"]
+        else:
+            lines += ["", "Unfinished points: rerun the command before choosing."]
+    if tuning.get("missing"):
+        lines += ["", f"Unfinished runs: {', '.join(tuning['missing'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_tuning(out: Path, tuning: Mapping[str, Any]) -> tuple[Path, Path]:
+    return write_text(out / TUNING_MD, format_tuning(tuning)), write_json(out / TUNING_JSON, tuning)
 
 
 def _class_table(table: Mapping[str, Any]) -> list[str]:

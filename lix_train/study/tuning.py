@@ -1,0 +1,115 @@
+"""Per-method settings: the tuning grids (`compare --tune METHOD`) and the chosen settings (tuned.yaml).
+
+A tuning run distils one grid point of one method at one seed and is scored on the val split
+only (eval.score_test false: the test split is never built, and its metrics.json holds no test
+score), so whatever is chosen from these runs was chosen on val. The points start from the
+preset's defaults, never from tuned.yaml. The report lists each method's points best first by
+mean val mIoU and names the overrides to copy into tuned.yaml.
+
+tuned.yaml maps method -> {dotted distill option: value}; `compare` applies a method's entry to
+its main-table, budget and warm-start runs (and under the variants of its ablations) unless
+--untuned. Each entry's comment names its evidence: the tuning command whose val table chose it.
+
+Grids are data: add a method, or a value, to GRIDS below. Each point is one run per seed, about
+ten minutes of the 2-core CPU machine at the synthetic preset.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from lix_train.study.grid import METHOD_KEY, SCORE_TEST_KEY, SEED_KEY, TUNING_GROUP, RunSpec, _check_seeds
+
+TUNED_FILE = Path(__file__).with_name("tuned.yaml")
+TUNE_PREFIX = "tune-"
+
+# method -> {dotted option: values}; the grid is every combination.
+GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "kd": {"distill.temperature": (1.0, 4.0), "distill.lambda_l": (0.5, 1.0, 2.0)},
+    "cwd": {"distill.temperature": (1.0, 4.0), "distill.lambda_l": (1.0, 3.0, 10.0)},
+    "dkd": {"distill.beta": (0.5, 1.0, 2.0, 8.0)},
+    "at": {"distill.lambda_f": (0.5, 1.0, 2.0)},
+    "mgd": {"distill.lambda_f": (0.5, 1.0, 2.0)},
+    "aux_x": {"distill.lambda_f": (0.3, 1.0, 3.0)},
+    "lix": {"distill.lambda_l": (0.5, 1.0), "distill.lambda_f": (0.5, 1.0, 2.0)},
+}
+
+
+def _value_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def point_label(point: Mapping[str, Any]) -> str:
+    """temperature4-lambda_l3: the options' last names and values (file-name safe)."""
+    return "-".join(f"{key.rsplit('.', 1)[-1]}{_value_text(value)}" for key, value in point.items())
+
+
+def grid_points(method: str) -> list[dict[str, Any]]:
+    """Every combination of the method's grid, in GRIDS order; ValueError for a method without a grid."""
+    if method not in GRIDS:
+        raise ValueError(f"no tuning grid for method {method!r}; grids: {', '.join(GRIDS)} (add one to GRIDS in "
+                         "lix_train/study/tuning.py)")
+    keys, values = zip(*GRIDS[method].items())
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def expand_tuning(methods: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
+    """tune-<method>-<point>-s<seed>: every grid point of every method at every seed, val-only."""
+    _check_seeds(seeds)
+    if not methods:
+        raise ValueError("nothing to tune: name at least one method")
+    specs = []
+    for method in dict.fromkeys(methods):
+        for point in grid_points(method):
+            label = point_label(point)
+            for s in seeds:
+                overrides = {**point, SCORE_TEST_KEY: False, METHOD_KEY: method, SEED_KEY: s}
+                specs.append(RunSpec(f"{TUNE_PREFIX}{method}-{label}-s{s}", TUNING_GROUP, label, method, s, overrides,
+                                     needs_test=False))
+    return specs
+
+
+def load_tuned(methods: Sequence[str], path: Path = TUNED_FILE) -> dict[str, dict[str, Any]]:
+    """tuned.yaml as {method: {dotted option: value}} for the known `methods`.
+
+    An empty entry for a method not (yet) in `methods` is skipped, so the file can list methods
+    being added; a non-empty one, or anything but distill options, is a ValueError naming the file.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the tuned settings ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of method -> {{dotted option: value}}")
+    tuned: dict[str, dict[str, Any]] = {}
+    for method, overrides in data.items():
+        overrides = overrides or {}
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{path}: {method}: expected a mapping of dotted options, got {overrides!r}")
+        if method not in methods:
+            if overrides:
+                raise ValueError(f"{path}: unknown method {method!r}; valid: {', '.join(methods)}")
+            continue
+        for key, value in overrides.items():
+            if not str(key).startswith("distill.") or key == METHOD_KEY or isinstance(value, dict):
+                raise ValueError(f"{path}: {method}: {key!r} is not a dotted distill option with a value (tuned "
+                                 "settings may only change the method's own options, never the protocol)")
+        tuned[method] = dict(overrides)
+    return tuned
+
+
+def describe_tuned(tuned: Mapping[str, Mapping[str, Any]]) -> str:
+    """'cwd: distill.temperature=4.0, distill.lambda_l=3.0; kd: ...' (the methods with settings), or 'none'."""
+    parts = [f"{m}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for m, o in tuned.items() if o]
+    return "; ".join(parts) or "none"
+
+
+def yaml_line(method: str, point: Mapping[str, Any]) -> str:
+    """The tuned.yaml entry for `point`: `cwd: {distill.temperature: 4.0, distill.lambda_l: 3.0}`."""
+    inner = ", ".join(f"{k}: {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                      for k, v in point.items())
+    return f"{method}: {{{inner}}}"

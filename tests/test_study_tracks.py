@@ -1,0 +1,478 @@
+"""The study's protocol tracks: tuned settings, tuning on val (test never read), student budgets,
+the warm-start track, the lix_xzeros row, results.json and the GPU study script.
+
+Planning tests train nothing; one tiny real study (baseline, kd and lix_xzeros at one seed, two
+budgets, a warm start) and one tiny tuning grid run end to end on a generated set."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_fixtures import tiny_config, write_config, write_tiny_synthetic  # noqa: E402
+from engine_fakes import NUM_CLASSES, FakeDistiller, SyntheticSegmentation  # noqa: E402
+from lix_train import compare  # noqa: E402
+from lix_train.cli import UserError  # noqa: E402
+from lix_train.config import from_dict  # noqa: E402
+from lix_train.distillers import DISTILLERS  # noqa: E402
+from lix_train.distillers.config import METHODS, DistillConfig  # noqa: E402
+from lix_train.engine.checkpoint import CheckpointError, load_checkpoint, model_signature  # noqa: E402
+from lix_train.engine.config import TrainConfig  # noqa: E402
+from lix_train.engine.logging import read_csv  # noqa: E402
+from lix_train.engine.trainer import Trainer  # noqa: E402
+from lix_train.experiment import ExperimentConfig, teacher_key  # noqa: E402
+from lix_train.study import runner, tuning  # noqa: E402
+from lix_train.study.grid import (  # noqa: E402
+    ITERS_KEY, RunSpec, expand, expand_budgets, expand_warm_start, nest,
+)
+from lix_train.study.runner import StudySetup, is_finished, plan  # noqa: E402
+from lix_train.study.table import (  # noqa: E402
+    RunResult, aggregate, aggregate_tuning, format_markdown, format_tuning, results_json,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+ITERS = 2
+
+
+def _plan_lines(capsys, *argv) -> dict[str, str]:
+    capsys.readouterr()
+    assert compare.main(["--preset", "quick", "--dry-run", *argv]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[1]: line for line in out.splitlines() if line.strip()[:1].isdigit()}
+    lines["(header)"] = out.splitlines()[0]
+    return lines
+
+
+# --- tuned settings ------------------------------------------------------------------------------
+
+def test_tuned_yaml_starts_with_the_published_cwd_setting_and_reads_only_method_options():
+    tuned = tuning.load_tuned(METHODS)
+    assert tuned["cwd"] == {"distill.temperature": 4.0, "distill.lambda_l": 3.0}
+    assert all(not o for m, o in tuned.items() if m != "cwd")
+    text = tuning.TUNED_FILE.read_text()
+    assert "not yet val-checked" in text and "--tune cwd" in text
+    for method, overrides in tuned.items():
+        read = DISTILLERS[method].options_read()
+        assert all(key.split(".", 1)[1].split(".")[0] in read for key in overrides), method
+
+
+def test_load_tuned_refuses_protocol_options_and_unknown_methods(tmp_path):
+    path = tmp_path / "tuned.yaml"
+    path.write_text("kd: {student.train.iters: 5}\n")
+    with pytest.raises(ValueError, match="not a dotted distill option"):
+        tuning.load_tuned(METHODS, path)
+    path.write_text("kdd: {distill.temperature: 2.0}\n")
+    with pytest.raises(ValueError, match="unknown method 'kdd'"):
+        tuning.load_tuned(METHODS, path)
+    path.write_text("not_yet_a_method: {}\nkd: {distill.temperature: 2.0}\n")  # an empty entry may lead its method
+    assert tuning.load_tuned(METHODS, path) == {"kd": {"distill.temperature": 2.0}}
+
+
+def test_tuned_settings_reach_their_method_unless_untuned_or_set_by_the_study(tmp_path, capsys):
+    argv = ["--methods", "baseline,cwd", "--seeds", "1", "--out", str(tmp_path), "--no-control"]
+    lines = _plan_lines(capsys, *argv)
+    assert "distill.temperature=4.0 distill.lambda_l=3.0" in lines["cwd-s0"]
+    assert "temperature" not in lines["baseline-s0"]
+    assert "cwd: distill.temperature=4.0, distill.lambda_l=3.0" in lines["(header)"]
+    untuned = _plan_lines(capsys, *argv, "--untuned")
+    assert "temperature" not in untuned["cwd-s0"] and "--untuned" in untuned["(header)"]
+    mine = _plan_lines(capsys, *argv, "--distill.temperature", "2")  # the study's own option wins
+    assert "distill.lambda_l=3.0" in mine["cwd-s0"] and "temperature" not in mine["cwd-s0"]
+    planned = {p.spec.name: p for p in plan(expand(["baseline", "cwd"], [0], tuned=tuning.load_tuned(METHODS)),
+                                            StudySetup(preset="quick", out=tmp_path))}
+    assert (planned["cwd-s0"].cfg.distill.temperature, planned["cwd-s0"].cfg.distill.lambda_l) == (4.0, 3.0)
+    assert planned["cwd-s0"].spec.tuned == {"distill.temperature": 4.0, "distill.lambda_l": 3.0}
+
+
+# --- tuning on val -------------------------------------------------------------------------------
+
+def test_tuning_grids_are_valid_configs_of_options_their_method_reads():
+    assert set(tuning.GRIDS) >= {"kd", "cwd", "dkd", "at", "mgd", "aux_x", "lix"}
+    assert len(tuning.grid_points("kd")) == 6 and len(tuning.grid_points("lix")) == 6
+    for method in set(tuning.GRIDS) & set(DISTILLERS):
+        read = DISTILLERS[method].options_read()
+        for point in tuning.grid_points(method):
+            cfg = from_dict(ExperimentConfig, nest({**point, "distill.method": method}))
+            for key, value in point.items():
+                assert getattr(cfg.distill, key.split(".")[1]) == value
+                assert key.split(".")[1] in read, (method, key)
+
+
+def test_tune_plans_val_only_runs_over_the_preset_defaults(tmp_path, capsys):
+    lines = _plan_lines(capsys, "--tune", "kd", "--tune", "cwd", "--seeds", "2", "--out", str(tmp_path))
+    runs = [name for name in lines if name.startswith("tune-")]
+    assert len(runs) == (6 + 6) * 2 and "tune-kd-temperature4-lambda_l0.5-s1" in runs
+    assert all("(val only)" in lines[n] and "eval.score_test=False" in lines[n] for n in runs)
+    assert "tune-cwd-temperature1-lambda_l1-s0" in runs  # the grid, not tuned.yaml, sets cwd's options
+    assert "distill.temperature=1.0 distill.lambda_l=1.0" in lines["tune-cwd-temperature1-lambda_l1-s0"]
+    assert not any(name.startswith(("baseline", "control")) for name in lines)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tune", "fancy"], "--tune: unknown method 'fancy'"),
+    (["--tune", "baseline"], "no tuning grid"),
+    (["--tune", "kd", "--budgets", "2,3"], "run --budgets in a call of its own"),
+    (["--budgets", "2,x"], "--budgets '2,x'"),
+    (["--warm-start", "0"], "--warm-start 0"),
+    (["--methods", "baseline,lix_zeros"], "unknown method 'lix_zeros'"),
+])
+def test_bad_track_requests_end_in_one_line(tmp_path, capsys, extra, message):
+    assert compare.main(["--preset", "quick", "--out", str(tmp_path), "--dry-run", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_val_only_run_does_not_finish_a_run_that_needs_test(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": 0.4}}))
+    assert is_finished(tmp_path) and not is_finished(tmp_path, needs_test=True)
+    (tmp_path / "metrics.json").write_text(json.dumps({"split": "test", "student": {"miou": 0.4}}))
+    assert is_finished(tmp_path, needs_test=True)
+
+
+def test_score_test_is_bookkeeping_for_continuing_runs_but_not_for_the_teacher_store():
+    from lix_train.experiment import NOT_RESULT_AFFECTING
+
+    assert "eval.score_test".startswith(NOT_RESULT_AFFECTING)
+    plain = from_dict(ExperimentConfig, {})
+    assert "init_from" not in teacher_key(plain)["train"]  # existing teachers keep their store folder
+    warm = from_dict(ExperimentConfig, {"teacher": {"train": {"init_from": "a/teacher.pt"}}})
+    assert teacher_key(warm)["train"]["init_from"] == "a/teacher.pt"
+
+
+# --- budgets and warm start: planning --------------------------------------------------------------
+
+def test_budgets_keep_the_preset_budget_as_the_main_runs_and_vary_only_iters(tmp_path):
+    specs = expand_budgets(["baseline", "lix_xzeros"], [0, 1], [250, 500, 1000], preset_iters=500)
+    assert [s.name for s in specs][:4] == ["baseline-i250-s0", "baseline-i250-s1", "lix_xzeros-i250-s0",
+                                           "lix_xzeros-i250-s1"]
+    assert not any("-i500-" in s.name for s in specs) and len(specs) == 8
+    assert specs[2].overrides["data.zero_x"] is True and specs[2].label == "lix_xzeros" and specs[2].method == "lix"
+    main = expand(["baseline", "lix_xzeros"], [0, 1])
+    planned = {p.spec.name: p for p in plan(main + specs, StudySetup(preset="quick", out=tmp_path))}
+    assert planned["baseline-i1000-s1"].cfg.student.train.iters == 1000
+    assert planned["baseline-s1"].cfg.student.train.iters == 500  # the quick preset's budget
+    assert planned["lix_xzeros-s0"].teacher_dir != planned["baseline-s0"].teacher_dir  # the X = zeros teacher
+    # only a budget run may change the student's iterations
+    rogue = RunSpec("rogue-s0", "methods", "", "baseline", 0, {**main[0].overrides, ITERS_KEY: 70})
+    with pytest.raises(UserError, match="differ in student.train.iters"):
+        plan([*main, rogue], StudySetup(preset="quick", out=tmp_path))
+
+
+def test_warm_start_runs_start_from_their_seeds_baseline_student(tmp_path, capsys):
+    specs = expand_warm_start(["kd"], [0, 1], 40, lambda s: f"X/baseline-s{s}/student.pt")
+    assert [s.name for s in specs] == ["warm-baseline-s0", "warm-baseline-s1", "warm-kd-s0", "warm-kd-s1"]
+    assert specs[3].overrides["student.train.init_from"] == "X/baseline-s1/student.pt"
+    assert specs[3].after == ("baseline-s1",) and specs[3].overrides[ITERS_KEY] == 40
+    lines = _plan_lines(capsys, "--methods", "baseline,kd", "--seeds", "1", "--out", str(tmp_path), "--warm-start",
+                        "40", "--no-control")
+    assert "after baseline-s0" in lines["warm-kd-s0"]
+    assert f"student.train.init_from={tmp_path}/runs/baseline-s0/student.pt" in lines["warm-kd-s0"]
+    with pytest.raises(UserError, match="starts from baseline-s0, which is not a run of this study"):
+        plan(specs[2:3], StudySetup(preset="quick", out=tmp_path))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_warm_start_runs_wait_for_the_baseline_runs(tmp_path, monkeypatch, jobs):
+    specs = expand(["baseline", "kd"], [0, 1]) + expand_warm_start(["kd"], [0, 1], 40, lambda s: f"b{s}/student.pt")
+    setup = StudySetup(preset="quick", out=tmp_path, jobs=jobs)
+    planned = plan(specs, setup)
+    order: list[list[str]] = []
+
+    def finish(run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"split": "test", "student": {"miou": 0.5}}))
+
+    def fake_jobs(jobs, workers, say):
+        order.append([j.label for j in jobs])
+        for job in jobs:
+            finish(Path(job.argv[job.argv.index("--run-dir") + 1]))
+        return []
+
+    def fake_call(module, argv, isolate):
+        order.append([Path(argv[argv.index("--run-dir") + 1]).name])
+        finish(Path(argv[argv.index("--run-dir") + 1]))
+        return 0
+
+    monkeypatch.setattr(runner, "ensure_teachers", lambda pending, setup, say: None)
+    monkeypatch.setattr(runner, "run_jobs", fake_jobs)
+    monkeypatch.setattr(runner, "call_entry_point", fake_call)
+    runner.execute(planned, setup, say=lambda line: None)
+    flat = [name for phase in order for name in phase]
+    warm = [i for i, name in enumerate(flat) if "warm" in name]
+    assert len(warm) == 4 and min(warm) == 4  # every main run first
+    if jobs > 1:
+        assert len(order) == 2 and all("warm" in label for label in order[1])
+
+
+# --- init_from in the trainer and in distill -----------------------------------------------------
+
+SIG = model_signature("tiny", {"width": 8}, NUM_CLASSES)
+
+
+def _cfg(**overrides) -> TrainConfig:
+    base = dict(iters=4, batch_size=4, lr=0.02, warmup_iters=1, ckpt_every=0, log_every=1, eval_every=0,
+                num_workers=0, tensorboard=False, progress=False, device="cpu")
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_init_from_starts_from_those_weights_with_a_fresh_optimiser(tmp_path):
+    torch.manual_seed(0)
+    summary = Trainer(FakeDistiller(), SyntheticSegmentation(), _cfg(), tmp_path / "a", signature=SIG).run()
+    trained = load_checkpoint(summary.checkpoint)["model"]
+    torch.manual_seed(1)
+    task = FakeDistiller()
+    trainer = Trainer(task, SyntheticSegmentation(), _cfg(iters=2, init_from=summary.checkpoint), tmp_path / "b",
+                      signature=SIG)
+    assert trainer._resume() == (0, None)  # a fresh run: iteration 0, no resume checkpoint
+    assert all(torch.equal(v, trained[k]) for k, v in task.student.state_dict().items())
+    assert trainer.optimizer.state_dict()["state"] == {}  # fresh optimiser
+    again = Trainer(FakeDistiller(), SyntheticSegmentation(), _cfg(iters=2, init_from=summary.checkpoint),
+                    tmp_path / "c", signature=SIG).run()
+    assert (again.start_iteration, again.iterations_run) == (0, 2)
+    wrong = model_signature("tiny", {"width": 16}, NUM_CLASSES)
+    with pytest.raises(CheckpointError, match=r"latest.pt: train.init_from: architecture .*width"):
+        Trainer(FakeDistiller(), SyntheticSegmentation(), _cfg(init_from=summary.checkpoint), tmp_path / "d",
+                signature=wrong).run()
+    with pytest.raises(CheckpointError, match=r"missing.pt: train.init_from: checkpoint file not found"):
+        Trainer(FakeDistiller(), SyntheticSegmentation(), _cfg(init_from=tmp_path / "missing.pt"), tmp_path / "e",
+                signature=SIG).run()
+
+
+def test_distill_refuses_a_missing_init_from_before_any_work(tmp_path, capsys):
+    from lix_train import distill
+
+    missing = tmp_path / "nowhere" / "student.pt"
+    assert distill.main(["--run-dir", str(tmp_path / "run"), "--student.train.init_from", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: student.train.init_from: checkpoint file not found" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_made_before_init_from_existed_still_continues(tmp_path):
+    import yaml
+
+    from lix_train.cli import _config_differences, config_yaml
+
+    cfg = from_dict(ExperimentConfig, {})
+    old = yaml.safe_load(config_yaml(cfg))
+    for role in ("teacher", "student"):
+        del old[role]["train"]["init_from"]
+    del old["eval"]["score_test"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert _config_differences(tmp_path / "config.yaml", cfg) == []
+    old["student"]["train"]["init_from"] = "elsewhere/student.pt"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert _config_differences(tmp_path / "config.yaml", cfg) == ["student.train.init_from"]
+
+
+# --- tables, results.json and plots from made-up metrics -----------------------------------------------
+
+def _metrics(test: float | None, val: float, teacher: float = 0.6, init_from: str | None = None) -> dict:
+    classes = {"road": val, "car": val / 2}
+    out = {"split": "test" if test is not None else "val", "student_val": {"miou": val, "per_class_iou": classes},
+           "commit": "abc", "init_from": init_from}
+    if test is not None:
+        out["student"] = {"miou": test, "per_class_iou": {"road": test, "car": test / 2}}
+        out["teacher"] = {"miou": teacher, "per_class_iou": {"road": 0.9, "car": 0.3}}
+    else:
+        out["teacher_val"] = {"miou": teacher}
+    return out
+
+
+def _made_up_study():
+    main = expand(["baseline", "kd", "lix_xzeros"], [0, 1])
+    budgets = expand_budgets(["baseline", "kd", "lix_xzeros"], [0, 1], [1, 4], preset_iters=2)
+    warm = expand_warm_start(["baseline", "kd", "lix_xzeros"], [0, 1], 3, lambda s: f"b{s}")
+    score = {"baseline": 0.40, "kd": 0.45, "lix_xzeros": 0.42}
+    results = []
+    for spec in main + budgets + warm:
+        bump = {"1": -0.05, "4": 0.05}.get(spec.variant, 0.0) + (0.02 if spec.group == "warm_start" else 0.0)
+        test = score[spec.label] + bump + 0.01 * spec.seed
+        results.append(RunResult(spec, _metrics(test, test - 0.02)))
+    return results
+
+
+def test_budget_and_warm_tables_and_results_json():
+    results = _made_up_study()
+    protocol = {"student": {"iters": 2}, "preset": "quick", "modality": "normals"}
+    table = aggregate(results, [], protocol, "python -m lix_train.compare ...", "c0ffee", budgets=[1, 4],
+                      warm_iters=3)
+    rows = {r["method"]: r for r in table["budgets"]["rows"]}
+    assert table["budgets"]["iters"] == [1, 2, 4] and list(rows) == ["baseline", "kd", "lix_xzeros"]
+    assert rows["kd"]["by_budget"]["2"]["miou"] == pytest.approx([0.45, 0.46])  # the main runs
+    assert rows["kd"]["by_budget"]["4"]["runs"] == ["kd-i4-s0", "kd-i4-s1"]
+    assert rows["kd"]["by_budget"]["1"]["val_mean"] == pytest.approx(0.385)
+    warm = {r["method"]: r for r in table["warm_start"]["rows"]}
+    assert warm["kd"]["delta_vs_baseline"] == pytest.approx(0.05)  # against the warm baseline, not the cold one
+    assert table["warm_start"]["start_mean"] == pytest.approx(0.405)
+
+    summary = results_json(table, "lix")
+    assert summary["teacher"] == 60.0 and summary["default_method"] == "lix"
+    assert summary["methods"]["kd"]["test"] == [45.0, 46.0] and summary["methods"]["kd"]["val"] == [43.0, 44.0]
+    assert set(summary["methods"]) == {"baseline", "kd", "lix_xzeros"}
+    assert summary["budgets"]["4"]["methods"]["baseline"]["test"] == [45.0, 46.0]
+    assert summary["budgets"]["2"]["methods"]["kd"] == summary["methods"]["kd"]
+    assert summary["warm_start"]["iters"] == 3 and summary["warm_start"]["methods"]["kd"]["test"] == [47.0, 48.0]
+    assert summary["protocol"]["commit"] == "c0ffee" and summary["protocol"]["preset"] == "quick"
+
+    md = format_markdown({**table, "protocol": _protocol()})
+    assert "## Student iteration budgets" in md and "| model | 1 test | 1 val | 2 test | 2 val | 4 test | 4 val |" in md
+    assert "## Warm start: 3 more iterations from the baseline students" in md
+    assert "| lix_xzeros (LIX from the X = zeros teacher) |" in md
+
+
+def test_budget_and_warm_start_plots_are_pngs(tmp_path):
+    from lix_train.study.plots import plot_budgets, plot_warm_start
+
+    table = aggregate(_made_up_study(), [], {"student": {"iters": 2}}, "cmd", "c", budgets=[1, 4], warm_iters=3)
+    assert plot_budgets(table, tmp_path / "budgets.png").read_bytes()[:8] == PNG
+    assert plot_warm_start(table, tmp_path / "warm.png").read_bytes()[:8] == PNG
+    with pytest.raises(ValueError, match="no finished budget runs"):
+        plot_budgets({"budgets": {"rows": []}}, tmp_path / "none.png")
+
+
+def test_tuning_table_is_val_only_and_best_first():
+    specs = tuning.expand_tuning(["kd"], [0, 1])
+    val = {"temperature1-lambda_l0.5": 0.30, "temperature4-lambda_l2": 0.50}
+    results = [RunResult(s, _metrics(None, val.get(s.variant, 0.4) + 0.01 * s.seed)) for s in specs]
+    table = aggregate_tuning(results, {}, "python -m lix_train.compare --tune kd", "c")
+    rows = table["methods"]["kd"]["rows"]
+    assert rows[0]["point"] == "temperature4-lambda_l2" and rows[-1]["point"] == "temperature1-lambda_l0.5"
+    assert table["methods"]["kd"]["best"] == {"distill.temperature": 4.0, "distill.lambda_l": 2.0}
+    assert table["teacher_val_miou"] == 0.6 and table["split"] == "val"
+    md = format_tuning(table)
+    assert "`kd: {distill.temperature: 4.0, distill.lambda_l: 2.0}`" in md and "test" not in md.split("\n## ")[1]
+    results[0] = RunResult(specs[0], None)
+    assert aggregate_tuning(results, {}, "c", "c")["methods"]["kd"]["best"] is None  # unfinished: choose later
+
+
+def _protocol() -> dict:
+    net = {"encoder": "resnet18", "width": 0.25, "decoder_channels": 64, "iters": 2, "batch_size": 8,
+           "optimizer": "adamw", "lr": 0.003, "fusion": "intermediate"}
+    return {"preset": "quick", "dataset": "synthetic", "data_root": "x", "modality": "normals",
+            "resolution": [96, 320], "eval_mode": "whole", "seeds": [0, 1], "teacher_seed": 0,
+            "teacher": net, "student": net}
+
+
+# --- one tiny real study with every track, and one tiny tuning grid --------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tracks")
+    config = tiny_config(write_tiny_synthetic(base / "synth"), base, ITERS)
+    for role in ("teacher", "student"):
+        config[role]["train"]["tensorboard"] = False
+    config["output"]["plots"] = False
+    return base, write_config(base / "tiny.yaml", config)
+
+
+def _load(out: Path, name: str) -> dict:
+    return json.loads((out / "runs" / name / "metrics.json").read_text())
+
+
+def test_a_study_with_budgets_warm_start_and_lix_xzeros(tiny, capsys):
+    base, config = tiny
+    out, copy = base / "study", base / "elsewhere" / "results.json"
+    argv = ["--preset", "quick", "--config", str(config), "--seeds", "1", "--methods", "baseline,kd,lix_xzeros",
+            "--budgets", "2,3", "--warm-start", "1", "--out", str(out), "--results-json", str(copy)]
+    assert compare.main(argv) == 0
+    names = ["baseline-s0", "kd-s0", "lix_xzeros-s0", "baseline-i3-s0", "kd-i3-s0", "lix_xzeros-i3-s0",
+             "warm-baseline-s0", "warm-kd-s0", "warm-lix_xzeros-s0", "control-zero_x"]
+    assert all((out / "runs" / n / "metrics.json").is_file() for n in names)
+    assert not (out / "runs" / "baseline-i2-s0").exists()  # the preset's budget is the main run
+    assert [int(r["iteration"]) for r in read_csv(out / "runs" / "kd-i3-s0" / "train.csv")] == [1, 2, 3]
+    warm = _load(out, "warm-kd-s0")
+    assert warm["init_from"] == str(out / "runs" / "baseline-s0" / "student.pt")
+    assert [int(r["iteration"]) for r in read_csv(out / "runs" / "warm-kd-s0" / "train.csv")] == [1]
+    # lix_xzeros learns from the control's X = zeros teacher
+    assert Path(_load(out, "lix_xzeros-s0")["teacher"]["checkpoint"]).parent == \
+        Path(_load(out, "control-zero_x")["teacher_dir"])
+
+    table = json.loads((out / "table.json").read_text())
+    assert [r["method"] for r in table["methods"]] == ["baseline", "kd", "lix_xzeros"]
+    kd = next(r for r in table["budgets"]["rows"] if r["method"] == "kd")
+    assert kd["by_budget"]["2"]["miou"] == [_load(out, "kd-s0")["student"]["miou"]]
+    assert kd["by_budget"]["3"]["miou"] == [_load(out, "kd-i3-s0")["student"]["miou"]]
+    results = json.loads((out / "results.json").read_text())
+    assert json.loads(copy.read_text()) == results
+    assert results["default_method"] == DistillConfig().method == "lix"
+    assert results["teacher"] == pytest.approx(100 * _load(out, "baseline-s0")["teacher"]["miou"], abs=1e-3)
+    assert results["methods"]["lix_xzeros"]["test"] == [pytest.approx(100 * _load(out, "lix_xzeros-s0")["student"]
+                                                                      ["miou"], abs=1e-3)]
+    assert set(results["budgets"]) == {"2", "3"} and set(results["warm_start"]["methods"]) == {
+        "baseline", "kd", "lix_xzeros"}
+    assert results["protocol"]["command"].startswith("python -m lix_train.compare")
+    for plot in ("budgets", "warm_start"):
+        assert (out / "plots" / f"{plot}.png").read_bytes()[:8] == PNG
+    md = (out / "table.md").read_text()
+    assert "## Student iteration budgets" in md and "## Warm start" in md and "lix_xzeros" in md
+
+    capsys.readouterr()
+    assert compare.main(argv) == 0
+    assert "0 to do" in capsys.readouterr().out
+
+    # a warm start from weights of another network is refused before any work, naming the file
+    from lix_train import distill
+
+    teacher = Path(_load(out, "baseline-s0")["teacher"]["checkpoint"])
+    assert distill.main(["--config", str(config), "--student.train.init_from", str(teacher), "--run-dir",
+                         str(base / "wrong")]) == 2
+    err = capsys.readouterr().err
+    assert f"{teacher}: student.train.init_from: architecture / class-count mismatch" in err
+
+
+def test_tuning_never_scores_test_and_names_what_to_copy(tiny, capsys, monkeypatch):
+    base, config = tiny
+    out = base / "tuning"
+    monkeypatch.setitem(tuning.GRIDS, "kd", {"distill.lambda_l": (0.5, 2.0)})
+    capsys.readouterr()
+    argv = ["--preset", "quick", "--config", str(config), "--seeds", "1", "--tune", "kd", "--out", str(out)]
+    assert compare.main(argv) == 0
+    said = capsys.readouterr().out
+    for name in ("tune-kd-lambda_l0.5-s0", "tune-kd-lambda_l2-s0"):
+        metrics = _load(out, name)
+        assert metrics["split"] == "val" and "student" not in metrics and "teacher" not in metrics
+        assert "test_frames" not in metrics and metrics["val_frames"] == 3
+        assert 0 <= metrics["student_val"]["miou"] <= 1 and metrics["teacher_val"]["checkpoint"]
+    table = json.loads((out / "tuning.json").read_text())
+    rows = table["methods"]["kd"]["rows"]
+    assert rows[0]["val_mean"] >= rows[1]["val_mean"]
+    assert table["methods"]["kd"]["best"] == rows[0]["overrides"]
+    assert "copy into lix_train/study/tuned.yaml" in said and "test mIoU" not in said
+    assert not (out / "table.md").exists() and not (out / "results.json").exists()
+    # a main-table run must not take a val-only result for its own: the same config, scored on test
+    assert not runner.is_finished(out / "runs" / "tune-kd-lambda_l0.5-s0", needs_test=True)
+
+
+# --- the GPU study script ------------------------------------------------------------------------------
+
+def test_gpu_study_script_parses_and_plans_on_cpu(tmp_path):
+    script = ROOT / "benchmarks" / "gpu_study.sh"
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu")}
+    done = subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout
+    assert "3 runs, 1 teacher config(s)" in said
+    for name in ("baseline-s0", "cwd-s0", "lix-s0"):
+        assert name in said
+    command = shlex.split(next(line for line in said.splitlines() if line.startswith("+ "))[2:])
+    assert command[1:3] == ["-m", "lix_train.compare"]
+    args = compare.build_parser().parse_args(command[3:])
+    setup = StudySetup(preset=args.preset, out=args.out, overrides=compare.study_overrides(args))
+    cfg = runner.resolve_base(setup)
+    assert cfg.teacher.model.width == cfg.student.model.width == 1.0
+    assert tuple(cfg.data.transforms.size) == tuple(cfg.data.transforms.crop_size) == (192, 640)
+    for role in (cfg.teacher.train, cfg.student.train):
+        assert role.amp and role.device == "cuda" and role.iters == 4000 and role.batch_size >= 16
+    assert args.seeds == 1 and args.jobs >= 1
+    header = script.read_text().split("set -euo")[0]
+    assert "9-minute" in header and "GFLOP" in header  # how the time was estimated
