@@ -70,12 +70,21 @@ def load_run(run_dir: Path):
         cfg = from_dict(ExperimentConfig, read_yaml(run_dir / "config.yaml"))
     except ConfigError as err:
         raise UserError(f"{run_dir / 'config.yaml'}: {err}") from None
-    teacher_path = Path(json.loads((run_dir / "metrics.json").read_text())["teacher"]["checkpoint"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    teacher_path = Path((metrics.get("teacher_run") or metrics["teacher"])["checkpoint"])  # val-only runs: teacher_run
     teacher = load_teacher(cfg, teacher_path).eval()
     ckpt = load_checkpoint(run_dir / "student.pt")
     student = network_from_signature(ckpt["signature"])
     restore_checkpoint(ckpt, run_dir / "student.pt", model=student, signature=ckpt["signature"])
     return cfg, teacher, student.eval()
+
+
+def trained_extras(run_dir: Path) -> dict:
+    """The distiller's extra modules' weights from RUN/checkpoints/latest.pt ({} if there is none)."""
+    from lix_train.engine.checkpoint import load_checkpoint
+
+    latest = run_dir / "checkpoints" / "latest.pt"
+    return dict(load_checkpoint(latest).get("extra") or {}) if latest.is_file() else {}
 
 
 def frames_batch(cfg, split: str, count: int):
@@ -102,12 +111,14 @@ def pixel_groups(student_logits, teacher_logits, target, ignore_index: int) -> d
 def logit_report(cfg, student_logits, teacher_logits, target) -> dict:
     """Per group: pixel share, mean TCKD / NCKD, share of the DKD total, confidence-rule weights."""
     from lix_train.losses.dkd import decoupled_parts
-    from lix_train.losses.dwld import confidence_weights
+    from lix_train.losses.common import valid_mask
+    from lix_train.losses.dwld import confidence_weights, teacher_gate
 
     d = cfg.distill
     groups = pixel_groups(student_logits, teacher_logits, target, d.ignore_index)
     tckd, nckd, valid, conf = decoupled_parts(student_logits, teacher_logits, target, d.temperature, d.ignore_index)
-    w_tc, w_nc = confidence_weights(conf, valid, d.alpha, d.beta, d.dwld.weight_range)
+    gate = teacher_gate(conf, valid_mask(target, d.ignore_index)[1], d.dwld.gate)  # the run's own gate
+    w_tc, w_nc = confidence_weights(conf, valid, d.alpha, d.beta, d.dwld.weight_range, gate, d.dwld.renormalise)
     dkd = d.alpha * tckd + d.beta * nckd
     total = float(dkd[valid].sum())
     n_valid = int(valid.sum())
@@ -144,6 +155,46 @@ def feature_report(cfg, student_feats, teacher_feats, scales: list[float]) -> li
     return rows
 
 
+def gradient_report(cfg, teacher, student, batch, num_classes: int, extras: dict) -> dict:
+    """Where each distillation term's gradient goes: its norm over the student's parameters, and its
+    cosine with the label loss's gradient (negative = it pulls against CE), at full strength (ramp 1).
+
+    The student is the finished one and the frames are held-out ones, so this is the state at the
+    end of training. `extras` are the distiller's trained parts ({} when the run kept none).
+    """
+    import torch
+
+    from lix_train.distillers import build_distiller
+
+    distiller = build_distiller(cfg.distill, student, teacher, num_classes=num_classes,
+                                x_channels=cfg.data.x_channels)
+    for name, state in extras.items():  # the trained DWC / projectors / heads, from the run's last checkpoint
+        getattr(distiller, name).load_state_dict(state)
+    distiller.train()  # BatchNorm in batch mode as in training; its running statistics are restored below
+    saved = {k: v.clone() for k, v in student.state_dict().items()}
+    params = [p for p in student.parameters() if p.requires_grad]
+    try:
+        with torch.enable_grad():
+            _, losses = distiller.forward_train(batch["image"], batch["x"], batch["label"], progress=1.0)
+            grads = {}
+            for name, loss in losses.items():
+                if loss.requires_grad:
+                    g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+                    grads[name] = torch.cat([(x if x is not None else torch.zeros_like(p)).flatten()
+                                             for x, p in zip(g, params)])
+    finally:
+        student.load_state_dict(saved)
+        student.eval()
+    ce = grads.get("loss_h")
+    out = {}
+    for name, g in grads.items():
+        out[name] = {"value": float(losses[name].detach()), "grad_norm": float(g.norm()),
+                     "ratio_to_ce": float(g.norm() / ce.norm()) if ce is not None and ce.norm() > 0 else None,
+                     "cosine_with_ce": float(torch.nn.functional.cosine_similarity(g, ce, dim=0)) if ce is not None
+                     else None}
+    return out
+
+
 def format_report(report: dict) -> str:
     lines = [f"{report['run_dir']}: {report['frames']} {report['split']} frames, method {report['method']}", "",
              "pixels by who is right  share   TCKD    NCKD   DKD share  w_tc(conf)  w_nc(conf)"]
@@ -159,6 +210,12 @@ def format_report(report: dict) -> str:
                         f"{b['cka_recalibrated']:.3f}" for b in row["bandwidths"])
         lines.append(f"{row['stage']:>10}  {row['tokens']:>6}  {row['student_channels']:>3}  "
                      f"{row['teacher_channels']:>3}  {row['cka_raw']:9.3f}  | {per}")
+    if report.get("gradients"):
+        lines += ["", "gradient over the student's weights   value   |grad|   / CE's   cosine with CE"]
+        for name, g in report["gradients"].items():
+            ratio = "      -" if g["ratio_to_ce"] is None else f"{g['ratio_to_ce']:7.2f}"
+            cosine = "      -" if g["cosine_with_ce"] is None else f"{g['cosine_with_ce']:+7.3f}"
+            lines.append(f"{name:<36} {g['value']:7.3f}  {g['grad_norm']:7.4f}  {ratio}  {cosine}")
     return "\n".join(lines) + "\n"
 
 
@@ -178,7 +235,9 @@ def run(args: argparse.Namespace) -> int:
     report = {"run_dir": str(args.run_dir), "split": args.split, "frames": int(batch["image"].shape[0]),
               "method": cfg.distill.method,
               "logits": logit_report(cfg, s_logits, t_logits, batch["label"]),
-              "features": feature_report(cfg, s_feats, t_feats, scales)}
+              "features": feature_report(cfg, s_feats, t_feats, scales),
+              "gradients": gradient_report(cfg, teacher, student, batch, int(s_logits.shape[1]),
+                                           trained_extras(args.run_dir))}
     write_json(args.run_dir / OUT_FILE, report)
     print(format_report(report), end="")
     print(f"written: {args.run_dir / OUT_FILE}", flush=True)

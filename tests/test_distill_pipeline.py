@@ -272,6 +272,11 @@ def test_diagnose_reads_a_finished_run(setup, first_run, capsys):
         wide, sharp = (b["effective_channels"] for b in row["bandwidths"])
         assert 1.0 <= sharp <= wide + 1e-4 <= row["student_channels"] + 1e-4  # a sharper kernel averages fewer
         assert 0.0 <= row["cka_raw"] <= 1.0 + 1e-6
+    # where the gradient goes: CE against itself is the reference, every term has a norm and a cosine
+    grads = report["gradients"]
+    assert grads["loss_h"]["ratio_to_ce"] == pytest.approx(1.0) and grads["loss_h"]["cosine_with_ce"] == pytest.approx(1.0)
+    assert all(g["grad_norm"] >= 0 and -1 - 1e-6 <= g["cosine_with_ce"] <= 1 + 1e-6 for g in grads.values())
+    assert "cosine with CE" in said
 
 
 @pytest.mark.parametrize("extra, message", [

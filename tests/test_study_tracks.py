@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_fixtures import tiny_config, write_config, write_tiny_synthetic  # noqa: E402
 from engine_fakes import NUM_CLASSES, FakeDistiller, SyntheticSegmentation  # noqa: E402
+from test_trainer import SIG, _cfg as trainer_cfg  # noqa: E402
 from lix_train import compare  # noqa: E402
 from lix_train.cli import UserError  # noqa: E402
 from lix_train.config import from_dict  # noqa: E402
@@ -219,13 +220,10 @@ def test_warm_start_runs_wait_for_the_baseline_runs(tmp_path, monkeypatch, jobs)
 
 # --- init_from in the trainer and in distill -----------------------------------------------------
 
-SIG = model_signature("tiny", {"width": 8}, NUM_CLASSES)
-
-
 def _cfg(**overrides) -> TrainConfig:
-    base = dict(iters=4, batch_size=4, lr=0.02, warmup_iters=1, ckpt_every=0, log_every=1, eval_every=0,
-                num_workers=0, tensorboard=False, progress=False, device="cpu")
-    return TrainConfig(**{**base, **overrides})
+    """test_trainer's tiny schedule, shorter and without checkpoints or validation."""
+    return trainer_cfg(**{"iters": 4, "warmup_iters": 1, "ckpt_every": 0, "log_every": 1, "eval_every": 0,
+                          **overrides})
 
 
 def test_init_from_starts_from_those_weights_with_a_fresh_optimiser(tmp_path):
