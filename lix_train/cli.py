@@ -30,11 +30,60 @@ class UserError(Exception):
     """A problem with what the user asked for; the message says what and how to fix it."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in --help once: none appended for options whose help already says it or that default to unset."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage dump) and exit status 2."""
+    """argparse with a one-line error (no usage dump) and exit status 2.
+
+    Abbreviations are off: `--student.train.iter` must not silently mean `...iters`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        if kwargs.get("formatter_class") is argparse.ArgumentDefaultsHelpFormatter:
+            kwargs["formatter_class"] = HelpFormatter  # the config options' help already names their default
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class ExperimentParser(OneLineParser):
+    """`--help` shows the defaults of the preset asked for (`--preset NAME --help`), not the built-in ones."""
+
+    def parse_args(self, args=None, namespace=None):
+        argv = sys.argv[1:] if args is None else list(args)
+        if "-h" in argv or "--help" in argv:
+            self._show_preset_defaults(argv)
+        return super().parse_args(argv, namespace)
+
+    def _show_preset_defaults(self, argv: list[str]) -> None:
+        from lix_train.config import show_defaults
+
+        preset = self.get_default("preset") or DEFAULT_PRESET
+        for i, arg in enumerate(argv):
+            if arg == "--preset" and i + 1 < len(argv):
+                preset = argv[i + 1]
+            elif arg.startswith("--preset="):
+                preset = arg.split("=", 1)[1]
+        try:
+            show_defaults(self, resolve(ExperimentConfig, PRESETS_DIR, preset, None, {}))
+        except ConfigError:  # an unknown preset: the run itself reports it; help keeps the default preset's
+            return
+        self.epilog = self.defaults_note(preset)
+
+    def defaults_note(self, preset: str) -> str:
+        stored = ""
+        if self.get_default("preset") is None:  # evaluate: the checkpoint's config unless --preset is given
+            stored = "; without --preset the checkpoint's stored config applies"
+        return f"Option defaults shown are those of preset {preset!r} (choose another with --preset NAME){stored}."
 
 
 def available_presets() -> list[str]:
@@ -50,8 +99,7 @@ def experiment_parser(prog: str, description: str, *, run_dir_help: str, resume:
     """
     usage = (f"%(prog)s [-h] [--preset NAME] [--config FILE] [--run-dir DIR]{' [--resume [PATH]]' if resume else ''} "
              f"[--print-config] {usage_extra + ' ' if usage_extra else ''}[--SECTION.KEY VALUE ...]")
-    parser = OneLineParser(prog=prog, description=description, usage=usage,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ExperimentParser(prog=prog, description=description, usage=usage, formatter_class=HelpFormatter)
     fallback = "" if default_preset else f"; none = the config stored in the checkpoint, else {DEFAULT_PRESET}"
     parser.add_argument("--preset", default=default_preset, metavar="NAME",
                         help=f"Named config to start from: {', '.join(available_presets())} "
@@ -66,7 +114,9 @@ def experiment_parser(prog: str, description: str, *, run_dir_help: str, resume:
                                  "with a changed config (e.g. more iterations).")
     parser.add_argument("--print-config", action="store_true",
                         help="Print the resolved config as YAML and exit.")
-    add_config_arguments(parser, ExperimentConfig)
+    add_config_arguments(parser, ExperimentConfig,
+                         resolve(ExperimentConfig, PRESETS_DIR, default_preset or DEFAULT_PRESET, None, {}))
+    parser.epilog = parser.defaults_note(default_preset or DEFAULT_PRESET)
     return parser
 
 
@@ -109,16 +159,22 @@ def one_line(err: BaseException) -> str:
 def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,
             body: Callable[[argparse.Namespace], int]) -> int:
     """Parse, run `body`, and turn user errors into one line on stderr + exit status 2."""
+    from lix_train.data.errors import worker_error_message
+
     args = parser.parse_args(argv)
     errors = user_errors()
     try:
         return body(args)
-    except errors as err:
+    except Exception as err:  # noqa: BLE001 - only user errors are reported here; the rest re-raise
+        # A user error raised in a DataLoader worker arrives re-wrapped, its message the worker's traceback.
+        message = worker_error_message(err, [t.__name__ for t in errors])
+        if message is None and not isinstance(err, errors):
+            raise
         from lix_train.engine.distributed import get_info
 
         info = get_info()
         where = f" [rank {info.rank}]" if info.world_size > 1 else ""
-        print(f"{parser.prog}: error{where}: {one_line(err)}", file=sys.stderr, flush=True)
+        print(f"{parser.prog}: error{where}: {message or one_line(err)}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     finally:
         from lix_train.engine.distributed import cleanup
@@ -176,12 +232,27 @@ def _lookup(tree: Any, dotted: str) -> Any:
     return tree
 
 
+RESULT_FILES = ("student.pt", "teacher.pt", "metrics.json")
+
+
+def holds_results(run_dir: Path) -> bool:
+    """Whether `run_dir` holds anything trained: a checkpoint or a finished run's weights / metrics."""
+    from lix_train.engine.trainer import CHECKPOINT_DIR
+
+    if any((run_dir / name).is_file() for name in RESULT_FILES):
+        return True
+    checkpoints = run_dir / CHECKPOINT_DIR
+    return checkpoints.is_dir() and any(checkpoints.glob("*.pt"))
+
+
 def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: Any, is_main: bool) -> Path | None:
     """Check `run_dir` against the request and write its config.yaml; returns the explicit resume checkpoint.
 
     A folder that already holds a run with a *different* config is refused unless --resume is
     given (so a typo never overwrites a finished run); the same config simply continues (a
-    finished run is re-evaluated). `--resume` without a checkpoint to resume is an error.
+    finished run is re-evaluated). A folder with a config.yaml but nothing trained (a run that
+    failed before its first checkpoint) takes the new config: there is nothing to protect.
+    `--resume` without a checkpoint to resume is an error.
     """
     from lix_train.engine.trainer import CHECKPOINT_DIR
 
@@ -194,7 +265,7 @@ def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: Any, is_main: 
     elif resume is True and not latest.is_file():
         raise UserError(f"--resume: no checkpoint to continue in {run_dir} (expected {latest})")
     stored = run_dir / CONFIG_FILE
-    if stored.is_file() and not resume:
+    if stored.is_file() and not resume and holds_results(run_dir):
         differs = _config_differences(stored, cfg)
         if differs:
             shown = ", ".join(differs[:4]) + (" ..." if len(differs) > 4 else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -134,10 +135,23 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
                 check_choice(prefix + key, kwargs[key], choices)
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
+    except ConfigError as err:
+        raise ConfigError(qualify(str(err), prefix)) from None
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from None
+
+
+def qualify(message: str, prefix: str) -> str:
+    """A section's own message with its local names made full: `train.iters` -> `student.train.iters`.
+
+    Sections validate themselves under their short name (TrainConfig says "train.warmup_iters"),
+    but the same section sits under teacher and student: the message must say which one.
+    """
+    full = prefix.rstrip(".")
+    local = full.rsplit(".", 1)[-1]
+    if not full or full == local:
+        return message
+    return re.sub(rf"(?<![\w.]){re.escape(local)}\.", full + ".", message)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -210,27 +224,38 @@ def _metavar(tp: Any) -> str:
     return {bool: "BOOL", int: "INT", float: "FLOAT"}.get(tp, "VALUE")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one `--dotted.name VALUE` option per leaf field, grouped by section, help from the field."""
-    defaults = cls()
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: Any = None) -> None:
+    """Add one `--dotted.name VALUE` option per leaf field, grouped by section, help from the field.
+
+    The help shows each option's value in `defaults` (a resolved config: the preset's; default
+    cls()); show_defaults() re-labels them for another preset.
+    """
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, tp, f in _flatten_fields(cls):
         section_name = name.rsplit(".", 1)[0] if "." in name else ""
         if section_name not in groups:
             title = f"{section_name} options" if section_name else "options"
             groups[section_name] = parser.add_argument_group(title)
-        value: Any = defaults
-        for part in name.split("."):
-            value = getattr(value, part)
-        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
         text = f.metadata.get("help", "")
         choices = f.metadata.get("choices")
         if choices:
             text += f" One of: {', '.join(map(str, choices))}."
-        groups[section_name].add_argument(
-            f"--{name}", dest=f"cfg:{name}", default=None, metavar=_metavar(tp),
-            help=f"{text} (default: {shown})".replace("%", "%%"),
-        )
+        action = groups[section_name].add_argument(f"--{name}", dest=f"cfg:{name}", default=None,
+                                                   metavar=_metavar(tp))
+        action.config_help = text  # the field's own text; show_defaults appends the default
+    show_defaults(parser, cls() if defaults is None else defaults)
+
+
+def show_defaults(parser: argparse.ArgumentParser, cfg: Any) -> None:
+    """Set each config option's help to its text plus its value in `cfg` (once: the parser's formatter adds none)."""
+    for action in parser._actions:
+        if not hasattr(action, "config_help"):
+            continue
+        value: Any = cfg
+        for part in action.dest[4:].split("."):
+            value = getattr(value, part)
+        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        action.help = f"{action.config_help} (default: {shown})".replace("%", "%%")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:

@@ -121,6 +121,8 @@ def run_lock_path(run_dir: Path) -> Path:
 def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> int:
     """Teacher (reused or trained), distillation, test scores and outputs, in `run_dir` (held by this process)."""
     from lix_train.data.build import build_datasets
+    from lix_train.data.precheck import check_splits
+    from lix_train.data.skipping import skip_record
     from lix_train.distillers import build_distiller
     from lix_train.engine.checkpoint import atomic_torch_save, build_checkpoint
     from lix_train.engine.trainer import Trainer
@@ -129,6 +131,7 @@ def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> 
 
     resume = prepare_run_dir(run_dir, cfg, args.resume, info.is_main)
     times: dict[str, float | None] = {}
+    check_splits(cfg.data, read_splits(cfg), root)  # a bad test frame must stop the run before training
 
     # 1. the teacher
     t0 = time.perf_counter()
@@ -174,10 +177,16 @@ def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> 
     times["test evaluation" if cfg.eval.score_test else "val evaluation"] = time.perf_counter() - t0
     times["total"] = time.perf_counter() - started
 
+    skipped = skip_record({"train": data["train"], "val": data["val"]}, {scored_split(cfg): test_split["skipped"]})
     if info.is_main:
         write_outputs(cfg, run_dir, args, results, examples, times, summary, teacher_path, teacher_trained,
-                      teacher_record, teacher_dir, class_set, test_split)
+                      teacher_record, teacher_dir, class_set, test_split, skipped)
     return 0
+
+
+def read_splits(cfg) -> tuple[str, ...]:
+    """The splits a run reads: train and val, and test unless eval.score_test is false."""
+    return ("train", "val", "test") if cfg.eval.score_test else ("train", "val")
 
 
 def evaluate_pair(cfg, teacher, student, val, root, device, is_main: bool):
@@ -214,10 +223,10 @@ def evaluate_pair(cfg, teacher, student, val, root, device, is_main: bool):
 
 
 def split_summary(dataset) -> dict:
-    """Frame count and drives of a split, recorded next to the scores it produced."""
+    """Frame count and drives of a split, and the frames it skipped, recorded next to the scores it produced."""
     names = list(getattr(dataset.source, "names", []))
     scenes = sorted({n.split("/")[0] for n in names if "/" in n})
-    return {"frames": len(dataset), "scenes": scenes}
+    return {"frames": len(dataset), "scenes": scenes, "skipped": dict(getattr(dataset, "skipped_frames", {}))}
 
 
 def student_train_time(run_dir: Path, summary) -> float | None:
@@ -233,9 +242,16 @@ def student_train_time(run_dir: Path, summary) -> float | None:
         return None
 
 
+def scored_split(cfg) -> str:
+    """The split the final scores come from."""
+    return "test" if cfg.eval.score_test else "val"
+
+
 def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, teacher_path, teacher_trained,
-                  teacher_record, teacher_dir, class_set, test_split: dict) -> None:
-    from lix_train.report import METRICS_FILE, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text
+                  teacher_record, teacher_dir, class_set, test_split: dict, skipped: dict | None = None) -> None:
+    from lix_train.report import (
+        METRICS_FILE, METRICS_UNITS, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text,
+    )
 
     split = "test" if cfg.eval.score_test else "val"
     teacher_run = {"checkpoint": str(teacher_path), "trained_in_this_run": teacher_trained,
@@ -244,6 +260,7 @@ def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, t
                    "train_wall_time_s": student_train_time(run_dir, summary),
                    "init_from": None if cfg.student.train.init_from is None else str(cfg.student.train.init_from)}
     metrics = {
+        "units": METRICS_UNITS,
         "split": split,  # what "teacher" / "student" were scored on; val only: "teacher_val" / "student_val" alone
         f"{split}_frames": test_split["frames"],
         f"{split}_scenes": test_split["scenes"],
@@ -265,6 +282,8 @@ def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, t
         "teacher_run": teacher_run,
         "student_run": student_run,
         "wall_time_s": times,
+        # data.on_error skip: per split, the frames left out or replaced (name -> error), in this process
+        "skipped_frames": skipped or {},
         "config": CONFIG_FILE,
         "commit": git_commit(),  # the code this run trained and scored with
     })

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 PLOTS_DIR = "plots"
+VAL_SUFFIX = "_val"  # results scored on the val split (student_val): never drawn as the test split's
+UNITS_NOTE = "IoU and pixel accuracy in percent (metrics.json holds the same scores as fractions in [0, 1])"
+METRICS_UNITS = "IoU, mIoU and pixel accuracy as fractions in [0, 1] (summary.txt: percent); times in seconds"
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "summary.txt"
 
@@ -65,6 +68,10 @@ def format_table(results: Mapping[str, Mapping[str, Any]], wall_times: Mapping[s
     col = max(9, *(len(m) + 2 for m in models))
     header = f"{'class':<{first}}" + "".join(f"{m + ' IoU':>{col + 4}}" for m in models)
     lines = [title] if title else []
+    lines.append(UNITS_NOTE)
+    val = [m for m in models if m.endswith(VAL_SUFFIX)]
+    if val and len(val) < len(models):  # e.g. student_val beside a test split's teacher / student
+        lines.append(f"{', '.join(val)}: scored on the val split, not the split named above")
     lines += [header, "-" * len(header)]
     for name in names:
         lines.append(f"{name:<{first}}" + "".join(f"{_pct(results[m]['per_class_iou'][name]):>{col + 4}}"
@@ -96,7 +103,8 @@ def draw_plots(run_dir: Path, results: Mapping[str, Mapping[str, Any]], *, examp
             eval_csv = folder / "eval.csv"
             written.append(plot_loss_curves(train_csv, out / f"{name}.png", eval_csv if eval_csv.is_file() else None,
                                             smooth=0.6, title=name.replace("_", " ")))
-    written.append(plot_per_class_iou({m: r["per_class_iou"] for m, r in results.items()},
+    scored = {m: r for m, r in results.items() if split == "val" or not m.endswith(VAL_SUFFIX)} or results
+    written.append(plot_per_class_iou({m: r["per_class_iou"] for m, r in scored.items()},
                                       out / "per_class_iou.png", title=f"{split} IoU per class"))
     if examples is not None and class_set is not None and len(examples[0]):
         rgbs, labels, predictions = examples

@@ -84,7 +84,7 @@ def ensure_teacher(cfg: ExperimentConfig, run_dir: Path, *, root: Path, resume: 
     info = get_info()
     run_dir = Path(run_dir)
     final = run_dir / TEACHER_FILE
-    with exclusive(run_dir / LOCK_FILE, enabled=info.is_main):
+    with exclusive(run_dir / LOCK_FILE, enabled=info.is_main, prune_parent=True):
         complete = shared(final.is_file())
         if complete and not resume:
             log.info("reusing the teacher in %s", run_dir)

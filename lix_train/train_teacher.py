@@ -46,8 +46,11 @@ def run(args: argparse.Namespace) -> int:
 
     from lix_train.cli import shared
     from lix_train.data.build import build_datasets, resolve_root
+    from lix_train.data.precheck import check_splits
     from lix_train.distill import load_teacher
-    from lix_train.report import METRICS_FILE, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text
+    from lix_train.report import (
+        METRICS_FILE, METRICS_UNITS, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text,
+    )
     from lix_train.scoring import score_network
     from lix_train.teachers import ensure_teacher, teacher_run_dir
 
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         resume = Path(args.resume) if isinstance(args.resume, str) else args.resume
         if isinstance(resume, Path) and not resume.is_file():
             raise UserError(f"--resume {resume}: checkpoint file not found")
+    check_splits(cfg.data, ("train", "val", "test"), root)  # a bad test frame must stop it before training
     result = ensure_teacher(cfg, run_dir, root=root, resume=resume)
     teacher = load_teacher(cfg, result.checkpoint)
     trained_s = time.perf_counter() - started
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         times = {"teacher training" if result.trained else "teacher (reused)": trained_s,
                  "test evaluation": time.perf_counter() - t0, "total": time.perf_counter() - started}
         write_json(run_dir / METRICS_FILE, {
-            "split": "test", "dataset": cfg.data.dataset, "modality": cfg.data.modality,
+            "units": METRICS_UNITS, "split": "test", "dataset": cfg.data.dataset, "modality": cfg.data.modality,
             "resolution": list(cfg.data.transforms.size), "eval_mode": cfg.eval.mode,
             "teacher": {**metrics, "checkpoint": str(result.checkpoint), "trained_in_this_run": result.trained,
                         "train_wall_time_s": result.train_wall_time_s},

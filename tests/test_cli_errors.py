@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_fixtures import tiny_config, write_config, write_tiny_synthetic  # noqa: E402
@@ -146,6 +148,7 @@ def test_existing_run_with_another_config_needs_resume(tiny, tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("student: {train: {iters: 999}}\n")
+    (run_dir / "student.pt").write_bytes(b"")  # a finished run (a folder with nothing trained is reused)
     assert distill.main(["--config", str(config), "--run-dir", str(run_dir)]) == 2
     assert "already holds a run with a different config" in _error_line(capsys)
     assert distill.main(["--config", str(config), "--run-dir", str(run_dir), "--resume"]) == 2
@@ -182,3 +185,62 @@ def test_non_finite_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tiny, 
 def test_resume_without_a_run(capsys):
     assert distill.main(["--resume"]) == 2
     assert "--resume without a PATH continues the run in --run-dir" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("tool", ["distill", "compare"])
+def test_abbreviated_option_is_refused_not_prefix_matched(tool, capsys):
+    """`--student.train.iter 50` must not silently set `iters` (argparse's allow_abbrev)."""
+    from lix_train import compare
+
+    main = {"distill": distill.main, "compare": compare.main}[tool]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--student.train.iter", "50", "--print-config" if tool == "distill" else "--dry-run"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--student.train.iter" in err
+
+
+def test_a_failed_run_without_checkpoint_accepts_the_corrected_config(tmp_path):
+    """A run that failed before training leaves config.yaml only: the corrected rerun must not need --resume."""
+    from lix_train.cli import UserError, prepare_run_dir
+    from lix_train.experiment import DEFAULT_PRESET, PRESETS_DIR, ExperimentConfig
+    from lix_train.config import resolve
+
+    cfg = resolve(ExperimentConfig, PRESETS_DIR, DEFAULT_PRESET, None, {})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("student: {train: {iters: 999}}\n")
+    assert prepare_run_dir(run_dir, cfg, None, True) is None
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert written["student"]["train"]["iters"] == cfg.student.train.iters  # the new config replaced the old
+    (run_dir / "config.yaml").write_text("student: {train: {iters: 999}}\n")
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "latest.pt").write_bytes(b"")
+    with pytest.raises(UserError, match="different config"):
+        prepare_run_dir(run_dir, cfg, None, True)
+
+
+def test_a_tool_started_without_make_setup_says_what_to_run(tmp_path):
+    """`python -m lix_train.<tool>` on a Python without torch: one line naming `make setup`, exit 2."""
+    hide_torch = ("import importlib.util as u, sys; real = u.find_spec; "
+                  "u.find_spec = lambda name, *a: None if name == 'torch' else real(name, *a); "
+                  "sys.argv = ['-m']; import lix_train")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", hide_torch], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "lacks torch" in result.stderr and "make setup" in result.stderr
+    as_library = subprocess.run([sys.executable, "-c", hide_torch.replace("sys.argv = ['-m']; ", "")], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=60)
+    assert as_library.returncode == 0, as_library.stderr  # lix_deploy's torch-free runtime imports lix_train
+
+
+def test_help_shows_the_presets_defaults_once(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        distill.main(["--preset", "vkitti2", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    iters = text.split("--teacher.train.iters INT", 1)[1].split("--teacher.train.batch_size", 1)[0]
+    assert iters.count("(default:") == 1 and "(default: 40000)" in iters  # the preset's, not the built-in 20000
+    assert re.search(r"\(default: [^)]*\) \(default:", text) is None  # argparse's own copy is not added
+    assert "defaults shown are those of preset 'vkitti2'" in text

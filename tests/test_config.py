@@ -103,3 +103,15 @@ def test_help_lists_every_option_with_default():
         assert flag in text
     assert "Peak learning rate. (default: 0.01)" in text
     assert "One of: sgd, adamw" in text
+
+
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_nested_section_errors_name_the_full_dotted_path(role):
+    """TrainConfig checks itself as `train.*`; under teacher / student the message must say which."""
+    from lix_train.config import ConfigError, from_dict
+    from lix_train.experiment import ExperimentConfig
+
+    with pytest.raises(ConfigError, match=rf"^{role}\.train\.warmup_iters=30 must lie in \[0, 5\]$"):
+        from_dict(ExperimentConfig, {role: {"train": {"iters": 5, "warmup_iters": 30}}})
+    with pytest.raises(ConfigError, match=rf"{role}\.train\.eval\.stride=.* must not exceed {role}\.train\.eval\.crop"):
+        from_dict(ExperimentConfig, {role: {"train": {"eval": {"stride": [512, 512]}}}})

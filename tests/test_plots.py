@@ -63,3 +63,13 @@ def test_ema_identities():
     assert np.array_equal(ema(values, 0.0), values)
     assert np.allclose(ema(np.full(5, 2.0), 0.9), 2.0)
     assert ema(values, 0.5)[1] == pytest.approx(2.0)
+
+
+def test_summary_table_labels_units_and_val_columns():
+    from lix_train.report import format_table
+
+    scores = {"per_class_iou": {"Road": 0.5}, "miou": 0.5, "pixel_acc": 0.75}
+    table = format_table({"teacher": scores, "student": scores, "student_val": scores}, title="test split")
+    assert "in percent (metrics.json holds the same scores as fractions in [0, 1])" in table
+    assert "student_val: scored on the val split" in table
+    assert "val split" not in format_table({"teacher_val": scores, "student_val": scores})

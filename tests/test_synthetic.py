@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -305,11 +306,27 @@ def test_screen_rects_cover_projected_corners():
 
 def test_cli_renders_a_tiny_dataset(tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main(["--out", str(out), "--scenes", "1", "--frames", "1", "--height", "32", "--width", "96",
+    code = main(["--out", str(out), "--scenes", "3", "--frames", "1", "--height", "32", "--width", "96",
                  "--seed", "1", "--variations", "clone", "rain", "--workers", "1", "--no-progress"])
     assert code == 0
     assert _frame(out, "Scene01", "rain", "rgb", 0).is_file()
     assert str(out) in capsys.readouterr().out
+
+
+def test_cli_output_is_a_data_root_with_a_drive_split(tmp_path):
+    """The README's generator command must give a folder `--data.root DIR` can train on (splits.json)."""
+    from lix_train.config import from_dict
+    from lix_train.data.build import DataConfig, build_datasets
+
+    out = tmp_path / "gen"
+    assert main(["--out", str(out), "--scenes", "4", "--frames", "2", "--height", "32", "--width", "96",
+                 "--workers", "1", "--no-progress"]) == 0
+    splits = json.loads((out / "splits.json").read_text())
+    assert sorted(sum(splits.values(), [])) == ["Scene01", "Scene02", "Scene03", "Scene04"]
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [2, 1, 1]
+    cfg = from_dict(DataConfig, {"root": str(out), "transforms": {"size": [32, 96], "crop_size": [32, 96]}})
+    sizes = {split: len(ds) for split, ds in build_datasets(cfg, None).items()}
+    assert sizes == {"train": 4, "val": 2, "test": 2}
 
 
 @pytest.mark.parametrize(
@@ -322,6 +339,8 @@ def test_cli_renders_a_tiny_dataset(tmp_path, capsys):
         (["--ambiguity", "1.5"], "ambiguity"),
         (["--variations", "snow"], "snow"),
         (["--workers", "0"], "workers"),
+        (["--scenes", "2"], "--scenes 2 cannot give train, val (1) and test (1)"),
+        (["--scenes", "4", "--test-scenes", "3"], "test (3)"),
     ],
 )
 def test_cli_rejects_bad_parameters(tmp_path, capsys, args, message):

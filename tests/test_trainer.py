@@ -155,3 +155,13 @@ def test_train_config_validation_names_the_parameter(data, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         from_dict(TrainConfig, data)
     assert from_dict(TrainConfig, {"iters": 10, "warmup_iters": 5, "eval": {"mode": "slide"}}).eval.mode == "slide"
+
+
+def test_loader_workers_are_sized_to_the_machine(monkeypatch):
+    """A preset's 8 workers on a 2-core machine become 1 (one core computes), never more than asked."""
+    from lix_train.engine import device
+
+    monkeypatch.setattr(device, "available_cpus", lambda: 2)
+    assert [device.loader_workers(n) for n in (0, 1, 8)] == [0, 1, 1]
+    monkeypatch.setattr(device, "available_cpus", lambda: 16)
+    assert device.loader_workers(8) == 8 and device.loader_workers(8, processes=4) == 3

@@ -201,6 +201,8 @@ class FrameSubset:
     def __getattr__(self, name: str):
         if name == "frame_files" and "source" in self.__dict__ and hasattr(self.source, name):
             return lambda index: self.source.frame_files(self.indices[index])
+        if name == "skipped_frames" and "source" in self.__dict__ and hasattr(self.source, name):
+            return self.source.skipped_frames
         raise AttributeError(name)
 
 
@@ -416,9 +418,14 @@ def build_datasets(cfg: DataConfig, modality: str | None, splits: Sequence[str] 
             raise ConfigError(missing_x_message(cfg))
         if len(source) == 0:
             raise ConfigError(f"data: the {split} split of {cfg.dataset!r} has no frames")
+        dropped: dict[str, str] = {}
+        if cfg.on_error == "skip":  # drop (not replace) what a header check finds bad, and record it
+            from lix_train.data.precheck import drop_unreadable
+
+            source, dropped = drop_unreadable(source, split)
         transforms = build_train_transforms(cfg.transforms) if split == "train" else build_eval_transforms(cfg.transforms)
         dataset = SegmentationDataset(source, modality, transforms, on_error=cfg.on_error, max_depth=cfg.max_depth,
-                                      x_cache=x_cache_of(cfg) if modality is not None else None)
+                                      x_cache=x_cache_of(cfg) if modality is not None else None, dropped=dropped)
         if cfg.frame_cache:
             from lix_train.data.frame_cache import cache_dataset_frames
 

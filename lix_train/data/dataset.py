@@ -7,6 +7,13 @@ together (see transforms.py).
 
 Items are dicts {"image" [3,H,W] float32, "x" [C,H,W] float32 (absent for student-only runs),
 "label" [H,W] int64, "name" str}; torch's default collate batches them (names become a list).
+
+Augmentation seeding: in training, each sample's random transforms are seeded by (run seed,
+rank, epoch, position in the epoch), which the trainer's sampler attaches to the index
+(engine.distributed.SeededIndex). The stream is therefore the same at any num_workers and a
+resumed run replays it exactly. (Before, the seed came from torch's generator of whichever
+process loaded the sample, so it changed with num_workers and was lost on resume; runs made
+before this change are not reproduced bit for bit.)
 """
 
 from __future__ import annotations
@@ -59,10 +66,14 @@ class SegmentationDataset(Dataset):
     x_cache:      an XCache: each frame's X is read from disk after its first encoding (exact).
     frame_cache:  a FrameCache of this dataset's frames before transforms (frame_cache.py; exact):
                   frames are read from it instead of the source; a damaged entry is read uncached.
+    dropped:      frames left out of `source` as unreadable before it got here (name -> error),
+                  reported with the ones skipped while reading in `skipped_frames`.
 
-    Augmentation draws from a numpy Generator seeded from torch's generator, so
-    `torch.manual_seed` makes a run reproducible and DataLoader workers (which torch seeds
-    differently per worker and per epoch) never repeat each other's augmentation.
+    Augmentation draws from a numpy Generator. An index carrying `augment_seed` (the trainer's
+    sampler gives engine.distributed.SeededIndex: run seed, rank, epoch, position in the epoch)
+    seeds it, so a sample's augmentation depends only on where it sits in the run: the same at
+    any num_workers, and replayed exactly by a resumed run. A plain index seeds it from torch's
+    generator (`torch.manual_seed` makes that reproducible in one process).
     """
 
     def __init__(
@@ -77,6 +88,7 @@ class SegmentationDataset(Dataset):
         max_depth: float | None = None,
         x_cache: XCache | None = None,
         frame_cache: FrameCache | None = None,
+        dropped: dict[str, str] | None = None,
     ):
         if modality is not None and modality not in MODALITIES:
             raise ValueError(f"modality={modality!r} is not one of {', '.join(map(repr, MODALITIES))} or None")
@@ -97,11 +109,17 @@ class SegmentationDataset(Dataset):
         self.x_cache = x_cache
         self.frame_cache = frame_cache
         self._skipper = SampleSkipper(getattr(source, "names", None), log, max_attempts)
+        self.dropped = dict(dropped or {})
 
     @property
     def skipped(self) -> int:
         """Distinct samples skipped so far (on_error="skip"), in this process."""
         return self._skipper.skipped
+
+    @property
+    def skipped_frames(self) -> dict[str, str]:
+        """Frame (or file) -> error of every frame dropped or skipped so far (in this process)."""
+        return {**self.dropped, **getattr(self.source, "skipped_frames", {}), **self._skipper.problems}
 
     @property
     def class_set(self) -> ClassSet:
@@ -112,11 +130,13 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         n = len(self.source)
-        if self.on_error == "skip":
-            return self._skipper.load(self._load, index, n)
+        seed = getattr(index, "augment_seed", None)
+        index = int(index)
+        if self.on_error == "skip":  # a replacement sample keeps the bad one's seed: still deterministic
+            return self._skipper.load(lambda i: self._load(i, seed), index, n)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a dataset of {n} samples")
-        return self._load(index % n)
+        return self._load(index % n, seed)
 
     def frame(self, sample: Sample) -> Frame:
         """Sample -> Frame with X encoded at full resolution (DatasetError if X cannot be made)."""
@@ -146,11 +166,13 @@ class SegmentationDataset(Dataset):
         return Frame(image=sample.rgb, label=sample.label, x=x, modality=self.modality if x is not None else None,
                      name=sample.name)
 
-    def _load(self, i: int) -> dict:
+    def _load(self, i: int, seed: tuple[int, ...] | None = None) -> dict:
         frame = self.frame_cache.frame(i) if self.frame_cache is not None else None
         if frame is None:
             frame = self.frame(self.source[i])
         random = self.transforms is not None and getattr(self.transforms, "random", True)
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item())) if random else None
+        rng = None
+        if random:
+            rng = np.random.default_rng(list(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item()))
         out = frame if self.transforms is None else self.transforms(frame, rng)
         return ToTensor()(out) if isinstance(out, Frame) else out

@@ -172,7 +172,7 @@ def dataset_size_bytes(root: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="python -m lix_train.data.embedded",
         description="Generate the embedded default dataset into the cache if it is missing, then print where "
         "it is, how long generation took, its size, splits and class pixel shares.",

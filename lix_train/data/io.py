@@ -361,10 +361,12 @@ class BadInputPolicy:
             raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
         self.on_error = on_error
         self.skipped = 0
+        self.problems: list[str] = []  # each skipped frame's error, for the run's record (metrics.json)
         self._logger = logger
 
     def handle(self, error: DatasetError) -> None:
         if self.on_error == "raise":
             raise error
         self.skipped += 1
+        self.problems.append(str(error))
         self._logger.warning("skipping frame: %s", error)

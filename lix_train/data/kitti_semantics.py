@@ -173,6 +173,11 @@ class KITTISemanticsSource:
         """Frames dropped while indexing (on_error="skip")."""
         return self._policy.skipped
 
+    @property
+    def skipped_frames(self) -> dict[str, str]:
+        """What was dropped while indexing (on_error="skip"): file -> the error."""
+        return {problem.split(": ", 1)[0]: problem for problem in self._policy.problems}
+
     def __len__(self) -> int:
         return len(self._items)
 

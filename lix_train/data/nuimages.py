@@ -175,6 +175,11 @@ class NuImagesSource:
         """Images dropped while indexing (on_error="skip")."""
         return self._policy.skipped
 
+    @property
+    def skipped_frames(self) -> dict[str, str]:
+        """What was dropped while indexing (on_error="skip"): file -> the error."""
+        return {problem.split(": ", 1)[0]: problem for problem in self._policy.problems}
+
     def _index(self, cameras: Sequence[str] | None, depth_files: dict[str, Path] | None, depth_dir: Path | None):
         items, channels = [], set()
         for sample in self.nuim.sample:

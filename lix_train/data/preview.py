@@ -113,7 +113,7 @@ def write_preview(out_dir: str | Path, root: str | Path, index: int = 0, scale: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="python -m lix_train.data.preview",
         description="Write DIR/preview.png: one frame as RGB | depth | surface normals | labels with a class "
         "legend. Without --root it uses the embedded synthetic dataset, generating it on first use.",

@@ -3,8 +3,11 @@
 Sources (files found corrupt while reading) and SegmentationDataset (corrupt files, or X that
 cannot be encoded) both skip through SampleSkipper, so the rules are the same everywhere: a
 sample that raised DatasetError once is remembered and never re-read, it is logged once, and
-`skipped` counts distinct bad samples. With DataLoader workers each worker holds its own copy,
-so the counts are per process.
+`skipped` counts distinct bad samples (`problems` names them). With DataLoader workers each
+worker holds its own copy, so the counts are per process: that is why build_datasets drops the
+frames a header check finds bad before any worker starts (precheck.drop_unreadable), and the
+run records those (`skipped_frames`) in metrics.json; a frame bad only when decoded in a worker
+is named in that worker's log warning.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class SampleSkipper:
         self.logger = logger
         self.max_attempts = max_attempts
         self.bad: set[int] = set()
+        self.problems: dict[str, str] = {}  # sample name -> its error
 
     @property
     def skipped(self) -> int:
@@ -46,6 +50,7 @@ class SampleSkipper:
                 return load(i)
             except DatasetError as error:
                 self.bad.add(i)
+                self.problems[self._name(i)] = str(error)
                 last_error = error
                 self.logger.warning("skipping unreadable sample %s: %s", self._name(i), error)
         raise DatasetError(
@@ -57,3 +62,22 @@ class SampleSkipper:
         if self.names is not None and i < len(self.names):
             return str(self.names[i])
         return f"#{i}"
+
+
+def skip_record(datasets: dict, extra: dict[str, dict[str, str]] | None = None) -> dict:
+    """{split: {"count", "frames": {name: error}}} of the frames each split dropped or skipped, logged once.
+
+    `datasets` maps split -> a dataset with `skipped_frames`; `extra` gives splits' records directly
+    (a split in both is merged).
+    """
+    record: dict[str, dict[str, str]] = {}
+    for split, dataset in datasets.items():
+        record.setdefault(split, {}).update(getattr(dataset, "skipped_frames", {}))
+    for split, frames in (extra or {}).items():
+        record.setdefault(split, {}).update(frames)
+    total = sum(len(frames) for frames in record.values())
+    if total:
+        logging.getLogger(__name__).warning(
+            "skipped %d unreadable frame(s) (data.on_error skip): %s; named in metrics.json (skipped_frames)", total,
+            "; ".join(f"{split}: {', '.join(frames)}" for split, frames in record.items() if frames))
+    return {split: {"count": len(frames), "frames": frames} for split, frames in record.items()}

@@ -57,6 +57,11 @@ class SkippingSource:
     def skipped(self) -> int:
         return getattr(self.source, "skipped", 0) + self._skipper.skipped
 
+    @property
+    def skipped_frames(self) -> dict[str, str]:
+        """Frame (or file) -> error of everything skipped so far, in this process."""
+        return {**getattr(self.source, "skipped_frames", {}), **self._skipper.problems}
+
     def __len__(self) -> int:
         return len(self.source)
 
@@ -64,8 +69,8 @@ class SkippingSource:
         return self._skipper.load(self.source.__getitem__, index, len(self.source))
 
     def __getattr__(self, name: str):
-        if name == "frame_files" and "source" in self.__dict__ and hasattr(self.source, name):
-            return self.source.frame_files
+        if name in ("frame_files", "skipped_frames") and "source" in self.__dict__ and hasattr(self.source, name):
+            return getattr(self.source, name)
         raise AttributeError(name)
 
 

@@ -14,7 +14,9 @@ vKITTI2. Layout per scene and variation:
 Only vKITTI2's 15 categories are used. vKITTI2 has no sidewalk category, so sidewalks are
 labelled **Road** (their curb is geometry only). `synthetic.json` in the output root records the
 generator version, the config, the class pixel counts and that note. `--stereo` adds Camera_1,
-0.532 m to the right as in vKITTI2. The same config and seed give byte-identical files.
+0.532 m to the right as in vKITTI2. The same config and seed give byte-identical files. The CLI
+also writes `splits.json` (whole drives per train / val / test split, by a seeded shuffle, about
+15% of the drives each to val and test, at least one), so its output works as `--data.root`.
 
     python -m lix_train.data.synthetic --out data/synth --scenes 4 --frames 20 --height 192 --width 640 --seed 0
 """
@@ -305,8 +307,22 @@ def class_frequencies(summary: dict) -> dict[str, float]:
     return {name: c / total for name, c in counts.items()}
 
 
+def drive_splits(config: SyntheticConfig, val: int | None = None, test: int | None = None) -> dict[str, list[str]]:
+    """Whole drives per split for splits.json: by default about 15% each to val and test, at least one."""
+    from lix_train.data.embedded import split_scenes
+
+    share = max(1, round(0.15 * config.scenes))
+    val, test = share if val is None else val, share if test is None else test
+    if val < 1 or test < 1 or config.scenes - val - test < 1:
+        raise ValueError(f"--scenes {config.scenes} cannot give train, val ({val}) and test ({test}) at least one "
+                         f"drive each; use --scenes {max(3, val + test + 1)} or more")
+    return split_scenes(config.scene_names, val, test, config.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from lix_train.cli import OneLineParser  # lazily: lix_train.cli reaches the data modules
+
+    parser = OneLineParser(
         prog="python -m lix_train.data.synthetic",
         description="Generate procedural driving drives (RGB, depth, class labels) in the exact vKITTI2 "
         "on-disk format. Several classes share colour palettes (--ambiguity), so RGB alone is ambiguous "
@@ -326,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="0 = every class its own colour, 1 = shared palettes and weak shading (RGB ambiguous)")
     parser.add_argument("--stereo", action="store_true", help="also write Camera_1, 0.532 m to the right")
     parser.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality, help="JPEG quality of the RGB frames")
+    parser.add_argument("--val-scenes", type=int, default=None, metavar="N",
+                        help="drives in the val split of splits.json (default: 15%% of --scenes, at least 1)")
+    parser.add_argument("--test-scenes", type=int, default=None, metavar="N",
+                        help="drives in the test split of splits.json (default: 15%% of --scenes, at least 1)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="render processes")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -342,9 +362,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.workers < 1:
             raise ValueError(f"workers must be >= 1, got {args.workers}")
+        splits = drive_splits(config, args.val_scenes, args.test_scenes)
     except ValueError as err:
         parser.error(str(err))
     summary = write_dataset(args.out, config, workers=args.workers, progress=not args.no_progress)
+    from lix_train.data.embedded import SPLITS_FILE
+
+    write_atomic(Path(args.out) / SPLITS_FILE, (json.dumps(splits, indent=2) + "\n").encode())
     print(
         f"wrote {summary['images_written']} images ({config.scenes} scenes x {config.frames} frames x "
         f"{len(config.variations)} variations x {len(config.cameras)} cameras) to {args.out} "

@@ -63,3 +63,23 @@ def make_runtime(device: torch.device, amp: bool, amp_dtype: str = "float16", ch
         log.info("AMP bfloat16 not supported by this GPU: using float16 with a GradScaler")
         amp_dtype = "float16"
     return Runtime(device=device, amp=amp, amp_dtype=_DTYPES[amp_dtype], channels_last=channels_last and on_cuda)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells, else the machine's count)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int, processes: int = 1) -> int:
+    """`requested` loader workers, at most the cores left beside the training processes.
+
+    A preset sized for a workstation (8 workers) must not oversubscribe a 2-core machine; the
+    data stream does not depend on the worker count (augmentation is seeded per sample), so
+    capping it changes speed only.
+    """
+    return max(0, min(requested, available_cpus() // max(1, processes) - 1))

@@ -112,11 +112,32 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+class SeededIndex(int):
+    """A sample index that carries its augmentation seed (run seed, rank, epoch, position in the epoch).
+
+    A dataset that augments (data/dataset.py) seeds a sample's augmentation from `augment_seed`
+    when present, so it depends on where the sample sits in the run, not on which loader worker
+    loads it or on that worker's RNG state: exact on resume at any num_workers.
+    """
+
+    augment_seed: tuple[int, ...]
+
+    def __new__(cls, value: int, augment_seed: tuple[int, ...]):
+        obj = super().__new__(cls, value)
+        obj.augment_seed = tuple(int(v) for v in augment_seed)
+        return obj
+
+    def __reduce__(self):  # sent to loader workers by pickle
+        return SeededIndex, (int(self), self.augment_seed)
+
+
 class ResumableSampler(DistributedSampler):
     """DistributedSampler (shuffle seeded by seed + epoch) that can start mid-epoch.
 
     Used with world size 1 too: the order of an epoch depends only on (seed, epoch), so a run
-    resumed at iteration i sees exactly the samples an uninterrupted run would.
+    resumed at iteration i sees exactly the samples an uninterrupted run would. Each index is a
+    SeededIndex whose augmentation seed is (seed, rank, epoch, position): the augmentation a run
+    resumed at iteration i draws is the uninterrupted run's too, at any num_workers.
     """
 
     def __init__(self, dataset: Dataset, info: DistInfo, shuffle: bool, seed: int):
@@ -130,9 +151,10 @@ class ResumableSampler(DistributedSampler):
         self.skip = skip
 
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())[self.skip:]
-        self.skip = 0
-        return iter(indices)
+        indices = list(super().__iter__())
+        start, self.skip = self.skip, 0
+        run = (self.seed, self.rank, self.epoch)
+        return iter([SeededIndex(i, (*run, position)) for position, i in enumerate(indices[start:], start)])
 
     def __len__(self) -> int:
         return self.num_samples - self.skip

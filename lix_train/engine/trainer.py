@@ -8,8 +8,10 @@ Run directory: checkpoints/latest.pt (+ best.pt, iter_*.pt), train.csv, eval.csv
 tensorboard/. A run whose directory already holds checkpoints/latest.pt continues from it
 (or from an explicit `resume` path): weights, optimizer, schedule, AMP scaler, extra modules,
 RNG states and the position in the data order are restored, so the resumed run follows the
-uninterrupted one. The data order of an epoch depends only on (seed, epoch); random
-augmentation inside loader workers is the one thing not replayed exactly. A fresh run with
+uninterrupted one. The data order of an epoch depends only on (seed, epoch), and each sample's
+augmentation only on (seed, rank, epoch, position): the sampler hands the dataset a SeededIndex
+(distributed.py), so neither depends on loader workers' RNG, and a resumed run is bit-identical
+to the uninterrupted one at any num_workers. A fresh run with
 `train.init_from` starts from that file's network weights (signature-checked), with a fresh
 optimiser and schedule.
 """
@@ -34,7 +36,7 @@ from lix_train.config import to_dict
 from lix_train.engine import checkpoint as ckpt_io
 from lix_train.engine.batch import as_batch, batch_size_of, to_device
 from lix_train.engine.config import TrainConfig
-from lix_train.engine.device import Runtime, make_runtime, select_device
+from lix_train.engine.device import Runtime, available_cpus, loader_workers, make_runtime, select_device
 from lix_train.engine.distributed import (
     DistInfo, ResumableSampler, ShardSampler, all_gather_objects, all_reduce_sum, barrier, broadcast_buffers,
     get_info, process_device,
@@ -169,12 +171,16 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"train set gives {self.sampler.num_samples} samples per process, fewer than "
                              f"train.batch_size={cfg.batch_size}")
-        loader_args = dict(num_workers=cfg.num_workers, collate_fn=collate_fn, pin_memory=device.type == "cuda")
+        workers = loader_workers(cfg.num_workers, self.info.world_size)
+        if workers < cfg.num_workers:
+            log.info("train.num_workers=%d exceeds the %d CPU core(s) here: using %d loader worker(s)",
+                     cfg.num_workers, available_cpus(), workers)
+        loader_args = dict(num_workers=workers, collate_fn=collate_fn, pin_memory=device.type == "cuda")
         # A private generator: creating loader iterators must not consume the global RNG, or a
         # resumed run would draw different dropout masks than an uninterrupted one.
         generator = torch.Generator().manual_seed(cfg.seed + self.info.rank)
         self.train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
-                                       generator=generator, persistent_workers=cfg.num_workers > 0, **loader_args)
+                                       generator=generator, persistent_workers=workers > 0, **loader_args)
         self.eval_loader = None
         if eval_set is not None:
             # Its own generator too: validating must not move the training run's random stream, so a

@@ -32,7 +32,7 @@ def parameter_table(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="python -m lix_train.models.summary",
         description="Print parameter counts of the student and the duplex teacher for each encoder and width.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
