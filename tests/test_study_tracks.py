@@ -115,7 +115,8 @@ def test_tuning_grids_are_valid_configs_of_options_their_method_reads():
 def test_tune_plans_val_only_runs_over_the_preset_defaults(tmp_path, capsys):
     lines = _plan_lines(capsys, "--tune", "kd", "--tune", "cwd", "--seeds", "2", "--out", str(tmp_path))
     runs = [name for name in lines if name.startswith("tune-")]
-    assert len(runs) == (6 + 6) * 2 and "tune-kd-temperature4-lambda_l0.5-s1" in runs
+    assert len(runs) == (1 + 6 + 6) * 2 and "tune-kd-temperature4-lambda_l0.5-s1" in runs
+    assert "tune-baseline-s0" in runs and "tune-baseline-s1" in runs  # the val reference at the same seeds
     assert all("(val only)" in lines[n] and "eval.score_test=False" in lines[n] for n in runs)
     assert "tune-cwd-temperature1-lambda_l1-s0" in runs  # the grid, not tuned.yaml, sets cwd's options
     assert "distill.temperature=1.0 distill.lambda_l=1.0" in lines["tune-cwd-temperature1-lambda_l1-s0"]
@@ -353,7 +354,9 @@ def test_tuning_table_is_val_only_and_best_first():
     assert table["teacher_val_miou"] == 0.6 and table["split"] == "val"
     md = format_tuning(table)
     assert "`kd: {distill.temperature: 4.0, distill.lambda_l: 2.0}`" in md and "test" not in md.split("\n## ")[1]
-    results[0] = RunResult(specs[0], None)
+    assert "Reference: the labels-only baseline" in md and "| vs baseline |" in md and "## baseline" not in md
+    first_kd = next(i for i, spec in enumerate(specs) if spec.method == "kd")
+    results[first_kd] = RunResult(specs[first_kd], None)
     assert aggregate_tuning(results, {}, "c", "c")["methods"]["kd"]["best"] is None  # unfinished: choose later
 
 

@@ -465,12 +465,19 @@ def format_tuning(tuning: Mapping[str, Any], tuned_file: str = "lix_train/study/
              "Val mIoU in %, mean ± sample std over seeds. The tuning runs never read the test split "
              "(eval.score_test false): there is no test column." +
              (f" Teacher val mIoU: {_pct(tuning['teacher_val_miou'])}." if tuning.get("teacher_val_miou") else "")]
+    reference = tuning["methods"].get(BASELINE, {}).get("rows", [{}])[0].get("val_mean")
+    if reference is not None:
+        lines += ["", f"Reference: the labels-only baseline at the same seeds, val mIoU {_pct(reference)}."]
     for method, entry in tuning["methods"].items():
-        lines += ["", f"## {method}", "", "| point | val mIoU | per seed |", "|---|---|---|"]
+        if method == BASELINE:
+            continue
+        lines += ["", f"## {method}", "", "| point | val mIoU | vs baseline | per seed |", "|---|---|---|---|"]
         for row in entry["rows"]:
             shown = ", ".join(f"{k}={v}" for k, v in row["overrides"].items())
             per_seed = ", ".join(_pct(v) for v in row["val_miou"]) or "-"
-            lines.append(f"| {shown} | {_mean_std(row, 'val_')} | {per_seed} |")
+            delta = ("-" if reference is None or row["val_mean"] is None
+                     else f"{100 * (row['val_mean'] - reference):+.1f}")
+            lines.append(f"| {shown} | {_mean_std(row, 'val_')} | {delta} | {per_seed} |")
         if entry["best"] is not None:
             lines += ["", f"Best on val: copy into {tuned_file} (with this command as its evidence): "
                           f"`{yaml_line(method, entry['best'])}`"]

@@ -22,10 +22,11 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from lix_train.study.grid import METHOD_KEY, SCORE_TEST_KEY, SEED_KEY, TUNING_GROUP, RunSpec, _check_seeds
+from lix_train.study.grid import BASELINE, METHOD_KEY, SCORE_TEST_KEY, SEED_KEY, TUNING_GROUP, RunSpec, _check_seeds
 
 TUNED_FILE = Path(__file__).with_name("tuned.yaml")
 TUNE_PREFIX = "tune-"
+REFERENCE = "labels-only"  # the variant label of the tuning table's baseline reference
 
 # method -> {dotted option: values}; the grid is every combination.
 GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
@@ -61,11 +62,14 @@ def grid_points(method: str) -> list[dict[str, Any]]:
 
 
 def expand_tuning(methods: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
-    """tune-<method>-<point>-s<seed>: every grid point of every method at every seed, val-only."""
+    """tune-<method>-<point>-s<seed>: every grid point of every method at every seed, val-only, after
+    the val reference tune-baseline-s<seed>."""
     _check_seeds(seeds)
     if not methods:
         raise ValueError("nothing to tune: name at least one method")
-    specs = []
+    # The val reference every point is read against: the labels-only baseline at the same seeds.
+    specs = [RunSpec(f"{TUNE_PREFIX}{BASELINE}-s{s}", TUNING_GROUP, REFERENCE, BASELINE, s,
+                     {SCORE_TEST_KEY: False, METHOD_KEY: BASELINE, SEED_KEY: s}, needs_test=False) for s in seeds]
     for method in dict.fromkeys(methods):
         for point in grid_points(method):
             label = point_label(point)
