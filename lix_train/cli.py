@@ -55,14 +55,79 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
+# The config options a first run is most likely to set: `--help` lists these; --help-all lists all.
+COMMON_OPTIONS = ("data.dataset", "data.root", "data.modality", "data.transforms.size", "teacher.train.iters",
+                  "student.train.iters", "student.train.seed", "student.train.device", "student.model.width",
+                  "distill.method", "eval.mode", "output.teachers_dir")
+HELP_FLAGS = ("-h", "--help", "--help-all", "--help-section")
+
+
+class _HelpAction(argparse.Action):
+    """--help-all / --help-section NAME: print that view of the help and exit."""
+
+    def __init__(self, option_strings, dest, mode: str, **kwargs):
+        self.mode = mode
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.help_view = (self.mode, values) if self.mode == "section" else self.mode
+        parser.print_help()
+        parser.exit()
+
+
 class ExperimentParser(OneLineParser):
-    """`--help` shows the defaults of the preset asked for (`--preset NAME --help`), not the built-in ones."""
+    """Sectioned help with the defaults of the preset asked for (`--preset NAME --help`).
+
+    Several hundred config options do not belong on one screen: `--help` shows the tool's own
+    flags, the common options and an index of the sections; `--help-section NAME` one section
+    (a prefix such as `distill` includes its subsections); `--help-all` everything.
+    """
+
+    help_view: str | tuple[str, str] = "short"
 
     def parse_args(self, args=None, namespace=None):
         argv = sys.argv[1:] if args is None else list(args)
-        if "-h" in argv or "--help" in argv:
+        if any(a in HELP_FLAGS or a.startswith("--help-section=") for a in argv):
             self._show_preset_defaults(argv)
         return super().parse_args(argv, namespace)
+
+    def add_help_views(self) -> None:
+        self.add_argument("--help-all", nargs=0, action=_HelpAction, mode="all",
+                          help="Show every config option, section by section, and exit.")
+        self.add_argument("--help-section", metavar="NAME", action=_HelpAction, mode="section",
+                          help="Show the options of one config section (e.g. data, distill.arfd) and exit.")
+
+    def format_help(self) -> str:
+        if self.help_view == "all":
+            return super().format_help()
+        formatter = self._get_formatter()
+        formatter.add_usage(self.usage, self._actions, self._mutually_exclusive_groups)
+        formatter.add_text(self.description)
+        sections = [g for g in self._action_groups if getattr(g, "config_section", None) is not None]
+        for group in self._action_groups:
+            if group not in sections:
+                self._add_group(formatter, group.title, group._group_actions)
+        if isinstance(self.help_view, tuple):
+            name = self.help_view[1]
+            chosen = [g for g in sections if g.config_section == name or g.config_section.startswith(name + ".")]
+            if not chosen:
+                self.error(f"--help-section {name!r}: no such section; sections: "
+                           f"{', '.join(g.config_section for g in sections)}")
+            for group in chosen:
+                self._add_group(formatter, group.title, group._group_actions)
+        else:
+            common = [a for name in COMMON_OPTIONS for a in self._actions if a.dest == f"cfg:{name}"]
+            self._add_group(formatter, "common config options (every one: --help-all)", common)
+            index = "; ".join(f"{g.config_section} ({len(g._group_actions)})" for g in sections)
+            formatter.add_text(f"Config sections and their option counts, each shown by --help-section NAME: {index}.")
+        formatter.add_text(self.epilog)
+        return formatter.format_help()
+
+    @staticmethod
+    def _add_group(formatter, title: str, actions) -> None:
+        formatter.start_section(title)
+        formatter.add_arguments(actions)
+        formatter.end_section()
 
     def _show_preset_defaults(self, argv: list[str]) -> None:
         from lix_train.config import show_defaults
@@ -114,6 +179,7 @@ def experiment_parser(prog: str, description: str, *, run_dir_help: str, resume:
                                  "with a changed config (e.g. more iterations).")
     parser.add_argument("--print-config", action="store_true",
                         help="Print the resolved config as YAML and exit.")
+    parser.add_help_views()
     add_config_arguments(parser, ExperimentConfig,
                          resolve(ExperimentConfig, PRESETS_DIR, default_preset or DEFAULT_PRESET, None, {}))
     parser.epilog = parser.defaults_note(default_preset or DEFAULT_PRESET)

@@ -39,10 +39,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from lix_train.cli import OneLineParser, UserError, available_presets, run_cli
-from lix_train.config import add_config_arguments, overrides_from_args
+from lix_train.cli import ExperimentParser, UserError, available_presets, run_cli
+from lix_train.config import add_config_arguments, overrides_from_args, resolve
 from lix_train.distillers.config import METHODS
-from lix_train.experiment import ExperimentConfig
+from lix_train.experiment import PRESETS_DIR, ExperimentConfig
 from lix_train.study import ablations as ablation_sets
 from lix_train.study.tuning import GRIDS, describe_tuned, expand_tuning, load_tuned
 from lix_train.study.grid import (
@@ -72,7 +72,7 @@ DESCRIPTION = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+    parser = ExperimentParser(
         prog=PROG, description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         usage="%(prog)s [-h] [--preset NAME] [--config FILE] [--seeds N] [--methods A,B,...] [--ablation NAME ...] "
               "[--no-control] [--untuned] [--tune METHOD ...] [--budgets A,B,...] [--warm-start ITERS] [--out DIR] "
@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--isolate", action="store_true",
                         help="Run each training in a fresh Python process (bounds memory on very long studies; "
                              "costs an interpreter and torch start-up per run).")
-    add_config_arguments(parser, ExperimentConfig)
+    parser.add_help_views()
+    add_config_arguments(parser, ExperimentConfig, resolve(ExperimentConfig, PRESETS_DIR, DEFAULT_PRESET, None, {}))
+    parser.epilog = parser.defaults_note(DEFAULT_PRESET)
     return parser
 
 

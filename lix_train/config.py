@@ -236,6 +236,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, defaults: A
         if section_name not in groups:
             title = f"{section_name} options" if section_name else "options"
             groups[section_name] = parser.add_argument_group(title)
+            groups[section_name].config_section = section_name  # sectioned --help (cli.ExperimentParser)
         text = f.metadata.get("help", "")
         choices = f.metadata.get("choices")
         if choices:

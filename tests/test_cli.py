@@ -27,9 +27,33 @@ def tiny_root(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("tool", sorted(TOOLS))
-def test_help_documents_every_option(tool, capsys):
+def test_short_help_fits_a_screen_or_two_and_points_to_the_rest(tool, capsys):
     with pytest.raises(SystemExit) as exit_info:
         TOOLS[tool].main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert len(text.splitlines()) < 120
+    for flag in ("--preset", "--config", "--help-all", "--help-section", "--distill.method", "--data.root",
+                 "--student.train.iters"):
+        assert flag in text, f"{tool} --help does not mention {flag}"
+    assert "distill.arfd (" in text and "--distill.arfd.perplexity" not in text  # the index, not every option
+    with pytest.raises(SystemExit):
+        TOOLS[tool].main(["--help-section", "distill"])
+    section = capsys.readouterr().out
+    assert "--distill.arfd.perplexity" in section and "--data.root" not in section
+
+
+def test_help_section_names_the_sections_when_unknown(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        distill.main(["--help-section", "distil"])
+    assert exit_info.value.code == 2
+    assert "no such section" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_help_all_documents_every_option(tool, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        TOOLS[tool].main(["--help-all"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--preset", "--config", "--run-dir", "--print-config", "--data.modality", "--data.root",
@@ -164,3 +188,15 @@ def test_frame_limits_spread_over_the_split(tiny_root):
                                  "test_scenes": ["Scene03"], "max_train_frames": 2})
     train = build_datasets(cfg, None, ("train",))["train"]
     assert [n.rsplit("/", 1)[1] for n in train.source.names] == ["00000", "00002"]  # first and last frame
+
+
+def test_compare_help_is_sectioned_with_the_synthetic_defaults(capsys):
+    from lix_train import compare
+
+    with pytest.raises(SystemExit):
+        compare.main(["--help"])
+    text = capsys.readouterr().out
+    assert len(text.splitlines()) < 250
+    for flag in ("--tune", "--budgets", "--warm-start", "--results-json", "--help-all", "--help-section"):
+        assert flag in text
+    assert "those of preset 'synthetic'" in " ".join(text.split())

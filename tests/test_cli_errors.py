@@ -237,7 +237,7 @@ def test_a_tool_started_without_make_setup_says_what_to_run(tmp_path):
 
 def test_help_shows_the_presets_defaults_once(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        distill.main(["--preset", "vkitti2", "--help"])
+        distill.main(["--preset", "vkitti2", "--help-all"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     iters = text.split("--teacher.train.iters INT", 1)[1].split("--teacher.train.batch_size", 1)[0]
