@@ -294,7 +294,8 @@ def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, t
     write_text(run_dir / SUMMARY_FILE, table)
     if cfg.output.plots:
         draw_plots(run_dir, results, examples=examples, class_set=class_set,
-                   extra_curves={"teacher": teacher_dir} if teacher_dir is not None else None, split=split)
+                   extra_curves={"teacher": teacher_dir} if teacher_dir is not None else None, split=split,
+                   title=f"student loss curves ({cfg.distill.method})")
     print(table, end="", flush=True)
     print(f"run folder: {run_dir}", flush=True)
 

@@ -88,10 +88,10 @@ def format_table(results: Mapping[str, Mapping[str, Any]], wall_times: Mapping[s
 
 
 def draw_plots(run_dir: Path, results: Mapping[str, Mapping[str, Any]], *, examples=None, class_set=None,
-               extra_curves: Mapping[str, Path] | None = None, split: str = "test") -> list[Path]:
+               extra_curves: Mapping[str, Path] | None = None, split: str = "test", title: str = "") -> list[Path]:
     """run_dir/plots/: loss curves of this run (and of `extra_curves`: name -> run folder), per-class
     IoU bars of `results` (scored on `split`), and the qualitative grid from `examples` = (rgbs,
-    labels, predictions)."""
+    labels, predictions). `title` names this run's curves (e.g. the student and its method)."""
     from lix_train.engine.plots import plot_loss_curves, plot_per_class_iou, plot_qualitative
 
     out = Path(run_dir) / PLOTS_DIR
@@ -102,7 +102,8 @@ def draw_plots(run_dir: Path, results: Mapping[str, Mapping[str, Any]], *, examp
         if train_csv.is_file():
             eval_csv = folder / "eval.csv"
             written.append(plot_loss_curves(train_csv, out / f"{name}.png", eval_csv if eval_csv.is_file() else None,
-                                            smooth=0.6, title=name.replace("_", " ")))
+                                            smooth=0.6, title=(title or name.replace("_", " ")) if name == "loss_curves"
+                                            else name.replace("_", " ")))
     scored = {m: r for m, r in results.items() if split == "val" or not m.endswith(VAL_SUFFIX)} or results
     written.append(plot_per_class_iou({m: r["per_class_iou"] for m, r in scored.items()},
                                       out / "per_class_iou.png", title=f"{split} IoU per class"))

@@ -73,3 +73,25 @@ def test_summary_table_labels_units_and_val_columns():
     assert "in percent (metrics.json holds the same scores as fractions in [0, 1])" in table
     assert "student_val: scored on the val split" in table
     assert "val split" not in format_table({"teacher_val": scores, "student_val": scores})
+
+
+def test_loss_curve_legend_says_what_each_term_is(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    import lix_train.engine.plots as plots
+
+    rows = "iteration,lr,loss_h,loss_l,loss_f,loss\n10,0.1,1.0,0.5,0.2,1.7\n20,0.1,0.8,0.4,0.2,1.4\n"
+    (tmp_path / "train.csv").write_text(rows)
+    seen = {}
+    save = plots._save
+
+    def capture(fig: Figure, out_path, dpi=120):
+        seen["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        seen["title"] = fig.axes[0].get_title()
+        return save(fig, out_path, dpi)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    plot_loss_curves(tmp_path / "train.csv", tmp_path / "loss.png", title="student loss curves (lix)")
+    assert "L_H: cross-entropy on the labels" in seen["labels"] and "total (sum of the terms)" in seen["labels"]
+    assert any("logit distillation" in label for label in seen["labels"])
+    assert seen["title"] == "student loss curves (lix)"

@@ -54,6 +54,15 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
+# What each logged term is (the trainer logs the weighted terms the distiller returns, and their sum).
+LOSS_LABELS = {
+    "loss": "total (sum of the terms)",
+    "loss_h": "L_H: cross-entropy on the labels",
+    "loss_l": "lambda_L x L_L: logit distillation",
+    "loss_f": "lambda_F x L_F: feature distillation",
+}
+
+
 def plot_loss_curves(train_csv: str | Path, out_path: str | Path, eval_csv: str | Path | None = None,
                      smooth: float = 0.0, title: str | None = None) -> Path:
     """Every loss column of train.csv (and the learning rate, and mIoU from eval.csv) against iteration."""
@@ -68,7 +77,7 @@ def plot_loss_curves(train_csv: str | Path, out_path: str | Path, eval_csv: str 
     axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
     for key in loss_keys:
         style = {"color": "black", "linestyle": "--", "linewidth": 1.2} if key == "loss" else {"linewidth": 1.0}
-        axes[0].plot(iters, ema(_column(rows, key), smooth), label=key, **style)
+        axes[0].plot(iters, ema(_column(rows, key), smooth), label=LOSS_LABELS.get(key, key), **style)
     positive = all(np.nanmin(_column(rows, k)) > 0 for k in loss_keys if np.isfinite(_column(rows, k)).any())
     if loss_keys and positive:
         axes[0].set_yscale("log")
