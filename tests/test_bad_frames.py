@@ -122,3 +122,42 @@ def test_skipped_frames_are_counted_in_metrics_json(damaged, tmp_path, capsys):
     assert {s: r["count"] for s, r in skipped.items()} == {"train": 1, "val": 0, "test": 1}
     assert list(skipped["test"]["frames"]) == ["Scene03/clone/Camera_0/00001"]  # its depth PNG is truncated
     assert "skipped 2 unreadable frame(s)" in capsys.readouterr().err
+
+
+def test_frames_skipped_inside_a_loader_worker_reach_metrics_json(damaged, tmp_path):
+    """An unknown label colour passes the header check; with skip it is skipped in a worker and still named."""
+    import json
+
+    root, files = damaged
+    label = files("Scene01")[1]
+    image = cv2.imread(str(label))
+    image[0, 0] = (1, 2, 3)
+    cv2.imwrite(str(label), image)
+    cfg = tiny_config(root, tmp_path, iters=3)
+    cfg["data"]["on_error"] = "skip"
+    cfg["output"]["plots"] = False
+    for role in ("teacher", "student"):
+        cfg[role]["train"]["num_workers"] = 1
+    config = write_config(tmp_path / "tiny.yaml", cfg)
+    assert distill.main(["--config", str(config), "--run-dir", str(tmp_path / "run")]) == 0
+    skipped = json.loads((tmp_path / "run" / "metrics.json").read_text())["skipped_frames"]
+    assert list(skipped["train"]["frames"]) == ["Scene01/clone/Camera_0/00001"]
+    assert "colour(s) not in" in skipped["train"]["frames"]["Scene01/clone/Camera_0/00001"]
+
+
+def test_skip_records_travel_through_a_collated_batch():
+    from torch.utils.data import default_collate
+
+    from lix_train.data.skipping import SKIPPED_KEY, decode_skips, encode_skips, note_worker_skips
+
+    items = [{"x": 1, SKIPPED_KEY: encode_skips({"a/1": "bad\ncolour"})}, {"x": 2, SKIPPED_KEY: ""}]
+    batch = default_collate(items)
+    seen = {}
+
+    class Dataset:
+        def note_skipped(self, frames):
+            seen.update(frames)
+
+    note_worker_skips(Dataset(), batch)
+    assert seen == {"a/1": "bad colour"} and SKIPPED_KEY not in batch
+    assert decode_skips("") == {} and decode_skips(None) == {}

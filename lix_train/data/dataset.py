@@ -30,7 +30,7 @@ from lix_train.data.errors import DatasetError
 from lix_train.data.frame_cache import FrameCache
 from lix_train.data.modalities import KITTI_STEREO_BASELINE_M, MODALITIES, encode_x
 from lix_train.data.sample import Sample
-from lix_train.data.skipping import SampleSkipper
+from lix_train.data.skipping import SKIPPED_KEY, SampleSkipper, encode_skips
 from lix_train.data.transforms import Frame, ToTensor
 from lix_train.data.x_cache import XCache, x_key
 
@@ -110,6 +110,8 @@ class SegmentationDataset(Dataset):
         self.frame_cache = frame_cache
         self._skipper = SampleSkipper(getattr(source, "names", None), log, max_attempts)
         self.dropped = dict(dropped or {})
+        self._from_workers: dict[str, str] = {}  # skipped in loader workers (note_skipped)
+        self._sent: set[str] = set()  # in a worker: skipped frames already passed back with an item
 
     @property
     def skipped(self) -> int:
@@ -119,7 +121,12 @@ class SegmentationDataset(Dataset):
     @property
     def skipped_frames(self) -> dict[str, str]:
         """Frame (or file) -> error of every frame dropped or skipped so far (in this process)."""
-        return {**self.dropped, **getattr(self.source, "skipped_frames", {}), **self._skipper.problems}
+        return {**self.dropped, **self._from_workers, **getattr(self.source, "skipped_frames", {}),
+                **self._skipper.problems}
+
+    def note_skipped(self, frames: dict[str, str]) -> None:
+        """Record frames a loader worker skipped (they reach the main process with the items)."""
+        self._from_workers.update(frames)
 
     @property
     def class_set(self) -> ClassSet:
@@ -133,7 +140,11 @@ class SegmentationDataset(Dataset):
         seed = getattr(index, "augment_seed", None)
         index = int(index)
         if self.on_error == "skip":  # a replacement sample keeps the bad one's seed: still deterministic
-            return self._skipper.load(lambda i: self._load(i, seed), index, n)
+            item = self._skipper.load(lambda i: self._load(i, seed), index, n)
+            new = {k: v for k, v in self.skipped_frames.items() if k not in self._sent and k not in self.dropped}
+            self._sent.update(new)
+            item[SKIPPED_KEY] = encode_skips(new)  # every item has it, so batches collate
+            return item
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a dataset of {n} samples")
         return self._load(index % n, seed)

@@ -6,8 +6,10 @@ sample that raised DatasetError once is remembered and never re-read, it is logg
 `skipped` counts distinct bad samples (`problems` names them). With DataLoader workers each
 worker holds its own copy, so the counts are per process: that is why build_datasets drops the
 frames a header check finds bad before any worker starts (precheck.drop_unreadable), and the
-run records those (`skipped_frames`) in metrics.json; a frame bad only when decoded in a worker
-is named in that worker's log warning.
+run records those (`skipped_frames`) in metrics.json. A frame bad only when decoded in a worker
+travels back with the next item of that worker (`SKIPPED_KEY`, a string a default collate keeps),
+and the loop that reads the batch hands it to the main process's dataset (`note_worker_skips`),
+so metrics.json names those too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,33 @@ from typing import Callable, Sequence, TypeVar
 from lix_train.data.errors import DatasetError
 
 T = TypeVar("T")
+
+SKIPPED_KEY = "skipped"  # item / batch entry: frames a loader worker skipped since its previous item
+
+
+def encode_skips(frames: dict[str, str]) -> str:
+    """{name: error} -> one string per item (lines of name TAB error), "" for none."""
+    return "\n".join(f"{name}\t{' '.join(str(error).split())}" for name, error in frames.items())
+
+
+def decode_skips(value) -> dict[str, str]:
+    """A batch's SKIPPED_KEY entry (a string, or the collated list of them) -> {name: error}."""
+    texts = [value] if isinstance(value, str) else list(value or ())
+    out: dict[str, str] = {}
+    for text in texts:
+        for line in str(text).splitlines():
+            name, _, error = line.partition("\t")
+            if name:
+                out[name] = error
+    return out
+
+
+def note_worker_skips(dataset, batch: dict) -> None:
+    """Move a batch's SKIPPED_KEY entry (if any) into `dataset`'s record of skipped frames."""
+    frames = decode_skips(batch.pop(SKIPPED_KEY, None))
+    note = getattr(dataset, "note_skipped", None)
+    if frames and note is not None:
+        note(frames)
 
 
 class SampleSkipper:

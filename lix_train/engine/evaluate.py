@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lix_train.data.classes import IGNORE_INDEX
+from lix_train.data.skipping import note_worker_skips
 from lix_train.engine.batch import as_batch, to_device
 from lix_train.engine.config import EvalConfig
 from lix_train.engine.distributed import all_reduce_sum, is_main_process
@@ -50,7 +51,9 @@ def evaluate(
     device = torch.device(device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     for raw in tqdm(loader, desc="eval", leave=False, disable=not (progress and is_main_process())):
-        batch = to_device(as_batch(raw), device)
+        raw = as_batch(raw)
+        note_worker_skips(loader.dataset, raw)  # data.on_error skip: frames a worker skipped
+        batch = to_device(raw, device)
         missing = [k for k in input_keys if k not in batch or batch[k] is None]
         if missing:
             raise KeyError(f"evaluate: batch has no {missing} (input_keys={tuple(input_keys)})")

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from lix_train.config import to_dict
 from lix_train.engine import checkpoint as ckpt_io
+from lix_train.data.skipping import note_worker_skips
 from lix_train.engine.batch import as_batch, batch_size_of, to_device
 from lix_train.engine.config import TrainConfig
 from lix_train.engine.device import Runtime, available_cpus, loader_workers, make_runtime, select_device
@@ -355,7 +356,9 @@ class Trainer:
         batches = self._batches(start)
         try:
             for iteration in range(start + 1, cfg.iters + 1):
-                batch = to_device(as_batch(next(batches)), self.runtime.device, self.runtime.channels_last)
+                raw = as_batch(next(batches))
+                note_worker_skips(self.train_loader.dataset, raw)  # data.on_error skip: frames a worker skipped
+                batch = to_device(raw, self.runtime.device, self.runtime.channels_last)
                 lr = self.optimizer.param_groups[0]["lr"]
                 losses = self._step(batch, iteration)
                 images = batch_size_of(batch) * self.info.world_size
