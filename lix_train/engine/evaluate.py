@@ -52,7 +52,7 @@ def evaluate(
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     for raw in tqdm(loader, desc="eval", leave=False, disable=not (progress and is_main_process())):
         raw = as_batch(raw)
-        note_worker_skips(loader.dataset, raw)  # data.on_error skip: frames a worker skipped
+        note_worker_skips(getattr(loader, "dataset", None), raw)  # data.on_error skip: frames a worker skipped
         batch = to_device(raw, device)
         missing = [k for k in input_keys if k not in batch or batch[k] is None]
         if missing:
