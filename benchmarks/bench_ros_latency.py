@@ -4,7 +4,10 @@ Runs the real node (rclpy, Fast DDS with the 4 MB buffer profile) and an rclpy c
 network namespace on loopback (re-executing itself under `unshare -n`; root needed). Phases:
 
   * raw: `Segmenter.segment` called directly on the same image (the floor for the node's latency);
-  * 10 Hz and 30 Hz: latency p50 / p95 / max and delivered frames;
+  * 10 Hz and 30 Hz: latency p50 / p95 / max and delivered frames, and the node's overhead: the
+    publish -> mask p50 minus the model-only p50 (what a faster backend cannot remove: DDS in and
+    out, message <-> numpy, colour conversion and resize, the thread hand-over, mask publish), and
+    minus the node's own segment() p50 (from its /diagnostics: DDS, conversions and threading only);
   * burst at 3x the node's capacity (1 / raw p50): latency must stay bounded (stale frames are
     dropped by the one-slot buffer, not queued), so p95 stays near one or two inference times;
   * soak: a fixed rate for --soak-seconds (default 600) with the node's RSS sampled every few
@@ -206,7 +209,11 @@ def inner(args) -> dict:
             client.publish(msg, "warmup")
             client.spin_until(time.monotonic() + 0.5)
         client.run_rate(msg, 5.0, 2.0, "warm")
-        report["phases"] = [client.run_rate(msg, rate, args.phase_seconds, f"r{rate:g}_") for rate in args.rates]
+        report["phases"] = []
+        for rate in args.rates:
+            phase = client.run_rate(msg, rate, args.phase_seconds, f"r{rate:g}_")
+            phase.update(overhead(phase, report["raw"], client.diagnostics))
+            report["phases"].append(phase)
         burst = client.run_rate(msg, args.burst_factor * capacity_hz, args.phase_seconds, "burst")
         burst["capacity_hz"] = capacity_hz
         report["burst"] = burst
@@ -236,6 +243,18 @@ def inner(args) -> dict:
     return report
 
 
+def overhead(phase: dict, raw: dict, diagnostics: dict) -> dict:
+    """The node's overhead at one rate: p50 latency minus the model-only p50 (raw, this process) and minus the
+    node's own segment() p50 (its /diagnostics after the phase)."""
+    out = {"overhead_vs_model_p50_ms": phase["p50_ms"] - raw["infer"]["p50_ms"]}
+    try:
+        node_segment = float(diagnostics["inference_p50_ms"])
+    except (KeyError, TypeError, ValueError):
+        node_segment = float("nan")
+    out.update(node_segment_p50_ms=node_segment, overhead_vs_node_segment_p50_ms=phase["p50_ms"] - node_segment)
+    return out
+
+
 def print_report(report: dict) -> None:
     raw = report["raw"]
     print(f"model {report['artifact']} ({raw['backend']}, input {raw['input_size']}), image {report['image']}, "
@@ -249,6 +268,10 @@ def print_report(report: dict) -> None:
     for name, p in rows:
         print(f"{name:>10} {p['rate_hz']:8.1f} {p['sent']:6d} {p['delivered']:6d} {p['p50_ms']:8.1f} "
               f"{p['p95_ms']:8.1f} {p['max_ms']:8.1f}")
+    for p in report["phases"]:
+        print(f"overhead at {p['rate_hz']:g} Hz: p50 - model-only p50 = {p['overhead_vs_model_p50_ms']:.1f} ms; "
+              f"p50 - node segment() p50 ({p['node_segment_p50_ms']:.1f} ms) = "
+              f"{p['overhead_vs_node_segment_p50_ms']:.1f} ms")
     diag = report.get("diagnostics_after_burst", {})
     print(f"node diagnostics after the burst: dropped {diag.get('frames_dropped')}, "
           f"latency p50 {diag.get('latency_p50_ms')} / p95 {diag.get('latency_p95_ms')} ms, "

@@ -47,11 +47,16 @@ REQUIRED_KEYS = ("format_version", "class_names", "palette", "input_size", "mean
 
 
 class ArtifactError(ValueError):
-    """An artefact (ONNX file or engine sidecar) whose LIX metadata is missing or malformed."""
+    """An artefact (ONNX file, engine or its sidecar) that cannot be used: missing, unreadable, malformed
+    metadata, unexpected tensors. The message names the file, the problem and what to do."""
 
     def __init__(self, path: str | Path, problem: str):
         self.path, self.problem = Path(path), problem
         super().__init__(f"{path}: {problem}")
+
+
+class ArtifactNotFoundError(ArtifactError, FileNotFoundError):
+    """The artefact file does not exist (also a FileNotFoundError, for callers that catch that)."""
 
 
 @dataclass
@@ -234,7 +239,7 @@ def read_metadata(path: str | Path) -> ArtifactInfo:
     if path.suffix == SIDECAR_SUFFIX:
         return _read_sidecar(path)
     if not path.is_file():
-        raise ArtifactError(path, "artefact file not found")
+        raise ArtifactNotFoundError(path, "artefact file not found")
     if path.suffix != ".onnx":
         return _read_sidecar(sidecar_path(path))
     try:

@@ -255,7 +255,7 @@ def make_demo_bag(bag_out: str | Path, frames: int = 30, rate_hz: float = 10.0, 
 
 # ---- CLI ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="python -m lix_deploy.bag", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Segment the camera topic of a rosbag2 (sqlite3 or MCAP) with an exported LIX student, "
                     "writing mask (mono8) and colour-mask (rgb8) topics with the original stamps.",
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_demo_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="python -m lix_deploy.bag make-demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Write a demo camera bag from the embedded procedural drive (no dataset, no torch); "
                     "with --artifact, also segment it (image, camera_info, mask and colour-mask topics).")

@@ -10,9 +10,11 @@ its X input is zeros here, so its labels are not comparable).
 
 Per backend: load time, latency p50 / p95 / p99 and mean over --frames single-frame calls
 after --warmup calls (host <-> device copies included, as a node sees it), FPS = 1000 / mean,
-peak RSS growth (VmHWM from /proc/self/status after resetting it through /proc/self/clear_refs;
-VmRSS growth where that is not permitted), CUDA memory growth when cuda-python or torch.cuda
-can tell, and against the reference (PyTorch eager, else the FP32 ONNX): pixel agreement and
+memory: peak RSS (the process's real resident-set peak while the backend loaded and ran: VmHWM
+from /proc/self/status after resetting it through /proc/self/clear_refs; where that reset is
+not permitted, getrusage's ru_maxrss, the peak over the process's whole life, which
+`rss_method` then says) and RSS growth (that peak minus the RSS before loading; VmRSS end minus
+start without the reset), CUDA memory growth when cuda-python or torch.cuda can tell, and against the reference (PyTorch eager, else the FP32 ONNX): pixel agreement and
 mIoU of its labels, plus mIoU against ground truth when the calibration set has labels.npy.
 Speed is reported, never asserted: figures depend on the machine and its load.
 """
@@ -39,7 +41,7 @@ from lix_deploy.runtime.latency import summarize_ms
 
 Loader = Callable[[], tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None]]]
 CSV_FIELDS = ("name", "backend", "precision", "artefact", "load_s", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "fps",
-              "peak_rss_mb", "cuda_mb", "agreement", "miou_vs_reference", "miou_vs_labels", "error")
+              "peak_rss_mb", "rss_growth_mb", "rss_method", "cuda_mb", "agreement", "miou_vs_reference", "miou_vs_labels", "error")
 
 
 # --------------------------------------------------------------------------- measurements (pure)
@@ -82,8 +84,18 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def max_rss_kb() -> int | None:
+    """getrusage(RUSAGE_SELF).ru_maxrss in kB (Linux reports kB, macOS bytes): the process's lifetime peak."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak // 1024 if sys.platform == "darwin" else peak)
+
+
 class MemoryProbe:
-    """Peak RSS growth (and CUDA memory growth) across a block of work, in MiB."""
+    """Peak RSS, RSS growth and CUDA memory growth across a block of work, in MiB (module doc)."""
 
     def __init__(self) -> None:
         self.peak_resettable = reset_peak_rss()
@@ -92,11 +104,18 @@ class MemoryProbe:
 
     def finish(self) -> dict:
         end = read_proc_status()
-        key = "VmHWM" if self.peak_resettable else "VmRSS"
-        rss = (end.get(key, 0) - self.start.get("VmRSS", 0)) / 1024 if end and self.start else None
+        start_rss = self.start.get("VmRSS")
+        if self.peak_resettable and "VmHWM" in end:
+            peak_kb, method = end["VmHWM"], "peak: VmHWM reset before loading; growth: peak - VmRSS before"
+            growth_kb = peak_kb - start_rss if start_rss is not None else None
+        else:
+            peak_kb = max_rss_kb()
+            method = "peak: ru_maxrss (process lifetime); growth: VmRSS after - VmRSS before (not a peak)"
+            growth_kb = end["VmRSS"] - start_rss if "VmRSS" in end and start_rss is not None else None
         cuda_end = cuda_used_bytes()
         cuda = (cuda_end - self.cuda_start) / 2**20 if cuda_end is not None and self.cuda_start is not None else None
-        return {"peak_rss_mb": rss, "rss_method": "VmHWM (reset)" if self.peak_resettable else "VmRSS delta",
+        return {"peak_rss_mb": None if peak_kb is None else peak_kb / 1024,
+                "rss_growth_mb": None if growth_kb is None else growth_kb / 1024, "rss_method": method,
                 "cuda_mb": cuda}
 
 
@@ -138,7 +157,8 @@ class Result:
     p99_ms: float | None = None
     mean_ms: float | None = None
     fps: float | None = None
-    peak_rss_mb: float | None = None
+    peak_rss_mb: float | None = None  # the process's resident-set peak (absolute)
+    rss_growth_mb: float | None = None  # how far that peak rose above the RSS before loading
     rss_method: str = ""
     cuda_mb: float | None = None
     agreement: float | None = None
@@ -195,12 +215,13 @@ def pytorch_teacher_target(checkpoint: Path, device: str, threads: int | None) -
         import torch
 
         from lix_train.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-        from lix_train.engine.checkpoint import load_checkpoint, restore_checkpoint
+        from lix_deploy.export import load_lix_checkpoint
+        from lix_train.engine.checkpoint import restore_checkpoint
         from lix_train.models import create_model
 
         if threads:
             torch.set_num_threads(threads)
-        ckpt = load_checkpoint(checkpoint)
+        ckpt = load_lix_checkpoint(checkpoint)
         signature = ckpt.get("signature") or {}
         if not str(signature.get("name", "")).startswith("teacher"):
             raise ValueError(f"{checkpoint}: --teacher-checkpoint must hold a teacher, found {signature.get('name')!r}")
@@ -272,8 +293,8 @@ def run_target(target: Target, frames: np.ndarray, timed: int, warmup: int) -> R
             close()
         finally:
             memory = probe.finish()
-            result.peak_rss_mb, result.rss_method, result.cuda_mb = (memory["peak_rss_mb"], memory["rss_method"],
-                                                                     memory["cuda_mb"])
+            result.peak_rss_mb, result.rss_growth_mb = memory["peak_rss_mb"], memory["rss_growth_mb"]
+            result.rss_method, result.cuda_mb = memory["rss_method"], memory["cuda_mb"]
     return result
 
 
@@ -297,7 +318,8 @@ def format_table(results: list[Result], reference: str) -> str:
     """A fixed-width text table of the figures (None shown as '-')."""
     columns = [("backend", "name", "{}"), ("load s", "load_s", "{:.2f}"), ("p50 ms", "p50_ms", "{:.2f}"),
                ("p95 ms", "p95_ms", "{:.2f}"), ("p99 ms", "p99_ms", "{:.2f}"), ("FPS", "fps", "{:.1f}"),
-               ("peak RSS MiB", "peak_rss_mb", "{:.1f}"), ("CUDA MiB", "cuda_mb", "{:.1f}"),
+               ("peak RSS MiB", "peak_rss_mb", "{:.1f}"), ("RSS growth MiB", "rss_growth_mb", "{:.1f}"),
+               ("CUDA MiB", "cuda_mb", "{:.1f}"),
                ("agree %", "agreement", "{:.2%}"), ("mIoU vs ref", "miou_vs_reference", "{:.2f}"),
                ("mIoU vs GT", "miou_vs_labels", "{:.2f}")]
     rows = []
@@ -330,7 +352,7 @@ def to_csv(results: list[Result]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="python -m lix_deploy.benchmark",
         description="Benchmark PyTorch eager, ONNX Runtime and TensorRT variants of the student (and the teacher) "
                     "in one run on the same frames: latency percentiles, FPS, peak memory, and agreement / mIoU "

@@ -10,11 +10,17 @@ lix_deploy.engines.tensorrt_build for the TensorRT 10 / 11 differences); `auto` 
 when it and a GPU are present.
 
 The accuracy gate then runs the candidate and the FP32 ONNX on held-out frames (the last
---eval-frames of the calibration set, never used for calibration, or --eval-set): if the
-mIoU drop exceeds --max-miou-drop points the candidate is discarded, the FP32 artefact of the
-same backend is written (or kept) instead, the report says so and the exit code is 3. Every
-file is written to a temp name and renamed into place, so an interrupted build leaves either
-the previous file or nothing.
+--eval-frames of the calibration set, never used for calibration, or --eval-set), on the
+basis the frames allow (lix_deploy.accuracy): with labels, the mIoU drop must not exceed
+--max-miou-drop points; without labels (calib --no-labels) there is no mIoU to compare, so
+the candidate must agree with FP32 on at least --min-pixel-agreement % of the pixels and, for
+every class, on at least --min-class-agreement % of the pixels FP32 gives it. The log line and
+the report's accuracy.basis say which basis decided. A rejected candidate is discarded and the
+FP32 artefact of the same backend is written instead, at --out when --out was given (so the
+path the caller deploys always holds a model; the report's `fallback` says it is the FP32
+one), else at the default FP32 name beside the ONNX; the exit code is 3. Every file is written
+to a temp name and renamed into place, so an interrupted build leaves either the previous file
+or nothing.
 
 Exit codes: 0 built and accepted; 1 the build itself failed; 2 bad arguments or inputs;
 3 rejected by the accuracy gate (FP32 artefact kept).
@@ -31,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lix_deploy import accuracy
 from lix_deploy.artifact import ArtifactError, ArtifactInfo, read_metadata, sha256_file
 from lix_deploy.engines import cache as engine_cache
 from lix_deploy.engines import onnxruntime_build as ortb
@@ -43,10 +50,11 @@ BACKENDS = ("auto", "tensorrt", "onnxruntime")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="python -m lix_deploy.build_engine",
         description="Turn the FP32 ONNX export into an FP32 / FP16 / INT8 artefact for ONNX Runtime or TensorRT, "
-                    "gate it on the mIoU drop against the FP32 model, and write a JSON build report.",
+                    "gate it against the FP32 model (mIoU drop with labels, agreement without), and write a "
+                    "JSON build report.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--onnx", required=True, type=Path, help="FP32 ONNX written by lix_deploy.export")
@@ -60,15 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help="artefact path (default: next to the ONNX, <stem>.<precision>.onnx / .engine)")
     parser.add_argument("--max-miou-drop", type=float, default=1.0,
-                        help="largest accepted mIoU drop against FP32, in points (negative: demand a gain)")
+                        help="with labels: largest accepted mIoU drop against FP32, in points (negative: demand "
+                             "a gain)")
+    parser.add_argument("--min-pixel-agreement", type=float, default=100 * accuracy.DEFAULT_MIN_PIXEL_AGREEMENT,
+                        metavar="PERCENT",
+                        help="without labels: least accepted share of pixels where the candidate and FP32 agree")
+    parser.add_argument("--min-class-agreement", type=float, default=100 * accuracy.DEFAULT_MIN_CLASS_AGREEMENT,
+                        metavar="PERCENT",
+                        help="without labels: least accepted agreement of every class (share of the pixels FP32 "
+                             "gives the class that the candidate gives it too; classes under "
+                             f"{100 * accuracy.DEFAULT_MIN_CLASS_SHARE:g} %% of the pixels are not gated)")
     parser.add_argument("--exclude-nodes", nargs="*", default=None, metavar="NODE",
                         help="INT8: ONNX node names kept in float (default: the first Conv and the classifier "
                              "Conv, found by graph traversal; give no names to quantise everything)")
     parser.add_argument("--int8-activations", choices=ortb.INT8_ACTIVATIONS, default="uint8",
                         help="ONNX Runtime backend only: uint8 (asymmetric) activations run x86 CPUs' fast u8 x s8 "
                              "kernels; int8 (symmetric) is what TensorRT needs (the tensorrt backend always uses it)")
-    parser.add_argument("--calibration-method", choices=ortb.CALIBRATION_METHODS, default="minmax",
-                        help="ONNX Runtime INT8 calibration (ModelOpt always uses entropy)")
+    parser.add_argument("--calibration-method", choices=ortb.CALIBRATION_METHODS, default=None,
+                        help="INT8 calibration: ONNX Runtime takes all three (default minmax), ModelOpt minmax or "
+                             "entropy (default entropy)")
     parser.add_argument("--eval-frames", type=int, default=None,
                         help="frames for the accuracy gate: held out from the END of the calibration set "
                              "(default: a quarter, at least 1), or the first N of --eval-set (default: all)")
@@ -132,7 +150,8 @@ def load_frames(args: argparse.Namespace, info: ArtifactInfo) -> Frames:
     size = tuple(info.input_size)
     if tuple(inputs.shape[2:]) != size:
         raise BuildError(f"{args.calib}: frames are {inputs.shape[2]}x{inputs.shape[3]} but the model takes "
-                         f"{size[0]}x{size[1]}; make the calibration set with --size {size[0]} {size[1]}")
+                         f"{size[0]}x{size[1]}; make the calibration set with python -m lix_deploy.calib "
+                         f"--height {size[0]} --width {size[1]} (or --onnx {args.onnx})")
     needs_calibration = args.precision == "int8"
     description = {"dir": str(args.calib), "name": manifest.get("name"), "frames": int(len(inputs)),
                    "tensor_sha256": manifest.get("tensor_sha256")}
@@ -179,13 +198,14 @@ def build_onnxruntime(args, onnx: Path, target: Path, frames: Frames, watch: Sto
             ortb.convert_fp16(onnx, target)
     else:
         with watch("quantize"):
-            result = ortb.quantize_int8(onnx, target, frames.calibration, args.exclude_nodes,
-                                        args.calibration_method, activations=args.int8_activations)
+            method = args.calibration_method or "minmax"
+            result = ortb.quantize_int8(onnx, target, frames.calibration, args.exclude_nodes, method,
+                                        activations=args.int8_activations)
         report.excluded_nodes = result.excluded_nodes
         report.extra["quantization"] = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                                         "per_channel": True, "activations": args.int8_activations,
                                         "symmetric_activations": args.int8_activations == "int8",
-                                        "method": args.calibration_method,
+                                        "method": method, "float_tail": result.float_tail,
                                         "preprocessed": result.preprocessed,
                                         "calibration_frames": result.calibration_frames}
 
@@ -204,9 +224,11 @@ def build_tensorrt(args, onnx: Path, target: Path, precision: str, frames: Frame
                            onnx_is_fp16=ortb.is_fp16(model), have_modelopt=trtb.modelopt_available())
     for note in plan.notes:
         print(f"build_engine: {note}", file=sys.stderr)
+    details: dict = {}
     with watch("prepare_onnx"):
         parsed, excluded = trtb.prepare_onnx(plan, onnx, work, frames.calibration, args.exclude_nodes,
-                                             info.input_name)
+                                             info.input_name, calibration_method=args.calibration_method,
+                                             details=details)
     input_name, batch = ortb.input_name_and_batch(model)
     dims = [d.dim_value if d.HasField("dim_value") else None
             for d in next(i for i in model.graph.input if i.name == input_name).type.tensor_type.shape.dim]
@@ -215,6 +237,8 @@ def build_tensorrt(args, onnx: Path, target: Path, precision: str, frames: Frame
                                  {input_name: shapes})
     report.excluded_nodes = excluded
     report.extra.update(plan=plan.to_dict(), engine_key=key.to_dict())
+    if details:
+        report.extra["quantization" if precision == "int8" else "conversion"] = details
     engine_path = target
     if args.cache_dir is not None:
         engine_path = engine_cache.cached_engine_path(args.cache_dir, onnx.stem, key)
@@ -258,8 +282,6 @@ def _remove_stale(out: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lix_deploy import accuracy
-
     onnx = args.onnx
     if not onnx.is_file():
         raise BuildError(f"--onnx {onnx}: file not found")
@@ -268,8 +290,13 @@ def run(args: argparse.Namespace) -> int:
         raise BuildError(f"--onnx {onnx} is a {info.precision} artefact; pass the FP32 export from lix_deploy.export")
     if args.workspace_mb < 1 or args.max_batch < 1:
         raise BuildError("--workspace-mb and --max-batch must be >= 1")
+    for option, value in (("--min-pixel-agreement", args.min_pixel_agreement),
+                          ("--min-class-agreement", args.min_class_agreement)):
+        if not 0.0 <= value <= 100.0:
+            raise BuildError(f"{option} {value:g} must be a percentage in [0, 100]")
     backend = resolve_backend(args.backend)
     out = args.out or default_out(onnx, backend, args.precision)
+    explicit_out = args.out is not None
     if out.resolve() == onnx.resolve():
         raise BuildError(f"--out {out} would overwrite the FP32 export; choose another path")
     if out.is_dir():
@@ -290,8 +317,9 @@ def run(args: argparse.Namespace) -> int:
             build_onnxruntime(args, onnx, target, frames, watch, report)
             candidate = target
         with watch("accuracy_gate"):
-            result = _gate(accuracy, onnx, candidate, backend, frames, info, args.max_miou_drop)
+            result = _gate(onnx, candidate, backend, frames, info, args)
         report.accuracy = result.to_dict()
+        report.extra["gate_basis"] = result.basis
         print(f"build_engine: {result.summary()}", file=sys.stderr)
         if result.passed:
             _place(candidate, out)
@@ -300,37 +328,45 @@ def run(args: argparse.Namespace) -> int:
             report.write(report_path(out))
             print(f"build_engine: wrote {out} and {report_path(out)}", file=sys.stderr)
             return EXIT_OK
-        fallback = default_out(onnx, backend, "fp32") if args.precision != "fp32" else None
-        removed = _remove_stale(out) if out.exists() else []
+        # the FP32 fallback goes where the caller asked for the artefact (--out), so whatever
+        # deploys that path gets a working model; without --out, to the default FP32 name
+        if args.precision == "fp32":
+            fallback = None
+        else:
+            fallback = out if explicit_out else default_out(onnx, backend, "fp32")
+        removed = _remove_stale(out) if out.exists() and fallback != out else []
         if fallback is not None:
             with watch("fp32_fallback"):
                 if backend == "tensorrt":
                     scratch = BuildReport(backend=backend, precision="fp32", onnx=str(onnx),
                                           onnx_sha256=report.onnx_sha256)
-                    built = build_tensorrt(args, onnx, work / fallback.name, "fp32", frames, info, watch,
-                                           scratch, work)
+                    built = build_tensorrt(args, onnx, work / f"fp32-{fallback.name}", "fp32", frames, info,
+                                           watch, scratch, work)
                     _place(built, fallback)
                     report.extra["fp32_fallback"] = scratch.extra
                 else:
                     ortb.optimize_fp32(onnx, fallback)
         kept = fallback or onnx
         report.artefact = str(kept)
-        report.decision = (f"rejected: {args.precision} loses {result.drop:.2f} mIoU points (max "
-                           f"{args.max_miou_drop:.2f}); kept the FP32 artefact {kept}"
-                           + (f"; removed the stale {', '.join(removed)}" if removed else ""))
+        report.extra["fallback"] = {"precision": "fp32", "path": str(kept), "at_out": kept == out,
+                                    "rejected_precision": args.precision}
+        report.decision = (f"rejected: {args.precision} {result.reason()} (basis: {result.basis_text()}); "
+                           f"{kept} is the FP32 fallback" + (f"; removed the stale {', '.join(removed)}"
+                                                             if removed else ""))
         report.write(report_path(out))
         print(f"build_engine: {report.decision}", file=sys.stderr)
         return EXIT_REJECTED
 
 
-def _gate(accuracy, onnx: Path, candidate: Path, backend: str, frames: Frames, info: ArtifactInfo,
-          max_drop: float):
+def _gate(onnx: Path, candidate: Path, backend: str, frames: Frames, info: ArtifactInfo, args: argparse.Namespace):
     reference, close_reference = accuracy.artefact_predictor(onnx, "onnxruntime")
     try:
         candidate_predictor, close_candidate = accuracy.artefact_predictor(candidate, backend)
         try:
             return accuracy.evaluate(reference, candidate_predictor, frames.evaluation, info.num_classes,
-                                     max_drop, frames.labels)
+                                     args.max_miou_drop, frames.labels,
+                                     min_pixel_agreement=args.min_pixel_agreement / 100.0,
+                                     min_class_agreement=args.min_class_agreement / 100.0)
         finally:
             close_candidate()
     finally:

@@ -241,7 +241,7 @@ def load_calibration_set(directory: str | Path) -> tuple[np.ndarray, np.ndarray 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="python -m lix_deploy.calib",
         description="Write a calibration set for INT8 quantisation and the accuracy gate: N frames picked "
         "deterministically round-robin over the split's scenes, preprocessed with the runtime's to_model_input "

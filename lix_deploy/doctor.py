@@ -270,7 +270,7 @@ def format_report(checks: list[Check]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="python -m lix_deploy.doctor",
         description="Report what this machine offers for deploying LIX-Seg models: Python, numpy, onnx, ONNX Runtime "
                     "and its execution providers (and the onnxruntime / onnxruntime-gpu clash), torch and CUDA, "

@@ -126,6 +126,25 @@ def _data_section(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return data if isinstance(data, Mapping) else {}
 
 
+def load_lix_checkpoint(path: str | Path) -> dict:
+    """lix_train's load_checkpoint, with the project's own message for a file it cannot read.
+
+    torch's message for such a file advises loading it with full unpickling, which runs
+    arbitrary code from the file; it is never passed on (nor ever done here).
+    """
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as err:
+        if not err.problem.startswith("not a readable"):
+            raise
+        kind = err.problem.split("(", 1)[1].split(":", 1)[0] if "(" in err.problem else "unreadable"
+        raise CheckpointError(path, f"not a LIX-Seg checkpoint ({kind}): checkpoints written by lix_train hold "
+                                    "only tensors and plain containers and load without running code from the "
+                                    "file; this one is not a torch file or holds other Python objects (a pickled "
+                                    "model, another tool's checkpoint). Export a training run's student.pt "
+                                    "(runs/NAME/student.pt from python -m lix_train.distill)") from None
+
+
 def load_student(path: str | Path, classes: str | None = None) -> LoadedStudent:
     """Rebuild the student stored in a LIX checkpoint; CheckpointError / ExportError say what is wrong.
 
@@ -133,7 +152,7 @@ def load_student(path: str | Path, classes: str | None = None) -> LoadedStudent:
     checkpoint's config records no data.dataset.
     """
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_lix_checkpoint(path)
     signature = ckpt.get("signature") or {}
     name = str(signature.get("name", ""))
     if name.startswith("teacher"):
@@ -310,7 +329,7 @@ def export_student(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False,
         prog="python -m lix_deploy.export",
         description="Export a LIX student checkpoint to ONNX (dynamo exporter): float32 RGB 0..255 NCHW in, "
         "mean/std normalisation folded in, argmax labels out, class names / palette / input size / source "

@@ -120,6 +120,7 @@ def test_int8_build_writes_qdq_artefact_and_contract_report(workspace, tmp_path,
     assert report["calibration"]["calibration_frames"] == 2 and report["calibration"]["eval_frames"] == 2
     accuracy = report["accuracy"]
     assert accuracy["passed"] and accuracy["reference"] == "labels" and accuracy["frames"] == 2
+    assert accuracy["basis"] == report["gate_basis"] == "miou_drop_vs_labels"
     assert accuracy["drop"] == pytest.approx(accuracy["fp32_miou"] - accuracy["candidate_miou"])
     assert report["decision"].startswith("accepted")
     assert read_metadata(out).precision == "int8" and read_metadata(out).class_names == read_metadata(model).class_names
@@ -187,7 +188,13 @@ def test_calibration_set_of_another_size_is_refused(workspace, tmp_path, capsys)
     write_calibration_set(other, dataset="synthetic", root=tiny_dataset_root(), split="train", num=2, size=(32, 64),
                           progress=False)
     assert run_cli("--onnx", model, "--precision", "int8", "--calib", other) == 2
-    assert "--size 64 128" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # the hint names options lix_deploy.calib really has (it has no --size)
+    assert "python -m lix_deploy.calib --height 64 --width 128" in err and "--size" not in err
+    from lix_deploy.calib import build_parser
+
+    parsed = build_parser().parse_args(["--height", "64", "--width", "128", "--out", "x"])
+    assert (parsed.height, parsed.width) == (64, 128)
 
 
 def test_int8_activation_flavours(workspace, tmp_path):
@@ -209,3 +216,79 @@ def test_int8_activation_flavours(workspace, tmp_path):
                                 if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits]
     assert zero_points["uint8"] and all(z.dtype == np.uint8 for z in zero_points["uint8"])
     assert zero_points["int8"] and all(z.dtype == np.int8 and not z.any() for z in zero_points["int8"])
+
+
+# --------------------------------------------------------------------------- issue 15
+
+
+@pytest.mark.parametrize("exclusions", [None, []], ids=["default-exclusions", "quantise-everything"])
+def test_int8_artefact_feeds_float_logits_to_argmax(workspace, tmp_path, exclusions):
+    """The final Resize and the ArgMax stay float: no ArgMax reads a DequantizeLinear output."""
+    model, calib = workspace
+    out = tmp_path / "tail.int8.onnx"
+    extra = [] if exclusions is None else ["--exclude-nodes"]
+    assert run_cli("--onnx", model, "--precision", "int8", "--calib", calib, "--out", out,
+                   "--max-miou-drop", "100", *extra) == 0
+    graph = onnx.load(str(out)).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    argmaxes = [n for n in graph.node if n.op_type == "ArgMax"]
+    assert argmaxes and ortb.argmax_reads_dequantized(onnx.load(str(out))) == []
+    for argmax in argmaxes:
+        resize = producers[argmax.input[0]]
+        assert resize.op_type == "Resize"  # the logits come straight from the float Resize
+        assert all(n.op_type != "QuantizeLinear" for n in graph.node if resize.output[0] in n.input)
+    report = json.loads((tmp_path / "tail.int8.onnx.build.json").read_text())
+    tail = report["quantization"]["float_tail"]
+    assert {n.name for n in argmaxes} <= set(tail) and len(tail) == 2
+
+
+def test_float_tail_walks_back_from_argmax_to_the_classifier():
+    assert ortb.float_tail(toy_graph()) == ["up", "argmax"]
+    assert ortb.argmax_reads_dequantized(toy_graph()) == []
+
+
+def test_unlabelled_gate_decides_on_agreement_and_says_so(workspace, tmp_path, capsys):
+    from lix_deploy.calib import write_calibration_set
+
+    model, _ = workspace
+    unlabelled = tmp_path / "nolabels"
+    write_calibration_set(unlabelled, dataset="synthetic", root=tiny_dataset_root(), split="train", num=4,
+                          size=TINY_SIZE, with_labels=False, progress=False)
+    out = tmp_path / "u.int8.onnx"
+    code = run_cli("--onnx", model, "--precision", "int8", "--calib", unlabelled, "--out", out,
+                   "--min-pixel-agreement", "0", "--min-class-agreement", "0", "--max-miou-drop", "-50")
+    err = capsys.readouterr().err
+    assert code == 0, err  # -50 would refuse anything if the mIoU drop were (wrongly) gated without labels
+    report = json.loads((tmp_path / "u.int8.onnx.build.json").read_text())
+    gate = report["accuracy"]
+    assert gate["basis"] == report["gate_basis"] == "agreement_with_fp32" and gate["reference"] == "fp32"
+    assert gate["drop"] is None and gate["fp32_miou"] is None and gate["min_pixel_agreement"] == 0.0
+    assert "basis: agreement with FP32" in err and "mIoU points" not in err
+    # a strict pixel threshold refuses the same model, naming the threshold it missed (unless INT8 is exact)
+    if gate["pixel_agreement"] < 1.0:
+        assert run_cli("--onnx", model, "--precision", "int8", "--calib", unlabelled, "--out", out,
+                       "--min-pixel-agreement", "100") == build_engine.EXIT_REJECTED
+        report = json.loads((tmp_path / "u.int8.onnx.build.json").read_text())
+        assert "of pixels (min 100.00 %)" in report["decision"] and "agreement with FP32" in report["decision"]
+    assert run_cli("--onnx", model, "--precision", "int8", "--calib", unlabelled, "--out", out,
+                   "--min-class-agreement", "120") == 2
+    assert "--min-class-agreement 120 must be a percentage" in capsys.readouterr().err
+
+
+def test_rejected_build_writes_the_fp32_fallback_at_out(workspace, tmp_path, capsys):
+    model, calib = workspace
+    out = tmp_path / "deploy" / "camera.int8.onnx"
+    out.parent.mkdir()
+    out.write_bytes(b"stale artefact from an earlier build")
+    code = run_cli("--onnx", model, "--precision", "int8", "--calib", calib, "--out", out, "--max-miou-drop", "-101")
+    assert code == build_engine.EXIT_REJECTED
+    assert read_metadata(out).precision == "fp32"  # what the caller deploys is a working FP32 model
+    from lix_deploy.runtime import Segmenter
+
+    assert Segmenter(out).info.precision == "fp32"
+    report = json.loads((out.parent / "camera.int8.onnx.build.json").read_text())
+    assert report["artefact"] == str(out) and report["fallback"] == {
+        "precision": "fp32", "path": str(out), "at_out": True, "rejected_precision": "int8"}
+    assert report["decision"].startswith("rejected") and f"{out} is the FP32 fallback" in report["decision"]
+    assert not model.with_name("student.fp32.onnx").exists()  # nothing written beside the source
+    assert sorted(p.name for p in out.parent.iterdir()) == ["camera.int8.onnx", "camera.int8.onnx.build.json"]

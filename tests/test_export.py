@@ -152,6 +152,8 @@ def test_cli_exports_with_training_size_by_default(tmp_path, capsys):
     ("missing", "checkpoint file not found"),
     ("teacher", "teacher checkpoint"),
     ("foreign", "not a LIX-Seg checkpoint"),
+    ("pickled", "not a LIX-Seg checkpoint (UnpicklingError)"),  # a whole pickled nn.Module
+    ("garbage", "not a LIX-Seg checkpoint"),
     ("height", "--height 100 must be a positive multiple of 32 (the encoder's output stride); try 96 or 128"),
     ("unwritable", "cannot write into"),
 ])
@@ -166,6 +168,13 @@ def test_bad_inputs_are_clear_errors(case, expected, tmp_path, capsys):
     elif case == "foreign":
         torch.save({"state_dict": {}}, tmp_path / "other.pt")
         args[1] = str(tmp_path / "other.pt")
+    elif case in ("pickled", "garbage"):
+        path = tmp_path / f"{case}.pt"
+        if case == "pickled":
+            torch.save(torch.nn.Linear(2, 2), path)
+        else:
+            path.write_text("not a torch file at all")
+        args[1] = str(path)
     elif case == "height":
         args += ["--height", "100", "--width", "128"]
     elif case == "unwritable":
@@ -175,6 +184,10 @@ def test_bad_inputs_are_clear_errors(case, expected, tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert expected in err and err.startswith("error: ") and "Traceback" not in err
+    # never echo torch's advice to unpickle the file fully (it runs code from the file)
+    assert "weights_only" not in err and "two options" not in err and "can still be loaded" not in err
+    if case in ("pickled", "garbage"):
+        assert "student.pt" in err  # what to export instead
     assert not out.exists()
 
 

@@ -143,6 +143,18 @@ def test_resize_mask_is_nearest_at_pixel_centres():
         resize_mask(mask, (0, 4))
 
 
+@pytest.mark.parametrize("src, dst", [((192, 640), (480, 640)), ((96, 320), (480, 640)), ((64, 128), (37, 301)),
+                                      ((480, 640), (192, 640)), ((5, 7), (5, 20)), ((1, 1), (3, 2))])
+def test_separable_resize_mask_equals_the_2d_gather(src, dst):
+    """The fast path (rows, then columns only if the width changes) picks exactly the centre-sampled pixels."""
+    mask = np.random.default_rng(0).integers(0, 200, src).astype(np.uint8)
+    rows = np.minimum(((np.arange(dst[0]) + 0.5) * (src[0] / dst[0])).astype(np.intp), src[0] - 1)
+    cols = np.minimum(((np.arange(dst[1]) + 0.5) * (src[1] / dst[1])).astype(np.intp), src[1] - 1)
+    out = resize_mask(mask, dst)
+    np.testing.assert_array_equal(out, mask[rows[:, None], cols[None, :]])
+    assert out.flags.c_contiguous and out.dtype == np.uint8
+
+
 def test_mask_comes_back_at_the_input_resolution(segmenter):
     for shape in [(75, 130, 3), (16, 24, 3), (32, 48, 3), (100, 37, 3)]:
         image = np.random.default_rng(4).integers(0, 256, shape, dtype=np.uint8)
@@ -233,6 +245,23 @@ def test_backend_is_resolved_from_the_suffix(tmp_path):
         resolve_backend("m.onnx", "openvino")
     with pytest.raises(FileNotFoundError, match="model artefact not found"):
         Segmenter(tmp_path / "missing.onnx")
+    with pytest.raises(ArtifactError, match="missing.onnx: model artefact not found; export one"):
+        Segmenter(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize("content", [b"\x08\x07garbage" * 10, b"", "truncated"], ids=["garbage", "empty", "truncated"])
+def test_a_corrupt_onnx_file_is_an_artifact_error_naming_the_file(models, tmp_path, content):
+    """Issue 15: not onnxruntime's raw InvalidProtobuf, but the project's error, the file and what to do."""
+    path = tmp_path / "corrupt.onnx"
+    if content == "truncated":
+        data = models["static"].read_bytes()
+        content = data[: len(data) // 2]
+    path.write_bytes(content)
+    with pytest.raises(ArtifactError) as caught:
+        Segmenter(path, info=read_metadata(models["static"]))  # info: past the metadata, to the model itself
+    message = str(caught.value)
+    assert type(caught.value) is ArtifactError and message.startswith(f"{path}: ONNX Runtime cannot load")
+    assert "python -m lix_deploy.export" in message and "[ONNXRuntimeError]" not in message
 
 
 # ---- ONNX Runtime providers (pure) -------------------------------------------------------------

@@ -126,18 +126,19 @@ class FakeContext:
         assert threading.current_thread().name == self.thread, "context shared between threads"
         memory = self.engine.memory
         shape = self.get_tensor_shape("image")
-        image = np.frombuffer(bytes(memory.buffers[self.addresses["image"]][: int(np.prod(shape)) * 4]),
-                              np.float32).reshape(shape)
+        dtype = np.dtype(self.engine.dtypes["image"])  # what the engine was built to read, as TensorRT would
+        image = np.frombuffer(bytes(memory.buffers[self.addresses["image"]][: int(np.prod(shape)) * dtype.itemsize]),
+                              dtype).reshape(shape).astype(np.float32)
         labels = expected_labels(image.transpose(0, 2, 3, 1))
         memory.buffers[self.addresses["labels"]][: labels.nbytes] = labels.tobytes()
         return True
 
 
 class FakeEngine:
-    def __init__(self, memory, batch):
+    def __init__(self, memory, batch, dtypes=None):
         self.memory = memory
         self.shapes = {"image": (batch, 3) + SIZE, "labels": (batch,) + SIZE}
-        self.dtypes = {"image": np.float32, "labels": np.uint8}
+        self.dtypes = {"image": np.float32, "labels": np.uint8, **(dtypes or {})}
         self.profile = ((1, 3) + SIZE, (1, 3) + SIZE, (4, 3) + SIZE)
         self.contexts: list[FakeContext] = []
 
@@ -164,7 +165,20 @@ class FakeEngine:
         return context
 
 
-def make_fake_trt(memory, version="10.3.0.26", batch=1):
+class FakeBF16:
+    """A TensorRT dtype with no numpy equivalent (trt.nptype raises TypeError for it)."""
+
+    def __str__(self):
+        return "DataType.BF16"
+
+
+def _fake_nptype(dtype):
+    if isinstance(dtype, FakeBF16):
+        raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+    return dtype
+
+
+def make_fake_trt(memory, version="10.3.0.26", batch=1, dtypes=None):
     """A stand-in for the `tensorrt` module with just the TensorRT 10 names the backend uses."""
     state = {"deserialized": 0, "engine": None}
 
@@ -182,12 +196,12 @@ def make_fake_trt(memory, version="10.3.0.26", batch=1):
             state["deserialized"] += 1
             if data != ENGINE_BYTES:
                 return None  # what TensorRT does for an engine from another version / GPU
-            state["engine"] = FakeEngine(memory, batch)
+            state["engine"] = FakeEngine(memory, batch, dtypes)
             return state["engine"]
 
     module = types.SimpleNamespace(__version__=version, Logger=Logger, Runtime=Runtime,
                                    TensorIOMode=types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"),
-                                   nptype=lambda dtype: dtype)
+                                   nptype=_fake_nptype)
     module.state = state
     return module
 
@@ -281,8 +295,14 @@ def test_missing_cuda_python_names_the_pip_package(monkeypatch):
 
 def test_segmenter_on_an_engine_without_tensorrt_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(BackendUnavailableError, match="tensorrt"):
-        Segmenter(write_engine(tmp_path))
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):  # neither is installed
+        monkeypatch.setitem(sys.modules, name, None)
+    engine = write_engine(tmp_path)
+    with pytest.raises(BackendUnavailableError, match="tensorrt") as caught:
+        Segmenter(engine)
+    # TensorRT is what the engine needs first: the message names it and the file, not cuda-python
+    assert caught.value.package == "tensorrt" and f"{engine} is a TensorRT engine" in str(caught.value)
+    assert "cuda-python" not in str(caught.value)
 
 
 # ---- data flow, buffers and threads --------------------------------------------------------
@@ -302,6 +322,36 @@ def test_inference_allocates_buffers_once_and_matches_the_model(tmp_path):
     assert len(memory.destroyed) == 1
     with pytest.raises(RuntimeError, match="closed"):
         backend.infer(_batch(scene(*SIZE)))
+
+
+def test_fp16_input_engine_is_fed_float16_not_float32_bytes(tmp_path):
+    """Issue 15: the engine's input dtype is read (get_tensor_dtype) and the batch converted to it."""
+    memory = FakeMemory()
+    backend = TensorRTBackend(write_engine(tmp_path), trt=make_fake_trt(memory, dtypes={"image": np.float16}),
+                              memory=memory)
+    assert backend.describe()["input_dtype"] == "float16"
+    for seed in range(2):
+        image = np.random.default_rng(seed).integers(0, 256, SIZE + (3,), dtype=np.uint8)
+        np.testing.assert_array_equal(backend.infer(_batch(image)).labels[0], expected_labels(image))
+    sizes = sorted(len(buffer) for buffer in memory.buffers.values())
+    assert sizes == sorted([int(np.prod(SIZE)), 3 * int(np.prod(SIZE)) * 2])  # uint8 labels, float16 image
+    assert memory.mallocs == 2  # still allocated once
+    backend.close()
+
+
+@pytest.mark.parametrize("dtypes, message", [
+    ({"image": np.int8}, "input 'image' is int8"),
+    ({"image": FakeBF16()}, "tensor 'image' is DataType.BF16, which this runtime cannot feed"),
+    ({"labels": np.float32}, "output 'labels' is float32, expected integer class ids"),
+])
+def test_engine_dtypes_the_runtime_cannot_handle_are_refused(tmp_path, dtypes, message):
+    from lix_deploy.artifact import ArtifactError
+
+    memory = FakeMemory()
+    path = write_engine(tmp_path)
+    with pytest.raises(ArtifactError, match=message) as caught:
+        TensorRTBackend(path, trt=make_fake_trt(memory, dtypes=dtypes), memory=memory)
+    assert str(path) in str(caught.value) and "lix_deploy.build_engine" in str(caught.value)
 
 
 def test_each_thread_gets_its_own_context_stream_and_buffers(tmp_path):
@@ -346,7 +396,7 @@ def test_dynamic_batch_sets_the_input_shape_only_when_it_changes(tmp_path):
 
 def test_segmenter_runs_an_engine_through_the_tensorrt_backend(tmp_path, monkeypatch):
     memory = FakeMemory()
-    monkeypatch.setattr(tensorrt_backend, "import_tensorrt", lambda: make_fake_trt(memory))
+    monkeypatch.setattr(tensorrt_backend, "import_tensorrt", lambda engine_path=None: make_fake_trt(memory))
     monkeypatch.setattr(cuda_memory, "load_device_memory", lambda device_id, library: memory)
     seg = Segmenter(write_engine(tmp_path))
     assert seg.backend_name == "tensorrt" and seg.info.class_names == CLASS_NAMES

@@ -317,7 +317,7 @@ def make_fake_trt(version="10.3.0", *, parse_errors=(), build_fails=False, input
         def build_serialized_network(self, network, config):
             if build_fails:
                 return None
-            if network.flags:
+            if network.flags or version.startswith("11."):  # TRT 11: always strongly typed
                 precision = strongly_typed_precision
             else:
                 precision = "int8" if "INT8" in config.flags else "fp16" if "FP16" in config.flags else "fp32"
@@ -394,6 +394,21 @@ def test_strongly_typed_network_flag_on_new_tensorrt(tmp_path, monkeypatch):
     result = build(tmp_path, trt, monkeypatch, trtb.plan_build("10.13.3", "int8", onnx_has_qdq=True))
     assert trt.state["network_flags"] == 1 << 1 and trt.state["config"].flags == set()
     assert result.verdict.passed and trt.state["built_precision"] == "int8"
+
+
+def test_trt11_builds_strongly_typed_without_the_deprecated_flag(tmp_path, monkeypatch):
+    trt = make_fake_trt("11.0.0", strongly_typed_precision="int8")
+    del trt.NetworkDefinitionCreationFlag  # deprecated in 11 (ignored): it must not be needed at all
+    result = build(tmp_path, trt, monkeypatch, trtb.plan_build("11.0.0", "int8", onnx_has_qdq=True))
+    assert trt.state["network_flags"] == 0 and trt.state["config"].flags == set()
+    assert result.verdict.passed and trt.state["built_precision"] == "int8"
+    plan = trtb.plan_build("10.12.0", "int8", onnx_has_qdq=True)
+    assert trtb.network_flags(make_fake_trt("10.12.0"), plan) == 1 << 1
+    no_flag = make_fake_trt("10.12.0")
+    del no_flag.NetworkDefinitionCreationFlag
+    with pytest.raises(BuildError, match="no NetworkDefinitionCreationFlag.STRONGLY_TYPED"):
+        trtb.network_flags(no_flag, plan)
+    assert trtb.network_flags(no_flag, trtb.plan_build("10.3.0", "fp16")) == 0  # weakly typed: no flag
 
 
 def test_fp32_onnx_in_fp16_mode_on_trt11_fails_and_writes_nothing(tmp_path, monkeypatch):
@@ -479,3 +494,134 @@ def test_real_tensorrt_fp16_build(tmp_path):
     k = engine_cache.EngineKey(trt.__version__, gpu, capability, SHA, "fp16", {"image": [[1, 3, 64, 128]] * 3})
     result = trtb.build_engine(parsed, tmp_path / "s.engine", plan, k, info=read_metadata(onnx))
     assert result.verdict.passed and result.summary.histogram.get("fp16", 0) > 0
+
+
+# --------------------------------------------------------------------------- INT8 preparation (issue 15)
+
+
+def _regex_named_onnx(path):
+    """stem Conv -> head Conv (a name full of regex metacharacters) -> Resize -> ArgMax, plus a decoy node that
+    the unescaped name '/head/Conv.1' would match as a pattern."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    w = numpy_helper.from_array(np.full((2, 3, 1, 1), 0.1, np.float32), "w")
+    w2 = numpy_helper.from_array(np.full((2, 2, 1, 1), 0.1, np.float32), "w2")
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["s"], name="/stem/Conv"),
+        helper.make_node("Relu", ["s"], ["r"], name="/head/ConvX1"),  # matched by the pattern /head/Conv.1
+        helper.make_node("Conv", ["r", "w2"], ["logits_small"], name="/head/Conv.1"),
+        helper.make_node("Resize", ["logits_small", "", "scales"], ["logits"], name="/up/Resize", mode="linear"),
+        helper.make_node("ArgMax", ["logits"], ["labels"], name="/ArgMax", axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("labels", TensorProto.INT64, [1, 16, 16])],
+                              initializer=[w, w2, scales])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def _fake_modelopt(monkeypatch, quantize):
+    quantization = types.ModuleType("modelopt.onnx.quantization")
+    quantization.quantize = quantize
+    onnx_pkg = types.ModuleType("modelopt.onnx")
+    onnx_pkg.quantization = quantization
+    root = types.ModuleType("modelopt")
+    root.onnx = onnx_pkg
+    for name, module in (("modelopt", root), ("modelopt.onnx", onnx_pkg), ("modelopt.onnx.quantization", quantization)):
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_modelopt_gets_anchored_escaped_exclusions_and_the_calibration_method(tmp_path, monkeypatch):
+    import re
+    import shutil
+
+    import numpy as np
+
+    pytest.importorskip("onnx")
+    calls = []
+
+    def quantize(**kwargs):
+        calls.append(kwargs)
+        shutil.copyfile(kwargs["onnx_path"], kwargs["output_path"])
+
+    _fake_modelopt(monkeypatch, quantize)
+    source = _regex_named_onnx(tmp_path / "m.onnx")
+    plan = trtb.plan_build("10.13.3", "int8", have_modelopt=True)
+    frames = np.zeros((2, 3, 8, 8), np.float32)
+    details = {}
+    _, excluded = trtb.prepare_onnx(plan, source, tmp_path, frames, None, calibration_method="minmax",
+                                    details=details)
+    assert excluded == ["/stem/Conv", "/head/Conv.1"]
+    (call,) = calls
+    assert call["calibration_method"] == "max" and details["calibration_method"] == "minmax"
+    names = ["/stem/Conv", "/head/ConvX1", "/head/Conv.1", "/up/Resize", "/ArgMax"]
+    matched = [n for n in names if any(re.match(p, n) for p in call["nodes_to_exclude"])]
+    assert matched == ["/stem/Conv", "/head/Conv.1", "/up/Resize", "/ArgMax"]  # never the decoy
+    assert details["float_tail"] == ["/up/Resize", "/ArgMax"]
+    # no method given: ModelOpt's entropy; a method ModelOpt lacks is a clear error, not a silent default
+    trtb.prepare_onnx(plan, source, tmp_path, frames, None)
+    assert calls[-1]["calibration_method"] == "entropy"
+    with pytest.raises(BuildError, match="ModelOpt calibrates with minmax or entropy"):
+        trtb.prepare_onnx(plan, source, tmp_path, frames, None, calibration_method="percentile")
+    with pytest.raises(BuildError, match="no node named 'nope'"):
+        trtb.prepare_onnx(plan, source, tmp_path, frames, ["nope"])
+
+
+def test_modelopt_failure_is_a_build_failure_naming_the_step(tmp_path, monkeypatch):
+    import numpy as np
+
+    pytest.importorskip("onnx")
+
+    def quantize(**kwargs):
+        raise RuntimeError("calibration exploded")
+
+    _fake_modelopt(monkeypatch, quantize)
+    source = _regex_named_onnx(tmp_path / "m.onnx")
+    plan = trtb.plan_build("11.0.0", "int8", have_modelopt=True)
+    with pytest.raises(BuildFailure, match=r"ModelOpt INT8 quantisation of .*m.onnx failed \(RuntimeError: "
+                                           r"calibration exploded\)") as caught:
+        trtb.prepare_onnx(plan, source, tmp_path, np.zeros((2, 3, 8, 8), np.float32), None)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+def test_calibration_method_reaches_onnxruntime_without_modelopt(tmp_path, monkeypatch):
+    import numpy as np
+
+    seen = {}
+
+    def fake_quantize(onnx_path, out_path, inputs, exclude=None, calibration_method="minmax", per_channel=True,
+                      activations="int8"):
+        seen.update(method=calibration_method, activations=activations)
+        from lix_deploy.engines.onnxruntime_build import QuantizeResult
+
+        return QuantizeResult(Path(out_path), [], float_tail=["up", "argmax"])
+
+    monkeypatch.setattr(trtb, "quantize_int8", fake_quantize)
+    plan = trtb.plan_build("10.3.0", "int8")
+    assert plan.onnx_transform == "ort_int8"
+    details = {}
+    trtb.prepare_onnx(plan, tmp_path / "m.onnx", tmp_path, np.zeros((2, 3, 8, 8), np.float32), None,
+                      calibration_method="entropy", details=details)
+    assert seen == {"method": "entropy", "activations": "int8"} and details["calibration_method"] == "entropy"
+    trtb.prepare_onnx(plan, tmp_path / "m.onnx", tmp_path, np.zeros((2, 3, 8, 8), np.float32), None)
+    assert seen["method"] == "minmax"
+
+
+def test_onnxruntime_quantiser_errors_are_build_failures(tmp_path, monkeypatch):
+    import numpy as np
+
+    pytest.importorskip("onnxruntime")
+    import onnxruntime.quantization as ortq
+
+    from lix_deploy.engines import onnxruntime_build as ortb
+
+    def broken(*args, **kwargs):
+        raise ValueError("histogram has no bins")
+
+    monkeypatch.setattr(ortq, "quantize_static", broken)
+    source = _regex_named_onnx(tmp_path / "m.onnx")
+    with pytest.raises(BuildFailure, match=r"ONNX Runtime INT8 quantisation .*m.onnx failed \(ValueError: "
+                                           r"histogram has no bins\)"):
+        ortb.quantize_int8(source, tmp_path / "q.onnx", np.zeros((2, 3, 8, 8), np.float32))

@@ -17,6 +17,12 @@ which the exporter may change:
     (across ArgMax / Cast / Resize); the first Conv reached produces the logits, whose small
     margins decide every label.
 
+Always kept in float, whatever --exclude-nodes says (`float_tail`): every ArgMax and the ops
+between it and the classifier (the final Resize, Casts, Transposes ...). Otherwise the
+quantiser puts a QuantizeLinear -> DequantizeLinear pair on the full-resolution logits right
+before the ArgMax: a tie-breaking 8-bit rounding of the class margins at every pixel, for no
+speed (ArgMax and a bilinear Resize are memory-bound either way).
+
 FP32 is the graph ONNX Runtime writes after its ORT_ENABLE_EXTENDED optimisations (constant
 folding, Conv+activation fusion): still exact, but not the ENABLE_ALL level, which bakes in
 hardware-specific memory layouts (NCHWc) that only load on a CPU like the one that wrote it.
@@ -110,6 +116,39 @@ def default_exclusions(model) -> list[str]:
     last = _first_op_from([o.name for o in model.graph.output], producers, "Conv",
                           lambda node: [i for i in node.input if i not in initializers])
     return [name for name in dict.fromkeys([first, last]) if name]
+
+
+#: ops that may sit between the classifier Conv and an ArgMax (walked across by float_tail)
+TAIL_OPS = frozenset({"Resize", "Upsample", "Cast", "Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze",
+                      "Softmax", "Slice", "Pad", "Flatten"})
+
+
+def float_tail(model) -> list[str]:
+    """Names of every ArgMax and of the TAIL_OPS nodes feeding it (back to the classifier): kept in float."""
+    initializers = {init.name for init in model.graph.initializer}
+    producers = {name: node for node in model.graph.node for name in node.output}
+    names: list[str] = []
+    stack = [node for node in model.graph.node if node.op_type == "ArgMax"]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        names.append(node.name)
+        for tensor in node.input:
+            parent = producers.get(tensor)
+            if tensor and tensor not in initializers and parent is not None and parent.op_type in TAIL_OPS:
+                stack.append(parent)
+    order = {node.name: index for index, node in enumerate(model.graph.node)}
+    return sorted(dict.fromkeys(names), key=order.__getitem__)
+
+
+def argmax_reads_dequantized(model) -> list[str]:
+    """ArgMax nodes whose input is a DequantizeLinear output (what float_tail prevents); [] when none."""
+    dequantized = {out for node in model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    return [node.name for node in model.graph.node
+            if node.op_type == "ArgMax" and any(i in dequantized for i in node.input)]
 
 
 def check_node_names(model, names: Sequence[str]) -> None:
@@ -223,6 +262,7 @@ class QuantizeResult:
     excluded_nodes: list[str] = field(default_factory=list)
     preprocessed: bool = False
     calibration_frames: int = 0
+    float_tail: list[str] = field(default_factory=list)  # ArgMax + final Resize etc., always float
 
 
 def _preprocess(source: Path, target: Path) -> bool:
@@ -252,7 +292,8 @@ def quantize_int8(
 ) -> QuantizeResult:
     """Static INT8 Q/DQ quantisation calibrated on `calibration_inputs`; see the module doc.
 
-    nodes_to_exclude: None -> `default_exclusions` of the (pre-processed) graph; [] -> none.
+    nodes_to_exclude: None -> `default_exclusions` of the (pre-processed) graph; [] -> none. The
+        `float_tail` (ArgMax and the final Resize) is excluded in every case.
     activations: "int8" (symmetric, TensorRT-compatible) or "uint8" (asymmetric, fast on x86 CPUs).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -281,25 +322,35 @@ def quantize_int8(
         else:
             excluded = list(nodes_to_exclude)
             check_node_names(graph, excluded)
+        tail = float_tail(graph)
         input_name, batch = input_name_and_batch(graph)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[calibration_method]
         quantized = Path(tmp) / "quantized.onnx"
-        quantize_static(
-            str(work), str(quantized),
-            make_calibration_reader(input_name, inputs.astype(np.float32, copy=False), batch or 1),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            nodes_to_exclude=excluded,
-            extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
-        )
+        try:
+            quantize_static(
+                str(work), str(quantized),
+                make_calibration_reader(input_name, inputs.astype(np.float32, copy=False), batch or 1),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+                nodes_to_exclude=list(dict.fromkeys(excluded + tail)),
+                extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
+            )
+        except Exception as err:  # calibration runs the model: ORT errors of every kind end up here
+            raise BuildFailure(f"ONNX Runtime INT8 quantisation (quantize_static, {calibration_method} calibration) "
+                               f"of {onnx_path} failed ({type(err).__name__}: {str(err)[:300]}); retry with "
+                               "--exclude-nodes or another --calibration-method") from err
         model = onnx.load(str(quantized))
+    quantized_argmax = argmax_reads_dequantized(model)
+    if quantized_argmax:
+        raise BuildFailure(f"quantize_static put Q/DQ in front of ArgMax {', '.join(quantized_argmax)} although "
+                           f"{', '.join(tail)} were excluded; the logits must reach the ArgMax in float")
     copy_metadata(source, model, "int8")
     save_model(model, out_path)
-    return QuantizeResult(out_path, excluded, preprocessed, len(inputs))
+    return QuantizeResult(out_path, excluded, preprocessed, len(inputs), tail)
 
 
 # --------------------------------------------------------------------------- FP16

@@ -3,7 +3,10 @@
 It records what was asked, what was built, how accurate it is against the FP32 model, and the
 decision, so nobody ships an INT8 engine without a measured mIoU drop next to it. Keys are the
 contract's: backend, precision, onnx, onnx_sha256, artefact, calibration, excluded_nodes,
-accuracy {fp32_miou, candidate_miou, drop, max_drop, passed}, timings, versions, decision.
+accuracy {basis, passed, fp32_miou, candidate_miou, drop, max_drop, pixel_agreement,
+class_agreement, min_pixel_agreement, min_class_agreement, ...} (lix_deploy.accuracy.GateResult;
+the mIoU fields are null when the basis is agreement with FP32), timings, versions, decision;
+plus gate_basis, and fallback {precision, path, at_out, rejected_precision} for a rejected build.
 """
 
 from __future__ import annotations

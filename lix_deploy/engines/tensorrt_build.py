@@ -9,6 +9,18 @@ Version gate (`plan_build`, pure, tested with a fake `tensorrt` module):
 * TensorRT 10.0 - 10.11 build WEAKLY TYPED networks with BuilderFlag.FP16 (and
   BuilderFlag.INT8 for a Q/DQ model); implicit calibration is never used.
 
+Network creation flags (`network_flags`): STRONGLY_TYPED is set on 10.12 - 10.x only. TensorRT 11
+deprecates the flag (every network is strongly typed; the flag is ignored), so 11.x gets no flag
+at all and code keeps working when the deprecated name goes.
+
+INT8 calibration: --calibration-method is honoured on both paths: ONNX Runtime's
+quantize_static takes minmax / entropy / percentile, ModelOpt takes minmax (its "max") and
+entropy (its default when none is given); a method the tool lacks is a BuildError. ModelOpt
+treats `nodes_to_exclude` as regular expressions, so node names are passed escaped and anchored
+(`^name$`): a name such as `/head/Conv.1` must not exclude other nodes. The ArgMax and the
+final Resize (onnxruntime_build.float_tail) are always excluded. A quantiser that raises is
+reported as a BuildFailure naming the tool and the ONNX, never as a bare traceback.
+
 Build flow: Builder -> create_network(flags) (no EXPLICIT_BATCH: always explicit since 10.0)
 -> OnnxParser (every error printed with its node) -> builder config (workspace pool limit,
 DETAILED profiling so the engine can be inspected, optimisation profile for dynamic inputs,
@@ -37,11 +49,16 @@ from lix_deploy.artifact import ArtifactInfo, write_sidecar as write_artifact_si
 from .atomic import atomic_write_bytes
 from .cache import EngineKey
 from .inspect import PrecisionSummary, PrecisionVerdict, check_precision, parse_engine_information
-from .onnxruntime_build import BuildError, BuildFailure, quantize_int8, save_model
+from .onnxruntime_build import (CALIBRATION_METHODS, BuildError, BuildFailure, argmax_reads_dequantized,
+                                check_node_names, default_exclusions, float_tail, quantize_int8, save_model)
 
 STRONGLY_TYPED_FROM = (10, 12)
+ALWAYS_STRONGLY_TYPED_FROM = (11, 0)  # the STRONGLY_TYPED creation flag is deprecated and ignored
 MIN_SUPPORTED = (10, 0)
 ONNX_TRANSFORMS = ("none", "modelopt_int8", "ort_int8", "modelopt_fp16")
+#: --calibration-method -> ModelOpt's calibration_method (it has no percentile calibration)
+MODELOPT_CALIBRATION = {"minmax": "max", "entropy": "entropy"}
+DEFAULT_CALIBRATION = {"ort_int8": "minmax", "modelopt_int8": "entropy"}
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -141,35 +158,85 @@ def plan_build(trt_version: str, precision: str, *, onnx_has_qdq: bool = False, 
 # --------------------------------------------------------------------------- ONNX preparation
 
 
+def calibration_method_for(transform: str, requested: str | None) -> str:
+    """The calibration method the plan's quantiser will use (--calibration-method, or its default)."""
+    method = requested or DEFAULT_CALIBRATION.get(transform, "minmax")
+    if transform == "modelopt_int8" and method not in MODELOPT_CALIBRATION:
+        raise BuildError(f"--calibration-method {method}: ModelOpt calibrates with "
+                         f"{' or '.join(MODELOPT_CALIBRATION)} only; pick one of those")
+    if transform == "ort_int8" and method not in CALIBRATION_METHODS:
+        raise BuildError(f"--calibration-method {method} is not one of {', '.join(CALIBRATION_METHODS)}")
+    return method
+
+
+def exclusion_patterns(names: Sequence[str]) -> list[str]:
+    """ModelOpt's nodes_to_exclude are regular expressions: match each node name exactly, nothing else."""
+    return [f"^{re.escape(name)}$" for name in names]
+
+
 def prepare_onnx(plan: BuildPlan, onnx_path: Path, work_dir: Path, calibration_inputs: np.ndarray | None,
-                 nodes_to_exclude: Sequence[str] | None, input_name: str = "image") -> tuple[Path, list[str]]:
-    """Apply the plan's ONNX transform; returns (ONNX to parse, nodes kept in high precision)."""
+                 nodes_to_exclude: Sequence[str] | None, input_name: str = "image",
+                 calibration_method: str | None = None, details: dict | None = None) -> tuple[Path, list[str]]:
+    """Apply the plan's ONNX transform; returns (ONNX to parse, nodes kept in high precision).
+
+    `details`, when given, receives what was done (tool, calibration method, float tail) for the report.
+    """
+    details = {} if details is None else details
     if plan.onnx_transform == "none":
         return onnx_path, []
     out = work_dir / f"{onnx_path.stem}.{plan.precision}.{plan.onnx_transform}.onnx"
     if plan.onnx_transform in ("modelopt_int8", "ort_int8") and calibration_inputs is None:
         raise BuildError("--precision int8 needs calibration frames: pass --calib calib/NAME")
     if plan.onnx_transform == "ort_int8":
-        result = quantize_int8(onnx_path, out, calibration_inputs, nodes_to_exclude)
+        method = calibration_method_for(plan.onnx_transform, calibration_method)
+        result = quantize_int8(onnx_path, out, calibration_inputs, nodes_to_exclude, method, activations="int8")
+        details.update(tool="onnxruntime.quantization.quantize_static", calibration_method=method,
+                       float_tail=result.float_tail)
         return out, result.excluded_nodes
     if plan.onnx_transform == "modelopt_int8":
-        from modelopt.onnx.quantization import quantize as modelopt_quantize
-
-        from .onnxruntime_build import default_exclusions
         import onnx
 
-        excluded = list(nodes_to_exclude) if nodes_to_exclude is not None else default_exclusions(onnx.load(str(onnx_path)))
-        modelopt_quantize(
-            onnx_path=str(onnx_path), quantize_mode="int8",
-            calibration_data={input_name: np.asarray(calibration_inputs, dtype=np.float32)},
-            calibration_method="entropy", nodes_to_exclude=excluded, high_precision_dtype="fp16",
-            output_path=str(out),
-        )
+        method = calibration_method_for(plan.onnx_transform, calibration_method)
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        if nodes_to_exclude is None:
+            excluded = default_exclusions(model)
+        else:
+            excluded = list(nodes_to_exclude)
+            check_node_names(model, excluded)
+        tail = float_tail(model)
+        patterns = exclusion_patterns(list(dict.fromkeys(excluded + tail)))
+        details.update(tool="modelopt.onnx.quantization.quantize", calibration_method=method, float_tail=tail,
+                       nodes_to_exclude=patterns)
+        try:
+            from modelopt.onnx.quantization import quantize as modelopt_quantize
+
+            modelopt_quantize(
+                onnx_path=str(onnx_path), quantize_mode="int8",
+                calibration_data={input_name: np.asarray(calibration_inputs, dtype=np.float32)},
+                calibration_method=MODELOPT_CALIBRATION[method], nodes_to_exclude=patterns,
+                high_precision_dtype="fp16", output_path=str(out),
+            )
+        except Exception as err:  # ModelOpt raises whatever its passes raise: name the step, keep the cause
+            raise BuildFailure(f"ModelOpt INT8 quantisation of {onnx_path} failed ({type(err).__name__}: {err}); "
+                               "retry with --exclude-nodes, or without ModelOpt (ONNX Runtime Q/DQ, "
+                               "pip uninstall nvidia-modelopt)") from err
+        if not out.is_file():
+            raise BuildFailure(f"ModelOpt INT8 quantisation of {onnx_path} wrote no {out}")
+        quantized_argmax = argmax_reads_dequantized(onnx.load(str(out), load_external_data=False))
+        if quantized_argmax:
+            raise BuildFailure(f"ModelOpt quantised the logits in front of ArgMax {', '.join(quantized_argmax)} "
+                               f"although {', '.join(tail)} were excluded")
         return out, excluded
     if plan.onnx_transform == "modelopt_fp16":
-        from modelopt.onnx.autocast import convert_to_mixed_precision
+        details.update(tool="modelopt.onnx.autocast.convert_to_mixed_precision")
+        try:
+            from modelopt.onnx.autocast import convert_to_mixed_precision
 
-        model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True)
+            model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
+                                               keep_io_types=True)
+        except Exception as err:
+            raise BuildFailure(f"ModelOpt AutoCast (FP16) of {onnx_path} failed ({type(err).__name__}: {err}); "
+                               "pass an FP16-converted ONNX, or build fp32 / int8") from err
         save_model(model, out)
         return out, []
     raise BuildError(f"unknown ONNX transform {plan.onnx_transform!r}")
@@ -256,10 +323,18 @@ def format_parser_error(error) -> str:
     return f"{desc} ({', '.join(parts)})" if parts else str(desc)
 
 
-def _network_flags(trt, strongly_typed: bool) -> int:
-    if not strongly_typed:
+def network_flags(trt, plan: BuildPlan) -> int:
+    """create_network flags: STRONGLY_TYPED on 10.12 - 10.x; none on 11.x, where every network is strongly
+    typed and the flag is deprecated (ignored); none for a weakly typed build."""
+    if not plan.strongly_typed:
         return 0
-    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    if parse_version(plan.trt_version)[:2] >= ALWAYS_STRONGLY_TYPED_FROM:
+        return 0
+    flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
+    if flag is None:
+        raise BuildError(f"TensorRT {plan.trt_version} has no NetworkDefinitionCreationFlag.STRONGLY_TYPED; "
+                         "a strongly typed build needs TensorRT >= 10.12")
+    return 1 << int(flag)
 
 
 def build_engine(
@@ -279,7 +354,7 @@ def build_engine(
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt, plan.strongly_typed))
+    network = builder.create_network(network_flags(trt, plan))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lix_deploy.artifact import ArtifactError, ArtifactInfo, read_metadata
+from lix_deploy.artifact import ArtifactError, ArtifactInfo, ArtifactNotFoundError, read_metadata
 
 from .backends.base import Backend, InferenceOutput
 from .latency import LatencyStats
@@ -72,7 +72,9 @@ class Segmenter:
                  info: ArtifactInfo | None = None, latency_window: int = 1000):
         self.path = Path(artifact_path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"model artefact not found: {self.path}")
+            raise ArtifactNotFoundError(self.path, "model artefact not found; export one with "
+                                                   "python -m lix_deploy.export or build one with "
+                                                   "python -m lix_deploy.build_engine")
         self.backend_name = resolve_backend(self.path, backend)
         self.backend: Backend
         if self.backend_name == "onnxruntime":
@@ -85,9 +87,11 @@ class Segmenter:
                 raise ValueError("providers apply to the onnxruntime backend only")
             info = info or read_metadata(self.path)
             from .backends.cuda_memory import load_device_memory
-            from .backends.tensorrt_backend import TensorRTBackend
+            from .backends.tensorrt_backend import TensorRTBackend, import_tensorrt
 
-            self.backend = TensorRTBackend(self.path, device_id=device_id, info=info,
+            # TensorRT first: without it, the engine is what cannot run (not a missing cuda-python)
+            trt = import_tensorrt(self.path)
+            self.backend = TensorRTBackend(self.path, device_id=device_id, info=info, trt=trt,
                                            memory=load_device_memory(device_id, cuda_library))
         self.info: ArtifactInfo = info
         if tuple(self.info.input_size) != tuple(self.backend.input_hw):

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lix_deploy.artifact import ArtifactError, ArtifactNotFoundError
+
 from .base import BackendUnavailableError, InferenceOutput, check_batch
+
+REEXPORT_HINT = ("re-export it with python -m lix_deploy.export (or build it again with "
+                 "python -m lix_deploy.build_engine)")
 
 __all__ = [
     "PROVIDER_PRIORITY", "PROVIDER_ALIASES", "ProviderSettings", "select_providers", "provider_options",
@@ -146,7 +151,7 @@ class OnnxRuntimeBackend:
         ort = import_onnxruntime()
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+            raise ArtifactNotFoundError(self.path, "ONNX model not found")
         options = ort.SessionOptions()
         # Subnormal floats can run 10-100x slower on x86 CPUs and carry no useful signal in a
         # segmentation network; flushing them keeps latency independent of the input.
@@ -157,20 +162,30 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = intra_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Inspect the model on the CPU first: cheap, and it tells the GPU providers the input shape.
-        probe = ort.InferenceSession(str(self.path), options, providers=[CPU_EP])
+        try:
+            probe = ort.InferenceSession(str(self.path), options, providers=[CPU_EP])
+        except Exception as err:  # InvalidProtobuf, InvalidArgument, Fail (missing external data), ...
+            reason = str(err).split(" failed:", 1)[-1].strip() or type(err).__name__
+            raise ArtifactError(self.path, f"ONNX Runtime cannot load this model ({type(err).__name__}: "
+                                           f"{reason[:200]}): the file is truncated, corrupt or not an ONNX "
+                                           f"model, or its external weights (NAME.onnx.data) are missing; "
+                                           f"{REEXPORT_HINT}") from None
         inputs = probe.get_inputs()
         if len(inputs) != 1:
-            raise ValueError(f"{self.path}: expected one input tensor, found {[i.name for i in inputs]}")
+            raise ArtifactError(self.path, f"expected one input tensor (the image), found "
+                                           f"{[i.name for i in inputs]}: {REEXPORT_HINT}")
         shape = list(inputs[0].shape)
         if len(shape) != 4:
-            raise ValueError(f"{self.path}: input {inputs[0].name!r} must be [N, 3, H, W], got {shape}")
+            raise ArtifactError(self.path, f"input {inputs[0].name!r} must be [N, 3, H, W], got {shape}: "
+                                           f"{REEXPORT_HINT}")
         self.input_name = inputs[0].name
         self.output_names = tuple(o.name for o in probe.get_outputs())
         self.metadata = dict(probe.get_modelmeta().custom_metadata_map)
         height, width = _static_dim(shape[2]), _static_dim(shape[3])
         if height is None or width is None:
             if info is None:
-                raise ValueError(f"{self.path}: input H, W are dynamic ({shape}) and no input size is known")
+                raise ArtifactError(self.path, f"input H, W are dynamic ({shape}) and no input size is known: "
+                                               "pass info=, or re-export with static sizes (the default)")
             height, width = info.input_size
         self.input_hw = (height, width)
         self.dynamic_batch = _static_dim(shape[0]) is None
@@ -203,7 +218,8 @@ class OnnxRuntimeBackend:
         if len(matches) == 1:
             return matches[0]
         if required:
-            raise ValueError(f"{self.path}: no {name!r} output (outputs: {list(self.output_names)})")
+            raise ArtifactError(self.path, f"no {name!r} output (outputs: {list(self.output_names)}): "
+                                           f"{REEXPORT_HINT}")
         return None
 
     def infer(self, batch: np.ndarray) -> InferenceOutput:

@@ -1,7 +1,11 @@
 """TensorRT backend (TensorRT 10 / 11 name-based I/O API) for serialized engines.
 
 * I/O is discovered from the engine: num_io_tensors / get_tensor_name / get_tensor_mode /
-  get_tensor_shape / get_tensor_dtype; nothing is hard-coded.
+  get_tensor_shape / get_tensor_dtype; nothing is hard-coded. Dtypes are honoured: an FP16-input
+  engine (e.g. built from an FP16 ONNX without keep_io_types) is fed float16 (converted into a
+  per-thread staging buffer), FP16 logits come back as float32, and a tensor type the runtime
+  cannot feed or read (an integer or BF16 / FP8 image input, float labels) is refused at load
+  with an ArtifactError naming the tensor, instead of bytes being reinterpreted.
 * One ICudaEngine is shared; each thread that calls `infer` gets its own execution context,
   CUDA stream and device/host buffers (allocated once, at the largest batch), because an
   execution context and a stream must not be shared between threads. A ROS node has one
@@ -22,6 +26,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from lix_deploy.artifact import ArtifactError, ArtifactNotFoundError
 
 from .base import BackendUnavailableError, EngineMismatchError, InferenceOutput, check_batch
 from .cuda_memory import DeviceMemory, Stream, load_device_memory
@@ -123,17 +129,27 @@ def check_engine_compatibility(key: Mapping[str, Any] | None, runtime_version: s
     return []
 
 
-def import_tensorrt():
+def import_tensorrt(engine_path: str | Path | None = None):
+    """The tensorrt module, or BackendUnavailableError naming what to install (and the engine that needs it)."""
+    needs = f"{engine_path} is a TensorRT engine: " if engine_path is not None else ""
     try:
         import tensorrt
     except ImportError as err:
-        raise BackendUnavailableError("tensorrt", "tensorrt", f"{TENSORRT_HINT} ({err})") from None
+        raise BackendUnavailableError("tensorrt", "tensorrt", f"{needs}{TENSORRT_HINT}; or run the ONNX export "
+                                      f"on ONNX Runtime instead ({err})") from None
     except OSError as err:  # the wheel imported but libnvinfer did not load
         raise BackendUnavailableError(
             "tensorrt", "tensorrt",
             f"the TensorRT libraries (libnvinfer) did not load: {err}; put TensorRT's lib directory on "
             "LD_LIBRARY_PATH or reinstall tensorrt-cuXX-libs") from None
     return tensorrt
+
+
+INPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+LABEL_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.int32, np.int64, np.uint16))
+LOGIT_DTYPES = INPUT_DTYPES
+REBUILD_HINT = ("rebuild the engine from the FP32 export with python -m lix_deploy.build_engine (float32 or "
+                "float16 image input, integer labels)")
 
 
 @dataclass
@@ -174,7 +190,8 @@ class TensorRTBackend:
                  info=None, check_compatibility: bool = True):
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"TensorRT engine not found: {self.path}")
+            raise ArtifactNotFoundError(self.path, "TensorRT engine not found; build one with "
+                                                   "python -m lix_deploy.build_engine --backend tensorrt")
         self._trt = trt or import_tensorrt()
         self.trt_version = check_runtime_version(self._trt.__version__)
         self._memory = memory or load_device_memory(device_id)
@@ -194,18 +211,29 @@ class TensorRTBackend:
         self._specs = self._discover_io()
         inputs = [s for s in self._specs if s.is_input]
         if len(inputs) != 1:
-            raise ValueError(f"{self.path}: expected one input tensor, found {[s.name for s in inputs]}")
+            raise ArtifactError(self.path, f"expected one input tensor, found {[s.name for s in inputs]}; "
+                                           f"{REBUILD_HINT}")
         self._input = inputs[0]
+        if self._input.dtype not in INPUT_DTYPES:
+            raise ArtifactError(self.path, f"input {self._input.name!r} is {self._input.dtype}, the runtime feeds "
+                                           f"float32 RGB 0..255 (or float16 to an FP16-input engine); {REBUILD_HINT}")
         self.input_name = self._input.name
         self.output_names = tuple(s.name for s in self._specs if not s.is_input)
         if len(self._input.max_shape) != 4 or self._input.shape[2] < 1 or self._input.shape[3] < 1:
-            raise ValueError(f"{self.path}: input {self.input_name!r} must be [N, 3, H, W] with static H, W, "
-                             f"got {self._input.shape}")
+            raise ArtifactError(self.path, f"input {self.input_name!r} must be [N, 3, H, W] with static H, W, "
+                                           f"got {self._input.shape}; {REBUILD_HINT}")
         self.input_hw = (int(self._input.shape[2]), int(self._input.shape[3]))
         self.dynamic_batch = self._input.shape[0] < 0
         self.max_batch = int(self._input.max_shape[0])
         self._labels = self._output_named("labels", rank=3)
         self._logits = self._output_named("logits", rank=4, required=False)
+        if self._labels.dtype not in LABEL_DTYPES:
+            raise ArtifactError(self.path, f"output {self._labels.name!r} is {self._labels.dtype}, expected integer "
+                                           f"class ids; {REBUILD_HINT}")
+        if self._logits is not None and self._logits.dtype not in LOGIT_DTYPES:
+            raise ArtifactError(self.path, f"output {self._logits.name!r} is {self._logits.dtype}, expected float "
+                                           f"logits; {REBUILD_HINT}")
+        self.input_dtype = self._input.dtype
         self._local = threading.local()
         self._states: list[_ThreadState] = []
         self._lock = threading.Lock()
@@ -219,7 +247,12 @@ class TensorRTBackend:
             name = engine.get_tensor_name(index)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             shape = tuple(int(d) for d in engine.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            trt_dtype = engine.get_tensor_dtype(name)
+            try:
+                dtype = np.dtype(trt.nptype(trt_dtype))
+            except (TypeError, KeyError, ValueError):  # BF16, FP8, INT4 ...: no numpy equivalent
+                raise ArtifactError(self.path, f"tensor {name!r} is {trt_dtype}, which this runtime cannot "
+                                               f"{'feed' if is_input else 'read'}; {REBUILD_HINT}") from None
             max_shape = shape
             if is_input and any(d < 0 for d in shape):
                 # profile 0: (min, opt, max); buffers are sized for max
@@ -230,8 +263,8 @@ class TensorRTBackend:
             if not spec.is_input and spec.shape and spec.shape[0] < 0:
                 spec.max_shape = (batch,) + spec.shape[1:]
             if any(d < 0 for d in spec.max_shape):
-                raise ValueError(f"{self.path}: tensor {spec.name!r} has dynamic dimensions other than the batch "
-                                 f"({spec.shape}); rebuild with static H, W")
+                raise ArtifactError(self.path, f"tensor {spec.name!r} has dynamic dimensions other than the batch "
+                                               f"({spec.shape}); {REBUILD_HINT} with static H, W")
         return specs
 
     def _output_named(self, name: str, rank: int, required: bool = True) -> _TensorSpec | None:
@@ -243,7 +276,8 @@ class TensorRTBackend:
         if len(same_rank) == 1:
             return same_rank[0]
         if required:
-            raise ValueError(f"{self.path}: no {name!r} output (outputs: {[s.name for s in outputs]})")
+            raise ArtifactError(self.path, f"no {name!r} output (outputs: {[s.name for s in outputs]}); "
+                                           f"{REBUILD_HINT}")
         return None
 
     # ---- per-thread state ------------------------------------------------------------------
@@ -262,7 +296,7 @@ class TensorRTBackend:
             for spec in self._specs:
                 nbytes = int(np.prod(spec.max_shape)) * spec.dtype.itemsize
                 state.device[spec.name] = self._memory.malloc(nbytes)
-                if not spec.is_input:
+                if not spec.is_input or spec.dtype != np.float32:  # an FP16 input needs a staging buffer
                     state.host[spec.name] = np.empty(spec.max_shape, spec.dtype)
                 context.set_tensor_address(spec.name, state.device[spec.name])
         with self._lock:
@@ -286,6 +320,10 @@ class TensorRTBackend:
                 if not context.set_input_shape(self.input_name, tuple(batch.shape)):
                     raise ValueError(f"{self.path}: TensorRT rejected input shape {batch.shape}")
                 state.input_shape = batch.shape
+            if self._input.dtype != np.float32:  # FP16-input engine: convert, never reinterpret float32 bytes
+                staged = state.host[self.input_name].reshape(-1)[: batch.size].reshape(batch.shape)
+                np.copyto(staged, batch, casting="same_kind")
+                batch = staged
             memory.copy_to_device(state.device[self.input_name], batch, state.stream)
             if not context.execute_async_v3(state.stream.handle):
                 raise RuntimeError(f"{self.path}: TensorRT execute_async_v3 failed (see the TensorRT log above)")
@@ -300,13 +338,14 @@ class TensorRTBackend:
             memory.synchronize(state.stream)
         # copies: the host buffers are reused by this thread's next call
         labels = views[self._labels.name].copy()
-        logits = views[self._logits.name].copy() if self._logits is not None else None
+        logits = views[self._logits.name].astype(np.float32) if self._logits is not None else None
         return InferenceOutput(labels=labels, logits=logits)
 
     def describe(self) -> dict:
         return {"backend": self.name, "tensorrt": str(self.trt_version), "typing": typing_mode(self.trt_version),
                 "device": self._memory.device_name(), "compute_capability": self._memory.compute_capability(),
-                "input": self.input_name, "input_hw": list(self.input_hw), "max_batch": self.max_batch,
+                "input": self.input_name, "input_dtype": str(self.input_dtype), "input_hw": list(self.input_hw),
+                "max_batch": self.max_batch,
                 "outputs": list(self.output_names), "threads": self.thread_count}
 
     def close(self) -> None:
