@@ -42,6 +42,15 @@ def _one_line(capsys) -> str:
     return errors[0]
 
 
+def _stain_label(files) -> Path:
+    """Give Scene01 frame 1's label a colour no class has (found only when the frame is decoded)."""
+    label = files("Scene01")[1]
+    image = cv2.imread(str(label))
+    image[0, 0] = (1, 2, 3)
+    cv2.imwrite(str(label), image)
+    return label
+
+
 def _truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 9 // 10])
@@ -79,10 +88,7 @@ def test_truncated_test_jpg_stops_the_run_before_training(damaged, tmp_path, cap
 def test_error_in_a_loader_worker_is_one_line(damaged, tmp_path, capsys):
     """An unknown label colour (found only by decoding) in a DataLoader worker: one line, exit 2."""
     root, files = damaged
-    label = files("Scene01")[1]
-    image = cv2.imread(str(label))
-    image[0, 0] = (1, 2, 3)
-    cv2.imwrite(str(label), image)
+    label = _stain_label(files)
     cfg = tiny_config(root, tmp_path, iters=2)
     cfg["teacher"]["train"]["num_workers"] = 1
     config = write_config(tmp_path / "tiny.yaml", cfg)
@@ -129,10 +135,7 @@ def test_frames_skipped_inside_a_loader_worker_reach_metrics_json(damaged, tmp_p
     import json
 
     root, files = damaged
-    label = files("Scene01")[1]
-    image = cv2.imread(str(label))
-    image[0, 0] = (1, 2, 3)
-    cv2.imwrite(str(label), image)
+    _stain_label(files)
     cfg = tiny_config(root, tmp_path, iters=3)
     cfg["data"]["on_error"] = "skip"
     cfg["output"]["plots"] = False

@@ -161,6 +161,17 @@ def check_node_names(model, names: Sequence[str]) -> None:
                          f"Conv nodes are e.g. {', '.join(convs)}")
 
 
+def exclusions(model, nodes_to_exclude: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(nodes kept in float as asked - default_exclusions when None, else the checked names - and
+    the float tail from the classifier to ArgMax, which every INT8 path keeps in float)."""
+    if nodes_to_exclude is None:
+        excluded = default_exclusions(model)
+    else:
+        excluded = list(nodes_to_exclude)
+        check_node_names(model, excluded)
+    return excluded, float_tail(model)
+
+
 def has_qdq(model) -> bool:
     """True when the graph already holds QuantizeLinear/DequantizeLinear nodes (explicit quantisation)."""
     return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
@@ -317,12 +328,7 @@ def quantize_int8(
         preprocessed = _preprocess(named, pre)
         work = pre if preprocessed else named
         graph = onnx.load(str(work))
-        if nodes_to_exclude is None:
-            excluded = default_exclusions(graph)
-        else:
-            excluded = list(nodes_to_exclude)
-            check_node_names(graph, excluded)
-        tail = float_tail(graph)
+        excluded, tail = exclusions(graph, nodes_to_exclude)
         input_name, batch = input_name_and_batch(graph)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[calibration_method]

@@ -50,7 +50,7 @@ from .atomic import atomic_write_bytes
 from .cache import EngineKey
 from .inspect import PrecisionSummary, PrecisionVerdict, check_precision, parse_engine_information
 from .onnxruntime_build import (CALIBRATION_METHODS, BuildError, BuildFailure, argmax_reads_dequantized,
-                                check_node_names, default_exclusions, float_tail, quantize_int8, save_model)
+                                exclusions, quantize_int8, save_model)
 
 STRONGLY_TYPED_FROM = (10, 12)
 ALWAYS_STRONGLY_TYPED_FROM = (11, 0)  # the STRONGLY_TYPED creation flag is deprecated and ignored
@@ -198,12 +198,7 @@ def prepare_onnx(plan: BuildPlan, onnx_path: Path, work_dir: Path, calibration_i
 
         method = calibration_method_for(plan.onnx_transform, calibration_method)
         model = onnx.load(str(onnx_path), load_external_data=False)
-        if nodes_to_exclude is None:
-            excluded = default_exclusions(model)
-        else:
-            excluded = list(nodes_to_exclude)
-            check_node_names(model, excluded)
-        tail = float_tail(model)
+        excluded, tail = exclusions(model, nodes_to_exclude)
         patterns = exclusion_patterns(list(dict.fromkeys(excluded + tail)))
         details.update(tool="modelopt.onnx.quantization.quantize", calibration_method=method, float_tail=tail,
                        nodes_to_exclude=patterns)
