@@ -54,6 +54,12 @@ def main(args: list[str] | None = None) -> int:
         # Bad parameters or artefact: say what is wrong, without a traceback.
         rclpy.logging.get_logger("segmenter").fatal(f"cannot start: {err}")
         code = 1
+    except Exception:  # noqa: BLE001 - re-raised unless it is the shutdown race below
+        # SIGINT / SIGTERM shut the context down from rclpy's signal handler; if that lands while
+        # spin() builds its wait set, rclpy raises RCLError ("the given context is not valid")
+        # instead of ExternalShutdownException. After a shutdown that is a normal stop.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             if not node.close():
