@@ -250,3 +250,30 @@ def test_options_read_lists_exactly_the_options_that_change_a_method(method):
             assert _losses(method, **change) != base, f"{method} lists {option} but ignores it"
         else:
             assert _losses(method, **change) == base, f"{method} reads {option} but does not list it"
+
+
+def test_a_new_method_is_one_registered_class(monkeypatch):
+    """Issue 16: adding a method is its file; the names, the config and build_distiller follow."""
+    from lix_train.distillers import registry
+    from lix_train.distillers.base import Distiller
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # leave the real registry as it was
+
+    @registry.register_distiller("half_kd")
+    class HalfKD(Distiller):
+        uses_teacher_logits = True
+        build_options = ("num_classes",)
+
+        def __init__(self, student, teacher, cfg, num_classes=None):
+            super().__init__(student, teacher, cfg)
+            self.num_classes = num_classes
+
+        def logit_loss(self, student_logits, teacher_logits, target):
+            return 0.5 * (student_logits - teacher_logits).pow(2).mean()
+
+    assert "half_kd" in METHODS and HalfKD.method_name == "half_kd"
+    assert DistillConfig(method="half_kd").method == "half_kd"  # the config validates against the registry
+    distiller = build_distiller("half_kd", TinyStudent(), TinyTeacher())
+    assert isinstance(distiller, HalfKD) and distiller.num_classes == C  # from the student, as declared
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_distiller("kd")(HalfKD)

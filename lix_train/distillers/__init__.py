@@ -10,26 +10,24 @@ import dataclasses
 
 import torch.nn as nn
 
-from lix_train.distillers.arfd import ARFD
-from lix_train.distillers.at import AT
-from lix_train.distillers.aux_x import AuxX
 from lix_train.distillers.base import Distiller
-from lix_train.distillers.baseline import Baseline
-from lix_train.distillers.config import METHODS, DistillConfig
-from lix_train.distillers.cwd import CWD
-from lix_train.distillers.dkd import DKD
-from lix_train.distillers.dwld import DWLD
-from lix_train.distillers.kd import KD
-from lix_train.distillers.lix import LIX
-from lix_train.distillers.mgd import MGD
+from lix_train.distillers.config import DistillConfig
+from lix_train.distillers.registry import METHODS, register_distiller, registered
 
-DISTILLERS: dict[str, type[Distiller]] = {
-    "baseline": Baseline, "kd": KD, "dkd": DKD, "cwd": CWD, "at": AT, "dwld": DWLD, "arfd": ARFD, "lix": LIX,
-    "mgd": MGD, "aux_x": AuxX,
-}
-_NEEDS_NUM_CLASSES = (DWLD, LIX)
-_NEEDS_X_CHANNELS = (MGD, AuxX)
-assert tuple(DISTILLERS) == METHODS, "DISTILLERS and config.METHODS must list the same methods"
+# The methods register themselves (registry.py); importing them here, in this order, is the
+# table's and the study's order. A new method is one file plus its line here.
+from lix_train.distillers.baseline import Baseline  # noqa: E402,I001
+from lix_train.distillers.kd import KD  # noqa: E402
+from lix_train.distillers.dkd import DKD  # noqa: E402
+from lix_train.distillers.cwd import CWD  # noqa: E402
+from lix_train.distillers.at import AT  # noqa: E402
+from lix_train.distillers.dwld import DWLD  # noqa: E402
+from lix_train.distillers.arfd import ARFD  # noqa: E402
+from lix_train.distillers.lix import LIX  # noqa: E402
+from lix_train.distillers.mgd import MGD  # noqa: E402
+from lix_train.distillers.aux_x import AuxX  # noqa: E402
+
+DISTILLERS: dict[str, type[Distiller]] = registered()
 
 
 def build_distiller(
@@ -52,19 +50,13 @@ def build_distiller(
         cfg, name = method, method.method
     else:
         name = method
-        if name not in DISTILLERS:
-            raise ValueError(f"unknown distillation method {name!r}; valid: {', '.join(DISTILLERS)}")
+        if name not in METHODS:
+            raise ValueError(f"unknown distillation method {name!r}; valid: {', '.join(METHODS)}")
         cfg = dataclasses.replace(cfg or DistillConfig(), method=name)
-    cls = DISTILLERS[name]
-    if issubclass(cls, _NEEDS_NUM_CLASSES):
-        if num_classes is None:
-            num_classes = getattr(student, "num_classes", None)
-        return cls(student, teacher, cfg, num_classes=num_classes)
-    if issubclass(cls, _NEEDS_X_CHANNELS):
-        if x_channels is None:
-            x_channels = getattr(teacher, "x_channels", None)
-        return cls(student, teacher, cfg, x_channels=x_channels)
-    return cls(student, teacher, cfg)
+    cls = registered()[name]
+    known = {"num_classes": num_classes if num_classes is not None else getattr(student, "num_classes", None),
+             "x_channels": x_channels if x_channels is not None else getattr(teacher, "x_channels", None)}
+    return cls(student, teacher, cfg, **{option: known[option] for option in cls.build_options})
 
 
-__all__ = ["DISTILLERS", "Distiller", "DistillConfig", "METHODS", "build_distiller"] + [c.__name__ for c in DISTILLERS.values()]
+__all__ = ["DISTILLERS", "Distiller", "DistillConfig", "METHODS", "build_distiller", "register_distiller"] + [c.__name__ for c in DISTILLERS.values()]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
+from lix_train.distillers.registry import register_distiller
 from lix_train.distillers.channels import stage_channels
 from lix_train.losses.arfd import ARFD as ARFDLoss
 
 
+@register_distiller("arfd")
 class ARFD(Distiller):
     uses_teacher_features = True
     reads = ("arfd",)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
+from lix_train.distillers.registry import register_distiller
 from lix_train.distillers.channels import DEFAULT_X_CHANNELS, stage_channels
 from lix_train.losses.aux_x import AuxXLoss
 
 
+@register_distiller("aux_x")
 class AuxX(Distiller):
     """Multi-task learning with privileged information: X is a training target, never an input.
 
@@ -14,6 +16,7 @@ class AuxX(Distiller):
     head's output; a batch whose X has another channel count is a clear error.
     """
 
+    build_options = ("x_channels",)  # what build_distiller passes to __init__
     uses_x = True
     reads = ("aux_x",)
 

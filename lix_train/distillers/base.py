@@ -26,6 +26,9 @@ class Distiller(nn.Module):
     mode whatever `train()` is called with (BatchNorm statistics and dropout must not move).
     """
 
+    method_name = ""  # set by @register_distiller
+    # Extra keyword arguments of __init__ that build_distiller supplies ("num_classes", "x_channels").
+    build_options: tuple[str, ...] = ()
     uses_teacher_logits = False
     uses_teacher_features = False
     # A method whose L_F is `x_loss`: it reads the batch's X itself (e.g. an auxiliary head), never the teacher.

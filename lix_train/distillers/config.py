@@ -15,7 +15,7 @@ DECAYS = ("none", "linear")
 BALANCES = ("none", "cap", "match")
 # Options of the distillation terms' schedule and balance: read by every method that has a term.
 SCHEDULE_OPTIONS = ("warmup", "start", "decay", "balance", "balance_ratio")
-METHODS = ("baseline", "kd", "dkd", "cwd", "at", "dwld", "arfd", "lix", "mgd", "aux_x")
+from lix_train.distillers.registry import METHODS  # the registered names, read on first use
 
 
 @dataclass

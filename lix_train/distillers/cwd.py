@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
+from lix_train.distillers.registry import register_distiller
 from lix_train.losses.common import feature_valid_mask
 from lix_train.losses.cwd import cwd_loss
 
 
+@register_distiller("cwd")
 class CWD(Distiller):
     uses_teacher_logits = True
     reads = ("temperature",)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
+from lix_train.distillers.registry import register_distiller
 from lix_train.losses.dwld import DWLD as DWLDLoss
 
 
+@register_distiller("dwld")
 class DWLD(Distiller):
+    build_options = ("num_classes",)  # what build_distiller passes to __init__
     uses_teacher_logits = True
     reads = ("alpha", "beta", "temperature", "dwld")
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
+from lix_train.distillers.registry import register_distiller
 from lix_train.losses.kd import kd_loss
 
 
+@register_distiller("kd")
 class KD(Distiller):
     uses_teacher_logits = True
     reads = ("temperature",)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
+from lix_train.distillers.registry import register_distiller
 from lix_train.distillers.channels import stage_channels
 from lix_train.losses.arfd import ARFD as ARFDLoss
 from lix_train.losses.dwld import DWLD as DWLDLoss
 
 
+@register_distiller("lix")
 class LIX(Distiller):
     """Both terms; the extra learnable parts are the DWC (dwld.mode adversarial) and ARFD's projectors."""
 
+    build_options = ("num_classes",)  # what build_distiller passes to __init__
     uses_teacher_logits = True
     uses_teacher_features = True
     reads = ("alpha", "beta", "temperature", "dwld", "arfd")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
+from lix_train.distillers.registry import register_distiller
 from lix_train.distillers.channels import DEFAULT_X_CHANNELS, stage_channels
 from lix_train.losses.mgd import MGDLoss
 
 
+@register_distiller("mgd")
 class MGD(Distiller):
     """The student's masked stage features must regenerate the teacher's; the generators are not exported.
 
@@ -14,6 +16,7 @@ class MGD(Distiller):
     `x_channels`-channel X (default its `x_channels`, else 3).
     """
 
+    build_options = ("x_channels",)  # what build_distiller passes to __init__
     uses_teacher_features = True
     reads = ("mgd",)
 
