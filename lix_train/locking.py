@@ -29,7 +29,12 @@ def _acquire(lock_path: Path, blocking: bool) -> IO | None:
 
     flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
     while True:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # Path.mkdir's own race: the folder existed, then a holder pruned it
+            if lock_path.parent.exists() and not lock_path.parent.is_dir():
+                raise  # a file where the lock's folder should be: not a race
+            continue
         try:
             handle = open(lock_path, "a+")
         except FileNotFoundError:  # its folder was pruned by a holder between mkdir and open

@@ -72,3 +72,10 @@ def test_a_failed_distill_run_leaves_no_lock_files(tmp_path, capsys):
     assert not list(tmp_path.glob("**/*.lock")) and not list(tmp_path.glob("**/.lock"))
     teachers = tmp_path / "teachers"
     assert not teachers.exists() or [p for p in teachers.iterdir()] == []
+
+
+def test_a_file_in_place_of_the_lock_folder_is_an_error_not_a_hang(tmp_path):
+    (tmp_path / "t").write_text("not a folder")
+    with pytest.raises(FileExistsError):
+        with exclusive(tmp_path / "t" / ".lock"):
+            pass
