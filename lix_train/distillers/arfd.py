@@ -8,6 +8,12 @@ from lix_train.distillers.channels import stage_channels
 from lix_train.losses.arfd import ARFD as ARFDLoss
 
 
+def arfd_loss_for(cfg, student, teacher) -> ARFDLoss:
+    """ARFD's loss module for this pair of networks (their stage widths size the projectors, when on)."""
+    widths = (stage_channels(student), stage_channels(teacher)) if cfg.arfd.projector else (None, None)
+    return ARFDLoss(cfg.arfd, *widths, cfg.ignore_index)
+
+
 @register_distiller("arfd")
 class ARFD(Distiller):
     uses_teacher_features = True
@@ -15,8 +21,7 @@ class ARFD(Distiller):
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher, cfg)
-        widths = (stage_channels(student), stage_channels(teacher)) if cfg.arfd.projector else (None, None)
-        self.arfd = ARFDLoss(cfg.arfd, *widths, cfg.ignore_index)
+        self.arfd = arfd_loss_for(cfg, student, teacher)
 
     def get_extra_parameters(self):
         return list(self.arfd.parameters())  # the 1x1 projectors (arfd.projector): trained, never exported

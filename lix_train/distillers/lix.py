@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
 from lix_train.distillers.registry import register_distiller
-from lix_train.distillers.channels import stage_channels
-from lix_train.losses.arfd import ARFD as ARFDLoss
+from lix_train.distillers.arfd import arfd_loss_for
 from lix_train.losses.dwld import DWLD as DWLDLoss
 
 
@@ -21,8 +20,7 @@ class LIX(Distiller):
     def __init__(self, student, teacher, cfg, num_classes: int | None = None):
         super().__init__(student, teacher, cfg)
         self.dwld = DWLDLoss(cfg.dwld, cfg.alpha, cfg.beta, cfg.temperature, num_classes, cfg.ignore_index)
-        widths = (stage_channels(student), stage_channels(teacher)) if cfg.arfd.projector else (None, None)
-        self.arfd = ARFDLoss(cfg.arfd, *widths, cfg.ignore_index)
+        self.arfd = arfd_loss_for(cfg, student, teacher)
 
     def get_extra_parameters(self):
         return list(self.dwld.parameters()) + list(self.arfd.parameters())

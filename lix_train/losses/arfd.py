@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from lix_train.config import check_choice, check_range, option
 from lix_train.data.classes import IGNORE_INDEX
 from lix_train.losses.cka import kernel_cka, linear_cka
-from lix_train.losses.common import feature_valid_mask
+from lix_train.losses.common import labels_mask_at
 from lix_train.losses.kernels import gaussian_kernel, kernel_regression
 
 ARFD_MODES = ("channel", "token")
@@ -282,12 +282,9 @@ def arfd_loss(
                 f"ARFD: stage {k} requested but the student has {len(student_feats)} and the teacher "
                 f"{len(teacher_feats)} feature stages"
             )
-
-    def valid_at(feat: torch.Tensor) -> torch.Tensor | None:
-        return None if target is None else feature_valid_mask(target, tuple(feat.shape[-2:]), ignore_index)
-
     return sum(
-        g * arfd_stage_loss(student_feats[k], teacher_feats[k], cfg, generator, valid_at(student_feats[k]))
+        g * arfd_stage_loss(student_feats[k], teacher_feats[k], cfg, generator,
+                            labels_mask_at(target, student_feats[k], ignore_index))
         for g, k in zip(cfg.stage_weights(), cfg.stages)
     )
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lix_train.data.classes import IGNORE_INDEX
-from lix_train.losses.common import check_pair, feature_valid_mask, resize_to
+from lix_train.losses.common import check_pair, labels_mask_at, resize_to
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:
@@ -57,10 +57,8 @@ def at_loss(
             raise ValueError(
                 f"at_loss: stage {k} out of range (student has {len(student_feats)}, teacher {len(teacher_feats)} stages)"
             )
-    def valid_at(feat: torch.Tensor) -> torch.Tensor | None:
-        return None if target is None else feature_valid_mask(target, tuple(feat.shape[-2:]), ignore_index)
-
-    return sum(w * at_stage_loss(student_feats[k], teacher_feats[k], valid_at(student_feats[k]))
+    return sum(w * at_stage_loss(student_feats[k], teacher_feats[k],
+                                 labels_mask_at(target, student_feats[k], ignore_index))
                for w, k in zip(weights, stages))
 
 

@@ -89,6 +89,12 @@ def feature_valid_mask(target: torch.Tensor, size: tuple[int, int], ignore_index
     return valid[:, 0] >= min_fraction
 
 
+def labels_mask_at(target: torch.Tensor | None, feature: torch.Tensor, ignore_index: int = IGNORE_INDEX
+                   ) -> torch.Tensor | None:
+    """`feature_valid_mask` at a [B, C, h, w] feature's size; None when there are no labels (every cell counts)."""
+    return None if target is None else feature_valid_mask(target, tuple(feature.shape[-2:]), ignore_index)
+
+
 def pool_logits_and_labels(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
                            stride: int, ignore_index: int = IGNORE_INDEX
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

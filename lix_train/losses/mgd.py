@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from lix_train.config import check_range, option
 from lix_train.data.classes import IGNORE_INDEX
-from lix_train.losses.common import check_pair, feature_valid_mask, masked_mean, resize_to
+from lix_train.losses.common import check_pair, labels_mask_at, masked_mean, resize_to
 
 
 @dataclass
@@ -104,8 +104,8 @@ def mgd_loss(
                 f"mgd_loss: stage {k} out of range (student has {len(student_feats)}, teacher {len(teacher_feats)} stages)"
             )
         student = align(student_feats[k])
-        valid = None if target is None else feature_valid_mask(target, tuple(student.shape[-2:]), ignore_index)
-        term = mgd_stage_loss(student, teacher_feats[k], generate, random_keep_mask(student, mask_ratio), valid)
+        term = mgd_stage_loss(student, teacher_feats[k], generate, random_keep_mask(student, mask_ratio),
+                              labels_mask_at(target, student, ignore_index))
         total = term if total is None else total + term
     return total
 
