@@ -141,7 +141,9 @@ class SegmentationDataset(Dataset):
         index = int(index)
         if self.on_error == "skip":  # a replacement sample keeps the bad one's seed: still deterministic
             item = self._skipper.load(lambda i: self._load(i, seed), index, n)
-            new = {k: v for k, v in self.skipped_frames.items() if k not in self._sent and k not in self.dropped}
+            # only what this process skipped while reading (the header-check drops are known to every process)
+            seen = {**getattr(self.source, "skipped_frames", {}), **self._skipper.problems}
+            new = {k: v for k, v in seen.items() if k not in self._sent}
             self._sent.update(new)
             item[SKIPPED_KEY] = encode_skips(new)  # every item has it, so batches collate
             return item
