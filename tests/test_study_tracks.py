@@ -144,6 +144,18 @@ def test_a_val_only_run_does_not_finish_a_run_that_needs_test(tmp_path):
     assert is_finished(tmp_path, needs_test=True)
 
 
+def test_a_study_run_with_score_test_false_is_val_only_and_its_val_metrics_finish_it(tmp_path, capsys):
+    lines = _plan_lines(capsys, "--methods", "baseline", "--no-control", "--seeds", "1", "--out", str(tmp_path),
+                        "--eval.score_test", "false")
+    assert "(val only)" in lines["baseline-s0"] and "to run" in lines["baseline-s0"]
+    run_dir = tmp_path / "runs" / "baseline-s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": 0.4}}))
+    setup = StudySetup(preset="quick", out=tmp_path, overrides={"eval": {"score_test": False}})
+    [planned] = plan(expand(["baseline"], [0], []), setup)
+    assert not planned.spec.needs_test and planned.done  # a rerun skips it instead of training it again
+
+
 def test_score_test_is_bookkeeping_for_continuing_runs_but_not_for_the_teacher_store():
     from lix_train.experiment import NOT_RESULT_AFFECTING
 

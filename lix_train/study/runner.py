@@ -33,7 +33,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -165,6 +165,10 @@ def plan(specs: Sequence[RunSpec], setup: StudySetup) -> list[PlannedRun]:
     resolved = []
     for spec in specs:
         cfg = resolve_spec(setup, spec)
+        if spec.needs_test and not cfg.eval.score_test:
+            # A study run with --eval.score_test false (or a config saying so) is val only: its
+            # val-only metrics.json finishes it, or every rerun would train it again.
+            spec = replace(spec, needs_test=False)
         teacher_dir = cfg.output.teachers_dir / teacher_hash(cfg)
         resolved.append((spec, cfg, teacher_dir, _identity(cfg, spec.teacher_only, teacher_dir)))
     finished = {spec.name for spec, *_ in resolved if is_finished(setup.out / RUNS_DIR / spec.name, spec.needs_test)}
