@@ -39,6 +39,8 @@ PREFIX = "lix."
 INPUT_LAYOUT = "NCHW-RGB-0-255"
 INPUT_NAME = "image"
 PRECISIONS = ("fp32", "fp16", "int8")
+# How an artefact runs (and is built): "auto" picks from the file (runtime) or the machine (builder).
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
 LABEL_DTYPES = ("uint8", "int32")
 SIDECAR_SUFFIX = ".json"
 

@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lix_deploy.artifact import BACKENDS
+from lix_deploy.cli import EXIT_OK, ToolParser, UsageError, count, run_tool
+
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
@@ -65,7 +68,9 @@ def _rosbags():
         from rosbags.rosbag2 import Reader, StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
     except ImportError:
-        raise ImportError("reading and writing bags needs rosbags: pip install 'lix-seg[ros]'") from None
+        from lix_deploy.runtime.backends.base import BackendUnavailableError
+
+        raise BackendUnavailableError("rosbag2", "rosbags", "pip install 'lix-seg[ros]'") from None
     return Reader, Writer, StoragePlugin, get_typestore(Stores.ROS2_JAZZY)
 
 
@@ -229,9 +234,9 @@ def make_demo_bag(bag_out: str | Path, frames: int = 30, rate_hz: float = 10.0, 
     from lix_train.data.synthetic import SyntheticConfig, render_frame  # numpy-only generator
 
     if encoding not in ("rgb8", "bgr8", "mono8"):
-        raise ValueError(f"encoding={encoding!r}: the demo writes rgb8, bgr8 or mono8")
+        raise UsageError(f"encoding={encoding!r}: the demo writes rgb8, bgr8 or mono8")
     if not rate_hz > 0:
-        raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
+        raise UsageError(f"rate_hz (--rate) must be > 0, got {rate_hz}")
     _, Writer, _, typestore = _rosbags()
     config = SyntheticConfig(scenes=1, frames=frames, height=height, width=width, seed=seed)
     Header = typestore.types["std_msgs/msg/Header"]
@@ -254,11 +259,10 @@ def make_demo_bag(bag_out: str | Path, frames: int = 30, rate_hz: float = 10.0, 
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False,
-        prog="python -m lix_deploy.bag", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Segment the camera topic of a rosbag2 (sqlite3 or MCAP) with an exported LIX student, "
-                    "writing mask (mono8) and colour-mask (rgb8) topics with the original stamps.",
+def build_parser() -> ToolParser:
+    parser = ToolParser("bag",
+        "Segment the camera topic of a rosbag2 (sqlite3 or MCAP) with an exported LIX student, "
+        "writing mask (mono8) and colour-mask (rgb8) topics with the original stamps.",
         epilog="Demo bag: python -m lix_deploy.bag make-demo --out BAG [--artifact student.onnx] "
                "(see make-demo --help).")
     parser.add_argument("--in", dest="bag_in", type=Path, required=True, help="input bag directory (or .mcap/.db3)")
@@ -272,24 +276,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="topic of the rgb8 colour masks ('' to leave them out)")
     parser.add_argument("--no-copy", action="store_true", help="write only the mask topics, not the input messages")
     parser.add_argument("--format", choices=STORAGE_FORMATS, default="mcap", help="storage of the output bag")
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="inference backend (auto: from the artefact's suffix)")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads (default: its own)")
+    parser.add_argument("--threads", type=count(1), default=None, help="ONNX Runtime CPU threads (default: its own)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
-def build_demo_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False,
-        prog="python -m lix_deploy.bag make-demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Write a demo camera bag from the embedded procedural drive (no dataset, no torch); "
-                    "with --artifact, also segment it (image, camera_info, mask and colour-mask topics).")
+def build_demo_parser() -> ToolParser:
+    parser = ToolParser("bag",
+        "Write a demo camera bag from the embedded procedural drive (no dataset, no torch); "
+        "with --artifact, also segment it (image, camera_info, mask and colour-mask topics).", command="make-demo")
     parser.add_argument("--out", type=Path, required=True, help="output bag directory (must not exist)")
     parser.add_argument("--artifact", type=Path, default=None, help="segment the demo with this model too")
-    parser.add_argument("--frames", type=int, default=30, help="frames of the drive")
+    parser.add_argument("--frames", type=count(1), default=30, help="frames of the drive")
     parser.add_argument("--rate", type=float, default=10.0, help="camera rate in Hz (sets the stamps)")
-    parser.add_argument("--height", type=int, default=192, help="image height in pixels")
-    parser.add_argument("--width", type=int, default=640, help="image width in pixels")
+    parser.add_argument("--height", type=count(1), default=192, help="image height in pixels")
+    parser.add_argument("--width", type=count(1), default=640, help="image width in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the procedural street")
     parser.add_argument("--encoding", choices=("bgr8", "rgb8", "mono8"), default="bgr8", help="image encoding")
     parser.add_argument("--topic", default=DEMO_TOPIC, help="camera topic")
@@ -304,37 +307,35 @@ def _print_stats(stats: SegmentStats, out: Path) -> None:
           f"messages, skipped {stats.skipped}" + (f" {stats.skip_reasons}" if stats.skipped else ""))
 
 
-def _make_demo(argv: list[str]) -> int:
-    args = build_demo_parser().parse_args(argv)
+def _make_demo(args: argparse.Namespace) -> int:
     if args.artifact is None:
         make_demo_bag(args.out, args.frames, args.rate, args.height, args.width, args.seed, args.encoding,
                       args.topic, args.format, progress=not args.quiet)
         print(f"{args.out}: {args.frames} frames on {args.topic} at {args.rate:g} Hz")
-        return 0
+        return EXIT_OK
     with tempfile.TemporaryDirectory(prefix=".demo-", dir=Path(args.out).parent) as tmp:
         raw = Path(tmp) / "raw"
         make_demo_bag(raw, args.frames, args.rate, args.height, args.width, args.seed, args.encoding, args.topic,
                       args.format, progress=not args.quiet)
         stats = segment_bag(raw, args.out, args.artifact, args.topic, storage=args.format, progress=not args.quiet)
     _print_stats(stats, args.out)
-    return 0
+    return EXIT_OK
+
+
+def _segment(args: argparse.Namespace) -> int:
+    stats = segment_bag(args.bag_in, args.out, args.artifact, args.topic, mask_topic=args.mask_topic,
+                        colored_topic=args.colored_topic or None, copy_input=not args.no_copy,
+                        storage=args.format, backend=args.backend, intra_op_threads=args.threads,
+                        progress=not args.quiet)
+    _print_stats(stats, args.out)
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv[:1] == ["make-demo"]:
-            return _make_demo(argv[1:])
-        args = build_parser().parse_args(argv)
-        stats = segment_bag(args.bag_in, args.out, args.artifact, args.topic, mask_topic=args.mask_topic,
-                            colored_topic=args.colored_topic or None, copy_input=not args.no_copy,
-                            storage=args.format, backend=args.backend, intra_op_threads=args.threads,
-                            progress=not args.quiet)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    _print_stats(stats, args.out)
-    return 0
+    if argv[:1] == ["make-demo"]:
+        return run_tool(build_demo_parser(), argv[1:], _make_demo, bad_input=(BagError,))
+    return run_tool(build_parser(), argv, _segment, bad_input=(BagError,))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ Backends: `onnxruntime` writes an ONNX file (FP32: ORT-optimised graph; INT8: pe
 calibrated on the calibration set, uint8 activations by default for x86 CPUs' fast kernels;
 FP16: float16 graph with float32 I/O);
 `tensorrt` writes a serialized engine plus its `<engine>.json` sidecar (see
-lix_deploy.engines.tensorrt_build for the TensorRT 10 / 11 differences); `auto` picks TensorRT
-when it and a GPU are present.
+lix_deploy.builders.tensorrt_build for the TensorRT 10 / 11 differences); `auto` picks TensorRT
+when it and a GPU are present (`choose_build_backend`).
 
 The accuracy gate then runs the candidate and the FP32 ONNX on held-out frames (the last
 --eval-frames of the calibration set, never used for calibration, or --eval-set), on the
@@ -22,8 +22,8 @@ one), else at the default FP32 name beside the ONNX; the exit code is 3. Every f
 to a temp name and renamed into place, so an interrupted build leaves either the previous file
 or nothing.
 
-Exit codes: 0 built and accepted; 1 the build itself failed; 2 bad arguments or inputs;
-3 rejected by the accuracy gate (FP32 artefact kept).
+Exit codes (lix_deploy.cli): 0 built and accepted; 1 the build itself failed; 2 bad arguments or
+inputs; 3 rejected by the accuracy gate (FP32 artefact kept).
 """
 
 from __future__ import annotations
@@ -38,25 +38,18 @@ from pathlib import Path
 import numpy as np
 
 from lix_deploy import accuracy
-from lix_deploy.artifact import ArtifactError, ArtifactInfo, read_metadata, sha256_file
-from lix_deploy.engines import cache as engine_cache
-from lix_deploy.engines import onnxruntime_build as ortb
-from lix_deploy.engines.onnxruntime_build import BuildError, BuildFailure
-from lix_deploy.engines.report import BuildReport, Stopwatch, report_path
-
-EXIT_OK, EXIT_BUILD_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
-PRECISIONS = ("fp32", "fp16", "int8")
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
+from lix_deploy.artifact import BACKENDS, PRECISIONS, ArtifactInfo, read_metadata, sha256_file
+from lix_deploy.builders import cache as engine_cache
+from lix_deploy.builders import onnxruntime_build as ortb
+from lix_deploy.builders.onnxruntime_build import BuildError, BuildFailure
+from lix_deploy.builders.report import BuildReport, Stopwatch, report_path
+from lix_deploy.cli import EXIT_OK, EXIT_REFUSED, ToolParser, run_tool
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False,
-        prog="python -m lix_deploy.build_engine",
-        description="Turn the FP32 ONNX export into an FP32 / FP16 / INT8 artefact for ONNX Runtime or TensorRT, "
-                    "gate it against the FP32 model (mIoU drop with labels, agreement without), and write a "
-                    "JSON build report.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def build_parser() -> ToolParser:
+    parser = ToolParser("build_engine",
+        "Turn the FP32 ONNX export into an FP32 / FP16 / INT8 artefact for ONNX Runtime or TensorRT, gate it "
+        "against the FP32 model (mIoU drop with labels, agreement without), and write a JSON build report.")
     parser.add_argument("--onnx", required=True, type=Path, help="FP32 ONNX written by lix_deploy.export")
     parser.add_argument("--precision", required=True, choices=PRECISIONS, help="precision of the artefact")
     parser.add_argument("--calib", required=True, type=Path,
@@ -166,11 +159,11 @@ def load_frames(args: argparse.Namespace, info: ArtifactInfo) -> Frames:
     return Frames(inputs[calib], inputs[held], None if labels is None else labels[held], description)
 
 
-def resolve_backend(requested: str) -> str:
-    """auto -> tensorrt when TensorRT imports and a GPU answers, else onnxruntime."""
+def choose_build_backend(requested: str) -> str:
+    """The backend to build for: auto -> tensorrt when TensorRT imports and a GPU answers, else onnxruntime."""
     if requested != "auto":
         return requested
-    from lix_deploy.engines import tensorrt_build as trtb
+    from lix_deploy.builders import tensorrt_build as trtb
 
     try:
         trtb.import_tensorrt()
@@ -188,7 +181,7 @@ def default_out(onnx: Path, backend: str, precision: str) -> Path:
 # --------------------------------------------------------------------------- building
 
 
-def build_onnxruntime(args, onnx: Path, target: Path, frames: Frames, watch: Stopwatch, report: BuildReport) -> None:
+def build_onnxruntime_candidate(args, onnx: Path, target: Path, frames: Frames, watch: Stopwatch, report: BuildReport) -> None:
     """Write the ONNX Runtime candidate to `target` (a temp path)."""
     if args.precision == "fp32":
         with watch("optimize"):
@@ -210,10 +203,10 @@ def build_onnxruntime(args, onnx: Path, target: Path, frames: Frames, watch: Sto
                                         "calibration_frames": result.calibration_frames}
 
 
-def build_tensorrt(args, onnx: Path, target: Path, precision: str, frames: Frames, info: ArtifactInfo,
+def build_tensorrt_candidate(args, onnx: Path, target: Path, precision: str, frames: Frames, info: ArtifactInfo,
                    watch: Stopwatch, report: BuildReport, work: Path) -> Path:
     """Build (or reuse from --cache-dir) the engine; returns where the candidate engine is."""
-    from lix_deploy.engines import tensorrt_build as trtb
+    from lix_deploy.builders import tensorrt_build as trtb
 
     trt = trtb.import_tensorrt()
     gpu_name, capability = trtb.probe_gpu()
@@ -248,7 +241,7 @@ def build_tensorrt(args, onnx: Path, target: Path, precision: str, frames: Frame
         if decision.reuse:
             return engine_path
     with watch("tensorrt_build"):
-        built = trtb.build_engine(parsed, engine_path, plan, key, workspace_mb=args.workspace_mb,
+        built = trtb.build_tensorrt_engine(parsed, engine_path, plan, key, workspace_mb=args.workspace_mb,
                                   timing_cache=args.timing_cache, profile={input_name: shapes}, info=info)
     report.extra["inspection"] = {**built.summary.to_dict(), "verdict": built.verdict.to_dict()}
     print(f"build_engine: {built.verdict.message}", file=sys.stderr)
@@ -294,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
                           ("--min-class-agreement", args.min_class_agreement)):
         if not 0.0 <= value <= 100.0:
             raise BuildError(f"{option} {value:g} must be a percentage in [0, 100]")
-    backend = resolve_backend(args.backend)
+    backend = choose_build_backend(args.backend)
     out = args.out or default_out(onnx, backend, args.precision)
     explicit_out = args.out is not None
     if out.resolve() == onnx.resolve():
@@ -312,9 +305,9 @@ def run(args: argparse.Namespace) -> int:
         work = Path(tmp)
         target = work / out.name
         if backend == "tensorrt":
-            candidate = build_tensorrt(args, onnx, target, args.precision, frames, info, watch, report, work)
+            candidate = build_tensorrt_candidate(args, onnx, target, args.precision, frames, info, watch, report, work)
         else:
-            build_onnxruntime(args, onnx, target, frames, watch, report)
+            build_onnxruntime_candidate(args, onnx, target, frames, watch, report)
             candidate = target
         with watch("accuracy_gate"):
             result = _gate(onnx, candidate, backend, frames, info, args)
@@ -340,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
                 if backend == "tensorrt":
                     scratch = BuildReport(backend=backend, precision="fp32", onnx=str(onnx),
                                           onnx_sha256=report.onnx_sha256)
-                    built = build_tensorrt(args, onnx, work / f"fp32-{fallback.name}", "fp32", frames, info,
+                    built = build_tensorrt_candidate(args, onnx, work / f"fp32-{fallback.name}", "fp32", frames, info,
                                            watch, scratch, work)
                     _place(built, fallback)
                     report.extra["fp32_fallback"] = scratch.extra
@@ -355,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
                                                              if removed else ""))
         report.write(report_path(out))
         print(f"build_engine: {report.decision}", file=sys.stderr)
-        return EXIT_REJECTED
+        return EXIT_REFUSED
 
 
 def _gate(onnx: Path, candidate: Path, backend: str, frames: Frames, info: ArtifactInfo, args: argparse.Namespace):
@@ -374,15 +367,11 @@ def _gate(onnx: Path, candidate: Path, backend: str, frames: Frames, info: Artif
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except BuildFailure as err:
-        print(f"build_engine: build failed: {err}", file=sys.stderr)
-        return EXIT_BUILD_FAILED
-    except (BuildError, ArtifactError, FileNotFoundError, ValueError) as err:
-        print(f"build_engine: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    from lix_deploy.builders.inspect import InspectionError
+    from lix_deploy.calib import CalibrationError
+
+    return run_tool(build_parser(), argv, run, bad_input=(BuildError, CalibrationError),
+                    failed=(BuildFailure, InspectionError))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +33,7 @@ import cv2
 import numpy as np
 
 from lix_deploy.artifact import sha256_bytes, sha256_file
+from lix_deploy.cli import EXIT_OK, ToolParser, UsageError, count, run_tool
 
 MANIFEST = "manifest.json"
 INPUTS = "inputs.npy"
@@ -66,7 +66,7 @@ def select_frames(names: Sequence[str], num: int, seed: int = 0) -> list[int]:
     if num < 1:
         raise ValueError(f"num must be >= 1, got {num}")
     if num > len(names):
-        raise ValueError(f"asked for {num} frames but the split has only {len(names)}; use --num <= {len(names)}")
+        raise UsageError(f"asked for {num} frames but the split has only {len(names)}; use --num <= {len(names)}")
     groups: dict[str, list[int]] = defaultdict(list)
     for index, name in enumerate(names):
         groups[scene_of(name)].append(index)
@@ -154,8 +154,11 @@ def write_calibration_set(
     source = build_sources(cfg, splits=[split], root=data_root)[split]
     indices = select_frames(list(source.names), num, seed)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise CalibrationError(out, f"cannot be written ({err.strerror or err})") from None
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a published set is readable like any folder
         inputs = np.empty((len(indices), 3, height, width), np.uint8)
@@ -240,23 +243,20 @@ def load_calibration_set(directory: str | Path) -> tuple[np.ndarray, np.ndarray 
     return inputs, labels, manifest
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False,
-        prog="python -m lix_deploy.calib",
-        description="Write a calibration set for INT8 quantisation and the accuracy gate: N frames picked "
+def build_parser() -> ToolParser:
+    parser = ToolParser("calib",
+        "Write a calibration set for INT8 quantisation and the accuracy gate: N frames picked "
         "deterministically round-robin over the split's scenes, preprocessed with the runtime's to_model_input "
         "(RGB 0..255 at the model size, stored as uint8), ground truth resized nearest, and a manifest with the source "
-        "files, their sha256 and the tensor hashes. The folder appears atomically.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+        "files, their sha256 and the tensor hashes. The folder appears atomically.")
     parser.add_argument("--dataset", choices=DATASETS, default="synthetic",
                         help="dataset to take frames from (synthetic without --root = the embedded set)")
     parser.add_argument("--root", type=Path, default=None, help="dataset root (required except for synthetic)")
     parser.add_argument("--split", choices=("train", "val", "test"), default="train",
                         help="split to sample (calibrate on train; gate accuracy on held-out frames)")
-    parser.add_argument("--num", type=int, default=500, help="number of frames")
-    parser.add_argument("--height", type=int, default=None, help="model input height (default: from --onnx)")
-    parser.add_argument("--width", type=int, default=None, help="model input width (default: from --onnx)")
+    parser.add_argument("--num", type=count(1), default=500, help="number of frames")
+    parser.add_argument("--height", type=count(1), default=None, help="model input height (default: from --onnx)")
+    parser.add_argument("--width", type=count(1), default=None, help="model input width (default: from --onnx)")
     parser.add_argument("--onnx", type=Path, default=None, help="exported model whose metadata gives the input size")
     parser.add_argument("--out", type=Path, required=True, help="calibration set folder to create (calib/NAME)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-scene frame order")
@@ -270,28 +270,30 @@ def _size(args: argparse.Namespace) -> tuple[int, int]:
     if args.height is not None and args.width is not None:
         return args.height, args.width
     if args.onnx is None:
-        raise ValueError("give --height and --width, or --onnx to read the model's input size")
+        raise UsageError("give --height and --width, or --onnx to read the model's input size")
     from lix_deploy.artifact import read_metadata
 
     model_h, model_w = read_metadata(args.onnx).input_size
     return (args.height or model_h, args.width or model_w)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        height, width = _size(args)
-        manifest = write_calibration_set(
-            args.out, dataset=args.dataset, root=args.root, split=args.split, num=args.num, size=(height, width),
-            seed=args.seed, with_labels=not args.no_labels, force=args.force, progress=not args.no_progress,
-        )
-    except (ValueError, OSError) as err:  # CalibrationError, ConfigError, DatasetError, ArtifactError are ValueErrors
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    height, width = _size(args)
+    manifest = write_calibration_set(
+        args.out, dataset=args.dataset, root=args.root, split=args.split, num=args.num, size=(height, width),
+        seed=args.seed, with_labels=not args.no_labels, force=args.force, progress=not args.no_progress,
+    )
     size_mib = sum(p.stat().st_size for p in args.out.iterdir()) / 2**20
     print(f"wrote {args.out}: {manifest['num']} frames of {args.dataset}/{args.split} at {height}x{width}, "
           f"{size_mib:.1f} MiB, inputs sha256 {manifest['tensor_sha256'][:16]}...")
-    return 0
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lix_train.config import ConfigError
+    from lix_train.data.errors import DatasetError
+
+    return run_tool(build_parser(), argv, run, bad_input=(CalibrationError, ConfigError, DatasetError))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
+from lix_deploy.cli import EXIT_OK, ToolParser, run_tool
+
 __all__ = ["Check", "run_checks", "onnxruntime_conflict", "classify_tensorrt", "main"]
 
 OK, INFO, WARN, MISSING, ERROR = "ok", "info", "warn", "missing", "error"
@@ -269,28 +271,28 @@ def format_report(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False,
-        prog="python -m lix_deploy.doctor",
-        description="Report what this machine offers for deploying LIX-Seg models: Python, numpy, onnx, ONNX Runtime "
-                    "and its execution providers (and the onnxruntime / onnxruntime-gpu clash), torch and CUDA, "
-                    "the GPU, TensorRT (and whether it builds weakly or strongly typed), cuda-python and pycuda, "
-                    "each with a one-line fix. Always exits 0.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def build_parser() -> ToolParser:
+    parser = ToolParser("doctor",
+        "Report what this machine offers for deploying LIX-Seg models: Python, numpy, onnx, ONNX Runtime and its "
+        "execution providers (and the onnxruntime / onnxruntime-gpu clash), torch and CUDA, the GPU, TensorRT (and "
+        "whether it builds weakly or strongly typed), cuda-python and pycuda, each with a one-line fix. Always "
+        "exits 0.")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON instead of text")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     checks = run_checks()
     if args.json:
         problems = [c.name for c in checks if c.status in (ERROR, WARN)]
         print(json.dumps({"checks": [asdict(c) for c in checks], "problems": problems}, indent=2))
     else:
         print(format_report(checks))
-    return 0
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(build_parser(), argv, run)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from lix_deploy.artifact import INPUT_NAME, ArtifactInfo, atomic_output, sha256_file, write_metadata
+from lix_deploy.cli import EXIT_OK, EXIT_REFUSED, ToolParser, UsageError, report, run_tool
 from lix_deploy.verify import Tolerance, VerificationError, VerificationReport, load_verification_frames, verify_onnx
 from lix_train.config import ConfigError
 from lix_train.data.classes import CITYSCAPES, VKITTI2, ClassSet
@@ -328,15 +328,12 @@ def export_student(
     return report
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False,
-        prog="python -m lix_deploy.export",
-        description="Export a LIX student checkpoint to ONNX (dynamo exporter): float32 RGB 0..255 NCHW in, "
+def build_parser() -> ToolParser:
+    parser = ToolParser("export",
+        "Export a LIX student checkpoint to ONNX (dynamo exporter): float32 RGB 0..255 NCHW in, "
         "mean/std normalisation folded in, argmax labels out, class names / palette / input size / source "
         "hash in the metadata. The export is verified against PyTorch on real frames before it is written; "
-        "a failed verification exits 1 and writes nothing.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+        f"a failed verification exits {EXIT_REFUSED} and writes nothing.")
     parser.add_argument("--checkpoint", type=Path, required=True, help="student checkpoint (RUN/student.pt)")
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write (e.g. student.onnx)")
     parser.add_argument("--height", type=int, default=None,
@@ -375,34 +372,34 @@ def _model_size(args: argparse.Namespace, student: LoadedStudent) -> tuple[int, 
             args.width if args.width is not None else trained[1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     try:
         tolerance = Tolerance(args.tolerance, args.min_agreement, args.min_miou)
-    except ValueError as err:
-        parser.error(str(err))
+    except ValueError as err:  # Tolerance validates the three options, naming the one out of range
+        raise UsageError(str(err)) from None
+    if args.verify_frames < 1:
+        raise ExportError("--verify-frames must be >= 1: every export is verified")
+    check_writable(args.out)
+    student = load_student(args.checkpoint, args.classes)
+    height, width = _model_size(args, student)
+    options = ExportOptions(height, width, args.dynamic_batch, args.with_logits, args.label_dtype, args.opset)
     try:
-        if args.verify_frames < 1:
-            raise ExportError("--verify-frames must be >= 1: every export is verified")
-        check_writable(args.out)
-        student = load_student(args.checkpoint, args.classes)
-        height, width = _model_size(args, student)
-        options = ExportOptions(height, width, args.dynamic_batch, args.with_logits, args.label_dtype, args.opset)
-        report = export_student(student, args.out, options, verify_frames=args.verify_frames,
-                                verify_root=args.verify_root, verify_split=args.verify_split, tolerance=tolerance)
+        verification = export_student(student, args.out, options, verify_frames=args.verify_frames,
+                                      verify_root=args.verify_root, verify_split=args.verify_split,
+                                      tolerance=tolerance)
     except VerificationError as err:
-        print(f"error: {err}", file=sys.stderr)
-        print(f"nothing was written to {args.out}", file=sys.stderr)
-        return 1
-    except (ExportError, CheckpointError, ConfigError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(report.summary())
+        report("export", f"refused: {err}")
+        report("export", f"nothing was written to {args.out}")
+        return EXIT_REFUSED
+    print(verification.summary())
     info = json.dumps({"out": str(args.out), "input_size": [height, width], "outputs": options.outputs,
                        "label_dtype": options.label_dtype, "dynamic_batch": options.dynamic_batch})
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.2f} MiB) {info}")
-    return 0
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(build_parser(), argv, run, bad_input=(ExportError, CheckpointError, ConfigError, DatasetError))
 
 
 if __name__ == "__main__":

@@ -13,29 +13,33 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the benchmark runs ONNX Runtime (the [deploy] extra)")
 
 from lix_deploy import benchmark  # noqa: E402
+from lix_deploy.bench.memory import MemoryProbe, max_rss_kb, read_proc_status  # noqa: E402
+from lix_deploy.bench.results import latency_summary, run_target  # noqa: E402
+from lix_deploy.bench.table import format_table  # noqa: E402
+from lix_deploy.bench.targets import Target  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 
 def test_latency_summary_reference_values():
-    summary = benchmark.latency_summary(np.arange(1, 101, dtype=float))
+    summary = latency_summary(np.arange(1, 101, dtype=float))
     assert summary["p50_ms"] == pytest.approx(50.5) and summary["p99_ms"] == pytest.approx(99.01)
     assert summary["mean_ms"] == pytest.approx(50.5) and summary["fps"] == pytest.approx(1000 / 50.5)
     with pytest.raises(ValueError, match="frames"):
-        benchmark.latency_summary(np.array([]))
+        latency_summary(np.array([]))
 
 
 def test_read_proc_status_parses_kilobytes():
     text = "Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\nThreads:\t4\n"
-    assert benchmark.read_proc_status(text) == {"VmHWM": 204800, "VmRSS": 102400}
-    assert benchmark.read_proc_status("nothing here") == {}
+    assert read_proc_status(text) == {"VmHWM": 204800, "VmRSS": 102400}
+    assert read_proc_status("nothing here") == {}
 
 
 def test_memory_probe_sees_an_allocation():
-    if not benchmark.read_proc_status():
+    if not read_proc_status():
         pytest.skip("no /proc/self/status on this platform")
-    before_mb = benchmark.read_proc_status()["VmRSS"] / 1024
-    probe = benchmark.MemoryProbe()
+    before_mb = read_proc_status()["VmRSS"] / 1024
+    probe = MemoryProbe()
     block = np.ones(64 * 2**20 // 8)  # 64 MiB touched
     memory = probe.finish()
     del block
@@ -45,15 +49,15 @@ def test_memory_probe_sees_an_allocation():
 
 
 def test_memory_probe_without_peak_reset_uses_ru_maxrss(monkeypatch):
-    if not benchmark.read_proc_status() or benchmark.max_rss_kb() is None:
+    if not read_proc_status() or max_rss_kb() is None:
         pytest.skip("no /proc/self/status or getrusage on this platform")
-    monkeypatch.setattr(benchmark, "reset_peak_rss", lambda: False)
-    probe = benchmark.MemoryProbe()
+    monkeypatch.setattr("lix_deploy.bench.memory.reset_peak_rss", lambda: False)
+    probe = MemoryProbe()
     block = np.ones(32 * 2**20 // 8)
     memory = probe.finish()
     del block
     assert "ru_maxrss" in memory["rss_method"] and "not a peak" in memory["rss_method"]
-    assert memory["peak_rss_mb"] >= benchmark.read_proc_status()["VmRSS"] / 1024 - 1
+    assert memory["peak_rss_mb"] >= read_proc_status()["VmRSS"] / 1024 - 1
     import resource
 
     assert memory["peak_rss_mb"] == pytest.approx(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, abs=64)
@@ -63,10 +67,10 @@ def test_a_failing_backend_is_reported_not_fatal():
     def load():
         raise RuntimeError("no such engine")
 
-    target = benchmark.Target("broken", "tensorrt", "int8", "x.engine", load)
-    result = benchmark.run_target(target, np.zeros((2, 3, 4, 4), np.float32), timed=3, warmup=1)
+    target = Target("broken", "tensorrt", "int8", "x.engine", load)
+    result = run_target(target, np.zeros((2, 3, 4, 4), np.float32), timed=3, warmup=1)
     assert "no such engine" in result.error and result.p50_ms is None
-    assert "ERROR" in benchmark.format_table([result], "none")
+    assert "ERROR" in format_table([result], "none")
 
 
 def test_run_target_times_and_keeps_one_label_pass():
@@ -79,7 +83,7 @@ def test_run_target_times_and_keeps_one_label_pass():
         return predict, lambda: None
 
     frames = np.random.default_rng(0).random((3, 3, 4, 4)).astype(np.float32)
-    result = benchmark.run_target(benchmark.Target("t", "pytorch", "fp32", "-", load), frames, timed=5, warmup=2)
+    result = run_target(Target("t", "pytorch", "fp32", "-", load), frames, timed=5, warmup=2)
     assert len(calls) == 7 and set(calls) == {1}
     np.testing.assert_array_equal(result.labels, (frames[:, 0] > 0.5).astype(np.uint8))
     assert result.p50_ms <= result.p99_ms and result.fps > 0
@@ -89,7 +93,7 @@ def test_run_target_times_and_keeps_one_label_pass():
 def test_cli_benchmarks_pytorch_ort_fp32_and_int8_in_one_run(tmp_path):
     from deploy_fixtures import tiny_frames, tiny_onnx, tiny_teacher_checkpoint
 
-    from lix_deploy.engines.onnxruntime_build import quantize_int8
+    from lix_deploy.builders.onnxruntime_build import quantize_int8
 
     onnx = tiny_onnx(tmp_path)
     int8 = tmp_path / "student.int8.onnx"

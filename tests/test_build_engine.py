@@ -17,8 +17,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from lix_deploy import build_engine  # noqa: E402
 from lix_deploy.artifact import read_metadata  # noqa: E402
-from lix_deploy.engines import onnxruntime_build as ortb  # noqa: E402
-from lix_deploy.engines.report import REPORT_KEYS  # noqa: E402
+from lix_deploy.builders import onnxruntime_build as ortb  # noqa: E402
+from lix_deploy.builders.report import REPORT_KEYS  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from deploy_fixtures import TINY_SIZE, tiny_dataset_root, tiny_onnx  # noqa: E402
@@ -267,7 +267,7 @@ def test_unlabelled_gate_decides_on_agreement_and_says_so(workspace, tmp_path, c
     # a strict pixel threshold refuses the same model, naming the threshold it missed (unless INT8 is exact)
     if gate["pixel_agreement"] < 1.0:
         assert run_cli("--onnx", model, "--precision", "int8", "--calib", unlabelled, "--out", out,
-                       "--min-pixel-agreement", "100") == build_engine.EXIT_REJECTED
+                       "--min-pixel-agreement", "100") == build_engine.EXIT_REFUSED
         report = json.loads((tmp_path / "u.int8.onnx.build.json").read_text())
         assert "of pixels (min 100.00 %)" in report["decision"] and "agreement with FP32" in report["decision"]
     assert run_cli("--onnx", model, "--precision", "int8", "--calib", unlabelled, "--out", out,
@@ -281,7 +281,7 @@ def test_rejected_build_writes_the_fp32_fallback_at_out(workspace, tmp_path, cap
     out.parent.mkdir()
     out.write_bytes(b"stale artefact from an earlier build")
     code = run_cli("--onnx", model, "--precision", "int8", "--calib", calib, "--out", out, "--max-miou-drop", "-101")
-    assert code == build_engine.EXIT_REJECTED
+    assert code == build_engine.EXIT_REFUSED
     assert read_metadata(out).precision == "fp32"  # what the caller deploys is a working FP32 model
     from lix_deploy.runtime import Segmenter
 

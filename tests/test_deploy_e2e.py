@@ -83,7 +83,7 @@ def test_impossible_gate_rejects_int8_and_keeps_fp32(pipeline, capsys):
     int8 = work / "student.int8.onnx"
     stale_before = int8.exists()
     # a drop is always >= -100 points, so demanding a gain of more than 100 must fail
-    assert build(work, onnx, -101.0) == build_engine.EXIT_REJECTED
+    assert build(work, onnx, -101.0) == build_engine.EXIT_REFUSED
     assert "rejected" in capsys.readouterr().err
     report = json.loads((work / "student.int8.onnx.build.json").read_text())
     fp32 = work / "student.fp32.onnx"

@@ -111,7 +111,7 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out" / "student.onnx"
     code = main(["--checkpoint", str(checkpoint), "--out", str(out), "--verify-root", str(tiny_dataset_root()),
                  "--verify-frames", "2"])
-    assert code == 1
+    assert code == 3
     assert "verification failed" in capsys.readouterr().err
     assert not out.exists()
     assert list(out.parent.iterdir()) == []  # no temp file left behind either
@@ -183,7 +183,7 @@ def test_bad_inputs_are_clear_errors(case, expected, tmp_path, capsys):
         args[3] = str(out)
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert expected in err and err.startswith("error: ") and "Traceback" not in err
+    assert expected in err and err.startswith("export: error: ") and "Traceback" not in err
     # never echo torch's advice to unpickle the file fully (it runs code from the file)
     assert "weights_only" not in err and "two options" not in err and "can still be loaded" not in err
     if case in ("pickled", "garbage"):

@@ -1,4 +1,5 @@
-"""lix_deploy.runtime (and the doctor) never import torch: robots run the student without it."""
+"""lix_deploy.runtime (and the doctor) never import torch: robots run the student without it. Nor do the
+deployment tools other than export at import time (torch only where a PyTorch model is run)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted(RUNTIME.rglob("*.py")) + [ROOT / "lix_deploy" / "doctor.py"],
+@pytest.mark.parametrize("path", sorted(RUNTIME.rglob("*.py")) + [ROOT / "lix_deploy" / "doctor.py",
+                                                                 ROOT / "lix_deploy" / "cli.py"],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_source_file_imports_torch(path):
     bad = {name for name in _imported_modules(path) if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)}
@@ -54,6 +56,23 @@ def test_segmenting_an_image_loads_no_torch(tmp_path):
                         or m.startswith(("lix_train.models", "lix_train.engine")))
         print("LEAKED", leaked)
         assert not leaked, leaked
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "LEAKED []" in done.stdout
+
+
+def test_deployment_tools_import_without_torch():
+    """Every lix_deploy console script but export (which runs the PyTorch model) imports torch-free."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"].values()
+    modules = sorted({s.split(":")[0] for s in scripts if s.startswith("lix_deploy.")} - {"lix_deploy.export"})
+    assert "lix_deploy.build_engine" in modules
+    code = textwrap.dedent(f"""
+        import importlib, sys
+        for name in {modules!r}:
+            importlib.import_module(name)
+        print("LEAKED", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision")))
     """)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

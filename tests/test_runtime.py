@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs the [de
 
 from lix_deploy.artifact import ArtifactError, read_metadata  # noqa: E402
 from lix_deploy.runtime import (  # noqa: E402
-    Segmenter, colorize, image_from_buffer, overlay, palette_from_ints, resize_mask, resolve_backend,
+    Segmenter, backend_for_artifact, colorize, image_from_buffer, overlay, palette_from_ints, resize_mask,
     to_model_input, to_rgb,
 )
 from lix_deploy.runtime.backends.onnxruntime_backend import (  # noqa: E402
@@ -235,14 +235,14 @@ def test_latency_stats_count_calls(models):
 
 
 def test_backend_is_resolved_from_the_suffix(tmp_path):
-    assert resolve_backend("m.onnx") == "onnxruntime"
-    assert resolve_backend("m.engine") == resolve_backend("m.plan") == "tensorrt"
+    assert backend_for_artifact("m.onnx") == "onnxruntime"
+    assert backend_for_artifact("m.engine") == backend_for_artifact("m.plan") == "tensorrt"
     with pytest.raises(ValueError, match="cannot tell the backend"):
-        resolve_backend("m.bin")
+        backend_for_artifact("m.bin")
     with pytest.raises(ValueError, match="backend='tensorrt' needs an engine"):
-        resolve_backend("m.onnx", "tensorrt")
+        backend_for_artifact("m.onnx", "tensorrt")
     with pytest.raises(ValueError, match="is not one of"):
-        resolve_backend("m.onnx", "openvino")
+        backend_for_artifact("m.onnx", "openvino")
     with pytest.raises(FileNotFoundError, match="model artefact not found"):
         Segmenter(tmp_path / "missing.onnx")
     with pytest.raises(ArtifactError, match="missing.onnx: model artefact not found; export one"):

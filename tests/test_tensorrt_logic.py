@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from lix_deploy.artifact import ArtifactInfo, read_metadata
-from lix_deploy.engines import cache as engine_cache
-from lix_deploy.engines import tensorrt_build as trtb
-from lix_deploy.engines.inspect import (InspectionError, check_precision, normalise_dtype,
+from lix_deploy.builders import cache as engine_cache
+from lix_deploy.builders import tensorrt_build as trtb
+from lix_deploy.builders.inspect import (InspectionError, check_precision, normalise_dtype,
                                         parse_engine_information)
-from lix_deploy.engines.onnxruntime_build import BuildError, BuildFailure
+from lix_deploy.builders.onnxruntime_build import BuildError, BuildFailure
 
 SHA = "ab" * 32
 
@@ -365,7 +365,7 @@ def build(tmp_path, trt, monkeypatch, plan, precision=None, **kwargs):
     onnx = tmp_path / "student.onnx"
     onnx.write_bytes(b"onnx")
     k = key(trt_version=trt.__version__, precision=precision or plan.precision)
-    return trtb.build_engine(onnx, tmp_path / "out" / "student.engine", plan, k, info=info(), **kwargs)
+    return trtb.build_tensorrt_engine(onnx, tmp_path / "out" / "student.engine", plan, k, info=info(), **kwargs)
 
 
 def test_weakly_typed_fp16_build_writes_engine_sidecar_and_timing_cache(tmp_path, monkeypatch):
@@ -492,7 +492,7 @@ def test_real_tensorrt_fp16_build(tmp_path):
         pytest.skip(str(err))
     parsed, _ = trtb.prepare_onnx(plan, onnx, tmp_path, None, None)
     k = engine_cache.EngineKey(trt.__version__, gpu, capability, SHA, "fp16", {"image": [[1, 3, 64, 128]] * 3})
-    result = trtb.build_engine(parsed, tmp_path / "s.engine", plan, k, info=read_metadata(onnx))
+    result = trtb.build_tensorrt_engine(parsed, tmp_path / "s.engine", plan, k, info=read_metadata(onnx))
     assert result.verdict.passed and result.summary.histogram.get("fp16", 0) > 0
 
 
@@ -594,7 +594,7 @@ def test_calibration_method_reaches_onnxruntime_without_modelopt(tmp_path, monke
     def fake_quantize(onnx_path, out_path, inputs, exclude=None, calibration_method="minmax", per_channel=True,
                       activations="int8"):
         seen.update(method=calibration_method, activations=activations)
-        from lix_deploy.engines.onnxruntime_build import QuantizeResult
+        from lix_deploy.builders.onnxruntime_build import QuantizeResult
 
         return QuantizeResult(Path(out_path), [], float_tail=["up", "argmax"])
 
@@ -615,7 +615,7 @@ def test_onnxruntime_quantiser_errors_are_build_failures(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     import onnxruntime.quantization as ortq
 
-    from lix_deploy.engines import onnxruntime_build as ortb
+    from lix_deploy.builders import onnxruntime_build as ortb
 
     def broken(*args, **kwargs):
         raise ValueError("histogram has no bins")

@@ -13,10 +13,10 @@ from .backends.base import Backend, BackendUnavailableError, EngineMismatchError
 from .latency import LatencyStats
 from .postprocess import colorize, overlay, palette_from_ints, palette_lut, resize_mask
 from .preprocess import ENCODINGS, image_from_buffer, to_model_input, to_rgb
-from .segmenter import BACKENDS, Segmenter, load_segmenter, resolve_backend
+from .segmenter import BACKENDS, Segmenter, backend_for_artifact, load_segmenter
 
 __all__ = [
     "BACKENDS", "ENCODINGS", "Backend", "BackendUnavailableError", "EngineMismatchError", "InferenceOutput",
-    "LatencyStats", "Segmenter", "colorize", "image_from_buffer", "load_segmenter", "overlay", "palette_from_ints",
-    "palette_lut", "resize_mask", "resolve_backend", "to_model_input", "to_rgb",
+    "LatencyStats", "Segmenter", "backend_for_artifact", "colorize", "image_from_buffer", "load_segmenter", "overlay",
+    "palette_from_ints", "palette_lut", "resize_mask", "to_model_input", "to_rgb",
 ]

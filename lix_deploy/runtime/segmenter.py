@@ -15,37 +15,37 @@ from pathlib import Path
 
 import numpy as np
 
-from lix_deploy.artifact import ArtifactError, ArtifactInfo, ArtifactNotFoundError, read_metadata
+from lix_deploy.artifact import BACKENDS, ArtifactError, ArtifactInfo, ArtifactNotFoundError, read_metadata
 
 from .backends.base import Backend, InferenceOutput
 from .latency import LatencyStats
 from .postprocess import colorize, overlay, palette_lut, resize_mask
 from .preprocess import to_model_input, to_rgb
 
-__all__ = ["BACKENDS", "ENGINE_SUFFIXES", "Segmenter", "load_segmenter", "resolve_backend"]
+__all__ = ["BACKENDS", "ENGINE_SUFFIXES", "Segmenter", "backend_for_artifact", "load_segmenter"]
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
-def resolve_backend(path: str | Path, backend: str = "auto") -> str:
-    """"auto" -> "onnxruntime" for .onnx files, "tensorrt" for serialized engines (.engine / .plan / .trt)."""
+def backend_for_artifact(path: str | Path, backend: str = "auto") -> str:
+    """The runtime backend that runs the artefact at `path`: "auto" -> "onnxruntime" for .onnx files,
+    "tensorrt" for serialized engines (.engine / .plan / .trt); an explicit one is checked against the suffix."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
     suffix = Path(path).suffix.lower()
     if backend != "auto":
         if backend == "onnxruntime" and suffix in ENGINE_SUFFIXES:
-            raise ValueError(f"{path}: a TensorRT engine cannot run on onnxruntime; use backend='tensorrt'")
+            raise ArtifactError(path, "a TensorRT engine cannot run on onnxruntime; use backend='tensorrt'")
         if backend == "tensorrt" and suffix == ".onnx":
-            raise ValueError(f"{path}: backend='tensorrt' needs an engine built with python -m lix_deploy.build_engine "
-                             "(or run the ONNX on onnxruntime with providers=['tensorrt'])")
+            raise ArtifactError(path, "backend='tensorrt' needs an engine built with python -m lix_deploy.build_engine "
+                                      "(or run the ONNX on onnxruntime with providers=['tensorrt'])")
         return backend
     if suffix == ".onnx":
         return "onnxruntime"
     if suffix in ENGINE_SUFFIXES:
         return "tensorrt"
-    raise ValueError(f"{path}: cannot tell the backend from the suffix {suffix!r} (expected .onnx or "
-                     f"{', '.join(ENGINE_SUFFIXES)}); pass backend='onnxruntime' or 'tensorrt'")
+    raise ArtifactError(path, f"cannot tell the backend from the suffix {suffix!r} (expected .onnx or "
+                              f"{', '.join(ENGINE_SUFFIXES)}); pass backend='onnxruntime' or 'tensorrt'")
 
 
 class Segmenter:
@@ -75,7 +75,7 @@ class Segmenter:
             raise ArtifactNotFoundError(self.path, "model artefact not found; export one with "
                                                    "python -m lix_deploy.export or build one with "
                                                    "python -m lix_deploy.build_engine")
-        self.backend_name = resolve_backend(self.path, backend)
+        self.backend_name = backend_for_artifact(self.path, backend)
         self.backend: Backend
         if self.backend_name == "onnxruntime":
             self.backend = self._onnxruntime(providers, device_id, trt_cache_dir, fp16, intra_op_threads,

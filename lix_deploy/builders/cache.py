@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from lix_deploy.artifact import sidecar_path
+from lix_deploy.artifact import PRECISIONS, sidecar_path
 
 KEY_FIELDS = ("trt_version", "gpu_name", "compute_capability", "onnx_sha256", "precision", "input_shapes")
 _LABELS = {
@@ -41,8 +41,8 @@ class EngineKey:
     input_shapes: Mapping[str, Any]
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16", "int8"):
-            raise ValueError(f"precision={self.precision!r} is not one of fp32, fp16, int8")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if not re.fullmatch(r"[0-9a-f]{64}", self.onnx_sha256):
             raise ValueError(f"onnx_sha256={self.onnx_sha256!r} is not a hex sha256")
 

@@ -44,7 +44,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from lix_deploy.artifact import ArtifactInfo, write_sidecar as write_artifact_sidecar
+from lix_deploy.artifact import PRECISIONS, ArtifactInfo, write_sidecar as write_artifact_sidecar
 
 from .atomic import atomic_write_bytes
 from .cache import EngineKey
@@ -110,8 +110,8 @@ class BuildPlan:
 def plan_build(trt_version: str, precision: str, *, onnx_has_qdq: bool = False, onnx_is_fp16: bool = False,
                have_modelopt: bool = False) -> BuildPlan:
     """Network typing, builder flags and ONNX preparation for `precision` on `trt_version`; see module doc."""
-    if precision not in ("fp32", "fp16", "int8"):
-        raise BuildError(f"--precision {precision!r} is not one of fp32, fp16, int8")
+    if precision not in PRECISIONS:
+        raise BuildError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     version = parse_version(trt_version)
     if version[:2] < MIN_SUPPORTED:
         raise BuildError(f"TensorRT {trt_version} is too old: lix-seg builds with TensorRT >= 10.0 "
@@ -292,7 +292,7 @@ def probe_gpu() -> tuple[str, str]:
 
 @dataclass
 class EngineBuild:
-    """Result of build_engine: the written engine, its inspection and the precision verdict."""
+    """Result of build_tensorrt_engine: the written engine, its inspection and the precision verdict."""
 
     path: Path
     plan: BuildPlan
@@ -332,7 +332,7 @@ def network_flags(trt, plan: BuildPlan) -> int:
     return 1 << int(flag)
 
 
-def build_engine(
+def build_tensorrt_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
     plan: BuildPlan,

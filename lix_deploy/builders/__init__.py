@@ -1,4 +1,4 @@
-"""Engine builders behind `python -m lix_deploy.build_engine`.
+"""Artefact builders behind `python -m lix_deploy.build_engine` (lix_train/engine/ is the training loop).
 
 onnxruntime_build  FP32 optimisation, INT8 Q/DQ quantisation (CPU, testable in CI), FP16 conversion
 tensorrt_build     TensorRT 10/11 engines: version gate, flags, profiles, timing cache, inspection
