@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lix_train.data.classes import VKITTI2_NUM_CLASSES
+
 ROOT = Path(__file__).resolve().parents[1]
 ROS_NODE = ROOT / "ros_node"
 PROFILE = ROS_NODE / "config" / "fastdds_udp_4mb.xml"
@@ -44,7 +46,8 @@ IN_NETNS = "LIX_BENCH_IN_NETNS"
 
 
 # ---- model -------------------------------------------------------------------------------------
-def synthetic_model(path: Path, size: tuple[int, int], layers: int, channels: int, classes: int = 14) -> Path:
+def synthetic_model(path: Path, size: tuple[int, int], layers: int, channels: int,
+                    classes: int = VKITTI2_NUM_CLASSES) -> Path:
     """A conv stack with LIX metadata (labels uint8 output) whose cost grows with size x layers x channels^2."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper

@@ -9,12 +9,13 @@ from fixtures import write_image
 from lix_train.data.classes import IGNORE_INDEX, VKITTI2_CATEGORIES, cityscapes_id_lut
 from lix_train.data.errors import DatasetError
 from lix_train.data.io import (
+    DEPTH_MAP,
+    DISPARITY_MAP,
     index_by_stem,
     read_color_label,
     read_colors_txt,
     read_depth_cm_png,
-    read_depth_file,
-    read_disparity_file,
+    read_float_map,
     read_id_label,
     read_rgb,
     read_vkitti2_intrinsics,
@@ -123,23 +124,23 @@ def test_vkitti2_intrinsics_per_frame_and_camera(tmp_path):
 def test_user_depth_and_disparity_formats(tmp_path):
     raw = np.array([[0, 1000], [2560, 65535]], np.uint16)
     write_image(tmp_path / "d.png", raw)
-    np.testing.assert_allclose(read_depth_file(tmp_path / "d.png", "png_mm"), raw / 1000.0, rtol=1e-6)
-    np.testing.assert_allclose(read_depth_file(tmp_path / "d.png", "png_256"), raw / 256.0, rtol=1e-6)
-    np.testing.assert_allclose(read_disparity_file(tmp_path / "d.png", "png_256"), raw / 256.0, rtol=1e-6)
+    np.testing.assert_allclose(read_float_map(tmp_path / "d.png", "png_mm", DEPTH_MAP), raw / 1000.0, rtol=1e-6)
+    np.testing.assert_allclose(read_float_map(tmp_path / "d.png", "png_256", DEPTH_MAP), raw / 256.0, rtol=1e-6)
+    np.testing.assert_allclose(read_float_map(tmp_path / "d.png", "png_256", DISPARITY_MAP), raw / 256.0, rtol=1e-6)
     np.save(tmp_path / "d.npy", np.array([[np.nan, -1.0], [2.5, np.inf]], np.float64))
-    np.testing.assert_array_equal(read_depth_file(tmp_path / "d.npy", "npy"), [[0, 0], [2.5, 0]])
+    np.testing.assert_array_equal(read_float_map(tmp_path / "d.npy", "npy", DEPTH_MAP), [[0, 0], [2.5, 0]])
     np.save(tmp_path / "i.npy", np.ones((2, 2), np.int32))
     with pytest.raises(DatasetError, match="expected float depth in metres"):
-        read_depth_file(tmp_path / "i.npy", "npy")
+        read_float_map(tmp_path / "i.npy", "npy", DEPTH_MAP)
     with pytest.raises(ValueError, match="depth_format"):
-        read_depth_file(tmp_path / "d.png", "exr")
+        read_float_map(tmp_path / "d.png", "exr", DEPTH_MAP)
 
 
 def test_write_png_atomic_roundtrips_and_leaves_no_temp_files(tmp_path):
     disp = (np.arange(12, dtype=np.uint16) * 300).reshape(3, 4)
     path = tmp_path / "cache" / "000000_10.png"
     write_png_atomic(path, disp)
-    np.testing.assert_array_equal(read_disparity_file(path, "png_256"), disp / 256.0)
+    np.testing.assert_array_equal(read_float_map(path, "png_256", DISPARITY_MAP), disp / 256.0)
     assert [p.name for p in path.parent.iterdir()] == ["000000_10.png"]
 
 

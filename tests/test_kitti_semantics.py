@@ -17,7 +17,7 @@ from fixtures import (
 
 from lix_train.data.classes import CITYSCAPES
 from lix_train.data.errors import DatasetError
-from lix_train.data.io import read_disparity_file
+from lix_train.data.io import DISPARITY_MAP, read_float_map
 from lix_train.data.kitti_semantics import KITTISemanticsSource
 from lix_train.data.stereo import (
     SGBMConfig,
@@ -117,7 +117,7 @@ def test_stereo_root_gives_depth_f_b_over_8_and_caches_disparity(tmp_path):
 
     cached = list(cache.glob("sgbm-*/000000_10.png"))
     assert len(cached) == 1
-    disparity = read_disparity_file(cached[0], "png_256")
+    disparity = read_float_map(cached[0], "png_256", DISPARITY_MAP)
     np.testing.assert_allclose(depth_from_disparity(disparity, stereo_calibration(
         stereo / "training" / "calib_cam_to_cam" / "000000.txt")), sample.depth, rtol=1e-6)
     (stereo / "training" / "image_3" / "000000_10.png").write_bytes(b"corrupt")  # cache hit: never read

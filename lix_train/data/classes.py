@@ -66,6 +66,8 @@ VKITTI2 = ClassSet(
     tuple(n for n, _ in VKITTI2_CATEGORIES if n not in VKITTI2_IGNORED),
     tuple(c for n, c in VKITTI2_CATEGORIES if n not in VKITTI2_IGNORED),
 )
+# The trainable vKITTI2 classes (14): the class count that models and tools default to.
+VKITTI2_NUM_CLASSES = VKITTI2.num_classes
 
 # Cityscapes' 19 evaluated classes (train ids 0..18), used by KITTI Semantics.
 CITYSCAPES = ClassSet(

@@ -14,6 +14,7 @@ concurrent callers neither corrupt nor duplicate it. The root holds vKITTI2-form
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lix_train.config import option
 from lix_train.data.errors import DatasetError
+from lix_train.data.synthetic import (GENERATOR_VERSION, SIDEWALK_NOTE, DriveConfig, SyntheticConfig, write_atomic,
+                                       write_dataset)
 from lix_train.locking import exclusive
-from lix_train.data.synthetic import GENERATOR_VERSION, SIDEWALK_NOTE, SyntheticConfig, write_atomic, write_dataset
 
 CACHE_ENV = "LIX_SEG_CACHE"
 SPLITS_FILE = "splits.json"
@@ -36,22 +39,17 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
-class EmbeddedConfig:
+class EmbeddedConfig(DriveConfig):
     """The default set. Sized so that generation takes about a minute on 2 cores."""
 
-    scenes: int = 20
-    frames: int = 30
-    height: int = 192
-    width: int = 640
-    seed: int = 0
-    variations: tuple[str, ...] = ("clone", "overcast", "sunset")
-    ambiguity: float = 0.9
-    val_scenes: int = 3
-    test_scenes: int = 3
+    scenes: int = DriveConfig.redefault("scenes", 20)
+    frames: int = DriveConfig.redefault("frames", 30)
+    variations: tuple[str, ...] = DriveConfig.redefault("variations", ("clone", "overcast", "sunset"))
+    val_scenes: int = option(3, "drives in the val split")
+    test_scenes: int = option(3, "drives in the test split")
 
     def __post_init__(self):
-        object.__setattr__(self, "variations", tuple(self.variations))
-        self.synthetic()  # validates sizes, seed, variations, ambiguity
+        super().__post_init__()  # sizes, seed, variations, ambiguity
         for name in ("val_scenes", "test_scenes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -62,10 +60,7 @@ class EmbeddedConfig:
             )
 
     def synthetic(self) -> SyntheticConfig:
-        return SyntheticConfig(
-            scenes=self.scenes, frames=self.frames, height=self.height, width=self.width, seed=self.seed,
-            variations=self.variations, ambiguity=self.ambiguity,
-        )
+        return SyntheticConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DriveConfig)})
 
     def digest(self) -> str:
         """Hash of the generator version and the config: the cache key."""

@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -194,25 +195,30 @@ def _read_float_npy(path: str | Path, expected_shape: Shape | None, what: str) -
     return out
 
 
-def read_depth_file(path: str | Path, fmt: str, expected_shape: Shape | None = None) -> np.ndarray:
-    """A user-supplied depth map in one of DEPTH_FORMATS -> float32 metres, 0 = unknown."""
-    if fmt not in DEPTH_FORMATS:
-        raise ValueError(f"depth_format {fmt!r} is not one of {sorted(DEPTH_FORMATS)}")
-    scale = DEPTH_FORMATS[fmt]
-    if scale is None:
-        return _read_float_npy(path, expected_shape, "float depth in metres")
-    raw = read_uint16_png(path, expected_shape, f"a uint16 depth PNG ({fmt})")
-    return raw.astype(np.float32) * np.float32(scale)
+@dataclass(frozen=True)
+class FloatMapKind:
+    """What a user-supplied float map holds: the option naming its format, the formats, what each means."""
+
+    option: str  # the config key that names the format (in errors)
+    formats: Mapping[str, float | None]  # format name -> units per stored unit (None: float .npy as stored)
+    npy_what: str  # a float .npy of this kind, for errors
+    png_what: str  # a uint16 PNG of this kind, for errors; "{fmt}" is the format's name
 
 
-def read_disparity_file(path: str | Path, fmt: str, expected_shape: Shape | None = None) -> np.ndarray:
-    """A disparity map in one of DISPARITY_FORMATS -> float32 pixels, 0 = invalid."""
-    if fmt not in DISPARITY_FORMATS:
-        raise ValueError(f"disparity_format {fmt!r} is not one of {sorted(DISPARITY_FORMATS)}")
-    scale = DISPARITY_FORMATS[fmt]
+DEPTH_MAP = FloatMapKind("depth_format", DEPTH_FORMATS, "float depth in metres", "a uint16 depth PNG ({fmt})")
+DISPARITY_MAP = FloatMapKind("disparity_format", DISPARITY_FORMATS, "float disparity in pixels",
+                             "a uint16 KITTI disparity PNG (pixels * 256)")
+
+
+def read_float_map(path: str | Path, fmt: str, kind: FloatMapKind, expected_shape: Shape | None = None) -> np.ndarray:
+    """A user-supplied map of `kind` (DEPTH_MAP: metres, DISPARITY_MAP: pixels) in one of its formats ->
+    float32 in those units, 0 = unknown / invalid."""
+    if fmt not in kind.formats:
+        raise ValueError(f"{kind.option} {fmt!r} is not one of {sorted(kind.formats)}")
+    scale = kind.formats[fmt]
     if scale is None:
-        return _read_float_npy(path, expected_shape, "float disparity in pixels")
-    raw = read_uint16_png(path, expected_shape, "a uint16 KITTI disparity PNG (pixels * 256)")
+        return _read_float_npy(path, expected_shape, kind.npy_what)
+    raw = read_uint16_png(path, expected_shape, kind.png_what.format(fmt=fmt))
     return raw.astype(np.float32) * np.float32(scale)
 
 

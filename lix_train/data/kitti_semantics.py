@@ -37,12 +37,13 @@ from lix_train.data.classes import CITYSCAPES, ClassSet, cityscapes_id_lut
 from lix_train.data.errors import DatasetError
 from lix_train.data.io import (
     DEPTH_FORMATS,
+    DEPTH_MAP,
     DISPARITY_FORMATS,
+    DISPARITY_MAP,
     FORMAT_SUFFIX,
     BadInputPolicy,
     list_dir,
-    read_depth_file,
-    read_disparity_file,
+    read_float_map,
     read_id_label,
     read_rgb,
     write_png_atomic,
@@ -197,9 +198,10 @@ class KITTISemanticsSource:
         if self.mode == "stereo":
             depth = depth_from_disparity(self._stereo_disparity(item, rgb), calib)
         elif self.mode == "disparity":
-            depth = depth_from_disparity(read_disparity_file(item["x"], self.disparity_format, shape), calib)
+            disparity = read_float_map(item["x"], self.disparity_format, DISPARITY_MAP, shape)
+            depth = depth_from_disparity(disparity, calib)
         elif self.mode == "depth":
-            depth = read_depth_file(item["x"], self.depth_format, shape)
+            depth = read_float_map(item["x"], self.depth_format, DEPTH_MAP, shape)
         k = None if calib is None else calib.intrinsics.copy()
         meta = {"x_source": self.mode}
         if calib is not None:
@@ -221,7 +223,7 @@ class KITTISemanticsSource:
         cached = None if self.cache_dir is None else self.cache_dir / f"{item['stem']}.png"
         if cached is not None:
             if cached.is_file():
-                return read_disparity_file(cached, "png_256", left.shape[:2])
+                return read_float_map(cached, "png_256", DISPARITY_MAP, left.shape[:2])
         right = read_rgb(item["right"])
         if right.shape != left.shape:
             raise DatasetError(

@@ -30,7 +30,7 @@ import numpy as np
 
 from lix_train.data.classes import IGNORE_INDEX, ClassSet
 from lix_train.data.errors import DatasetError
-from lix_train.data.io import BadInputPolicy, index_by_stem, read_depth_file, read_rgb
+from lix_train.data.io import DEPTH_MAP, BadInputPolicy, index_by_stem, read_float_map, read_rgb
 from lix_train.data.sample import Sample
 
 logger = logging.getLogger(__name__)
@@ -233,6 +233,6 @@ class NuImagesSource:
         if "depth" in item:
             path = item["depth"]
             fmt = "npy" if path.suffix.lower() == ".npy" else self.depth_png_format
-            depth = read_depth_file(path, fmt, rgb.shape[:2])
+            depth = read_float_map(path, fmt, DEPTH_MAP, rgb.shape[:2])
         meta = {"channel": item["channel"], "sample_data_token": item["token"]}
         return Sample(rgb, label, depth, item["intrinsics"].copy(), item["name"], meta)

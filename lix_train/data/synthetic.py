@@ -28,12 +28,14 @@ import functools
 import json
 import os
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from lix_train.config import option
 from lix_train.data.classes import VKITTI2_CATEGORIES
 from lix_train.data.procedural.appearance import LIGHTINGS, VARIATIONS, shade, surface_albedo
 from lix_train.data.procedural.camera import STEREO_BASELINE_M, kitti_like_intrinsics, world_to_camera
@@ -51,18 +53,22 @@ MIN_SIZE = 16
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
-    """What to generate. Frames are per scene; every variation repeats every frame."""
+class DriveConfig:
+    """The drives to render, shared by SyntheticConfig (the CLI) and EmbeddedConfig (the default set).
 
-    scenes: int = 4
-    frames: int = 20
-    height: int = 192
-    width: int = 640
-    seed: int = 0
-    variations: tuple[str, ...] = ("clone",)
-    ambiguity: float = 0.9
-    stereo: bool = False
-    jpeg_quality: int = 90
+    Each field carries its default, its check (in __post_init__) and its help text (the CLI's);
+    a subclass that wants another default re-declares the field with `DriveConfig.redefault`.
+    """
+
+    scenes: int = option(4, "number of drives (Scene01..SceneNN, at most 99)")
+    frames: int = option(20, "frames per drive")
+    height: int = option(192, "image height in pixels")
+    width: int = option(640, "image width in pixels")
+    seed: int = option(0, "dataset seed; the same seed gives identical files")
+    variations: tuple[str, ...] = option(
+        ("clone",), f"lighting / weather variations, same geometry and labels; from {list(VARIATIONS)}")
+    ambiguity: float = option(0.9, "0 = every class its own colour, 1 = shared palettes and weak shading "
+                              "(RGB ambiguous)")
 
     def __post_init__(self):
         object.__setattr__(self, "variations", tuple(self.variations))
@@ -85,6 +91,22 @@ class SyntheticConfig:
             raise ValueError(f"variations must not repeat, got {list(self.variations)}")
         if not 0.0 <= self.ambiguity <= 1.0:
             raise ValueError(f"ambiguity must be in [0, 1], got {self.ambiguity}")
+
+    @staticmethod
+    def redefault(name: str, default):
+        """DriveConfig's field `name` with another default (same help text), for a subclass's body."""
+        return option(default, DriveConfig.__dataclass_fields__[name].metadata["help"])
+
+
+@dataclass(frozen=True)
+class SyntheticConfig(DriveConfig):
+    """What to generate. Frames are per scene; every variation repeats every frame."""
+
+    stereo: bool = option(False, "also write Camera_1, 0.532 m to the right")
+    jpeg_quality: int = option(90, "JPEG quality of the RGB frames")
+
+    def __post_init__(self):
+        super().__post_init__()
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
 
@@ -331,17 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d = SyntheticConfig()
     parser.add_argument("--out", required=True, type=Path, help="output root (SceneNN/... are created in it)")
-    parser.add_argument("--scenes", type=int, default=d.scenes, help="number of drives (Scene01..SceneNN, at most 99)")
-    parser.add_argument("--frames", type=int, default=d.frames, help="frames per drive")
-    parser.add_argument("--height", type=int, default=d.height, help="image height in pixels")
-    parser.add_argument("--width", type=int, default=d.width, help="image width in pixels")
-    parser.add_argument("--seed", type=int, default=d.seed, help="dataset seed; the same seed gives identical files")
-    parser.add_argument("--variations", nargs="+", default=list(d.variations), metavar="NAME",
-                        help=f"lighting / weather variations, same geometry and labels; from {list(VARIATIONS)}")
-    parser.add_argument("--ambiguity", type=float, default=d.ambiguity,
-                        help="0 = every class its own colour, 1 = shared palettes and weak shading (RGB ambiguous)")
-    parser.add_argument("--stereo", action="store_true", help="also write Camera_1, 0.532 m to the right")
-    parser.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality, help="JPEG quality of the RGB frames")
+    for f in dataclasses.fields(SyntheticConfig):  # --scenes ... --jpeg-quality, help from the fields
+        flag, default, text = f"--{f.name.replace('_', '-')}", getattr(d, f.name), f.metadata["help"]
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", help=text)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, nargs="+", default=list(default), metavar="NAME", help=text)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=text)
     parser.add_argument("--val-scenes", type=int, default=None, metavar="N",
                         help="drives in the val split of splits.json (default: 15%% of --scenes, at least 1)")
     parser.add_argument("--test-scenes", type=int, default=None, metavar="N",
@@ -355,11 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = SyntheticConfig(
-            scenes=args.scenes, frames=args.frames, height=args.height, width=args.width, seed=args.seed,
-            variations=tuple(args.variations), ambiguity=args.ambiguity, stereo=args.stereo,
-            jpeg_quality=args.jpeg_quality,
-        )
+        config = SyntheticConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)})
         if args.workers < 1:
             raise ValueError(f"workers must be >= 1, got {args.workers}")
         splits = drive_splits(config, args.val_scenes, args.test_scenes)

@@ -21,8 +21,7 @@ from lix_deploy.runtime.preprocess import to_rgb
 from .conversions import ImageRejected, array_to_image, image_to_array, mask_encoding
 from .diagnostics import PipelineCounters, diagnostic_array, diagnostic_status, summarize
 from .latest_frame import LatestFrameSlot
-from .parameters import (LIVE_PARAMETERS, LiveSettings, StartupParameters, check_against_artifact,
-                         declare_artifact_parameters, palette_parameter)
+from .parameters import LIVE_PARAMETERS, LiveSettings, StartupParameters, declare_artifact_parameters, live_settings
 from .worker import InferenceWorker
 
 __all__ = ["SegmentationPipeline", "OUTPUT_QOS", "LOAD_TIMEOUT_S"]
@@ -51,8 +50,8 @@ class SegmentationPipeline:
         self._inference_latency = segmenter.latency_stats
         self._describe = segmenter.describe()
         try:
-            self._set_live(declare_artifact_parameters(node, self.info) if not node.has_parameter("input_size")
-                           else self._settings_from_node())
+            # On a lifecycle re-configure the parameters exist already: checked against the new load.
+            self._set_live(declare_artifact_parameters(node, self.info))
         except Exception:
             self.worker.stop()
             raise
@@ -67,7 +66,7 @@ class SegmentationPipeline:
                                                      qos_overriding_options=overrides())
         node.add_on_set_parameters_callback(self._on_set_parameters)
         self._last_counts = self.counters.snapshot(time.monotonic())
-        self.diagnostics_timer = node.create_timer(startup.diagnostics_period_s, self._publish_diagnostics)
+        self.diagnostics_timer = node.create_timer(startup.diagnostics_period, self._publish_diagnostics)
         device = self._describe.get("providers") or self._describe.get("device", "")
         self.logger.info(f"segmenting '{self.subscription.topic_name}' with {startup.artifact_path} on "
                          f"{self.backend_name} ({device}), input "
@@ -139,27 +138,13 @@ class SegmentationPipeline:
         if not changes:
             return SetParametersResult(successful=True)
         try:
-            palette = (palette_parameter(changes["color_palette"], self.info.num_classes)
-                       if "color_palette" in changes else settings.palette)
+            self._set_live(live_settings(changes, self.info, current=settings))
         except ValueError as err:
             return SetParametersResult(successful=False, reason=str(err))
-        self._set_live(LiveSettings(
-            palette=palette,
-            publish_mask=changes.get("publish_mask", settings.publish_mask),
-            publish_colored_mask=changes.get("publish_colored_mask", settings.publish_colored_mask),
-            publish_overlay=changes.get("publish_overlay", settings.publish_overlay),
-            overlay_alpha=changes.get("overlay_alpha", settings.overlay_alpha)))
         return SetParametersResult(successful=True)
 
     def _set_live(self, settings: LiveSettings) -> None:
-        self._live = (settings, palette_lut(settings.palette))  # one assignment: the thread sees old or new
-
-    def _settings_from_node(self) -> LiveSettings:
-        """Re-configure of a lifecycle node: parameters exist already; check them against the new load."""
-        get = lambda name: self.node.get_parameter(name).value  # noqa: E731
-        check_against_artifact(self.info, get("input_size"), get("mean"), get("std"), get("class_names"))
-        return LiveSettings(palette_parameter(get("color_palette"), self.info.num_classes), get("publish_mask"),
-                            get("publish_colored_mask"), get("publish_overlay"), get("overlay_alpha"))
+        self._live = (settings, palette_lut(settings.color_palette))  # one assignment: the thread sees old or new
 
     # ---- teardown --------------------------------------------------------------------------
     def close(self) -> bool:
