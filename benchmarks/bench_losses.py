@@ -19,13 +19,14 @@ from collections.abc import Callable
 
 import torch
 
+from lix_train.data.classes import VKITTI2_NUM_CLASSES
 from lix_train.distillers.config import DistillConfig
 from lix_train.losses.arfd import ARFDConfig, arfd_loss, arfd_stage_loss
 from lix_train.losses.at import at_loss
 from lix_train.losses.ce import pixel_cross_entropy
 from lix_train.losses.cwd import cwd_loss
 from lix_train.losses.dkd import dkd_loss
-from lix_train.losses.dwld import DWLD, DWLDConfig
+from lix_train.losses.dwld import DWLDConfig, DWLDLoss
 from lix_train.losses.kd import kd_loss
 
 MODEL_CONFIGS = {"tiny": {"width": 0.25}, "full": {"width": 1.0}}
@@ -60,9 +61,9 @@ def best_times(fns: dict[str, Callable[[], None]], repeats: int, warmup: int, de
 
 def loss_suite(cfg: DistillConfig, num_classes: int, device: torch.device) -> dict[str, Callable]:
     """name -> f(student_logits, student_feats, teacher_logits, teacher_feats, target) -> loss."""
-    dwld_adv = DWLD(cfg.dwld, cfg.alpha, cfg.beta, cfg.temperature, num_classes).to(device)
-    dwld_cheap = DWLD(DWLDConfig(layers=2, hidden=16), cfg.alpha, cfg.beta, cfg.temperature, num_classes).to(device)
-    dwld_conf = DWLD(DWLDConfig(mode="confidence"), cfg.alpha, cfg.beta, cfg.temperature).to(device)
+    dwld_adv = DWLDLoss(cfg.dwld, cfg.alpha, cfg.beta, cfg.temperature, num_classes).to(device)
+    dwld_cheap = DWLDLoss(DWLDConfig(layers=2, hidden=16), cfg.alpha, cfg.beta, cfg.temperature, num_classes).to(device)
+    dwld_conf = DWLDLoss(DWLDConfig(mode="confidence"), cfg.alpha, cfg.beta, cfg.temperature).to(device)
     a = cfg.arfd
     token_mode = ARFDConfig(mode="token")
     return {
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=128, help="Input height in pixels.")
     parser.add_argument("--width", type=int, default=256, help="Input width in pixels.")
     parser.add_argument("--batch", type=int, default=4, help="Batch size.")
-    parser.add_argument("--num-classes", type=int, default=14, help="Classes (14 = vKITTI2).")
+    parser.add_argument("--num-classes", type=int, default=VKITTI2_NUM_CLASSES,
+                        help=f"Classes ({VKITTI2_NUM_CLASSES} = vKITTI2).")
     parser.add_argument("--repeats", type=int, default=10, help="Timed repetitions per measurement (best reported).")
     parser.add_argument("--warmup", type=int, default=2, help="Untimed calls before timing.")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave torch's default).")

@@ -198,7 +198,7 @@ def evaluate_pair(cfg, teacher, student, val, root, device, is_main: bool):
     """
     from lix_train.data.build import build_datasets
     from lix_train.report import evenly_spaced_indices
-    from lix_train.scoring import example_predictions, score_network
+    from lix_train.heldout import example_predictions, score_network
 
     workers = min(cfg.student.train.num_workers, 2)
     progress = cfg.student.train.progress and is_main

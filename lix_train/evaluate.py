@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from lix_train.data.build import build_datasets
     from lix_train.experiment import network_from_signature
     from lix_train.report import format_table, write_json
-    from lix_train.scoring import score_network
+    from lix_train.heldout import score_network
 
     try:
         network = network_from_signature(signature)

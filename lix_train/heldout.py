@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from lix_train.engine.config import EvalConfig
 from lix_train.engine.distributed import ShardSampler
-from lix_train.engine.evaluate import evaluate
+from lix_train.engine.loader_scoring import score_loader
 from lix_train.engine.inference import predict_logits
 
 TEACHER_INPUTS = ("image", "x")
@@ -35,7 +35,7 @@ def score_network(network: nn.Module, role: str, dataset, eval_cfg: EvalConfig, 
     was_training = network.training
     network.to(device).eval()
     try:
-        return evaluate(network, loader, dataset.class_set.num_classes, input_keys=input_keys(role),
+        return score_loader(network, loader, dataset.class_set.num_classes, input_keys=input_keys(role),
                         eval_cfg=eval_cfg, device=device, class_names=dataset.class_set.names, progress=progress)
     finally:
         network.train(was_training)

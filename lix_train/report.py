@@ -2,7 +2,7 @@
 
 metrics.json is strict JSON (NaN, e.g. the IoU of a class absent from the test split, is
 written as null) so any tool can read it. The table and the figures are drawn from the same
-metrics dicts the engine's evaluate() returns.
+metrics dicts the engine's score_loader() returns.
 """
 
 from __future__ import annotations

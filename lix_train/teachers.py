@@ -79,7 +79,7 @@ def ensure_teacher(cfg: ExperimentConfig, run_dir: Path, *, root: Path, resume: 
     from lix_train.engine.distributed import barrier, get_info
     from lix_train.engine.task import SupervisedTask
     from lix_train.engine.trainer import Trainer
-    from lix_train.scoring import TEACHER_INPUTS
+    from lix_train.heldout import TEACHER_INPUTS
 
     info = get_info()
     run_dir = Path(run_dir)

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from lix_train.report import (
         METRICS_FILE, METRICS_UNITS, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text,
     )
-    from lix_train.scoring import score_network
+    from lix_train.heldout import score_network
     from lix_train.teachers import ensure_teacher, teacher_run_dir
 
     root = resolve_root(cfg.data, progress=info.is_main)

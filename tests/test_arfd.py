@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lix_train.losses.arfd import (
-    ARFD, ARFDConfig, arfd_loss, arfd_stage_loss, channel_recalibration, effective_rank, pool_grid, recalibrate,
+    ARFDConfig, ARFDLoss, arfd_loss, arfd_stage_loss, channel_recalibration, effective_rank, pool_grid, recalibrate,
     to_masked_tokens, to_tokens, token_recalibration,
 )
 from lix_train.losses.kernels import effective_count, pairwise_distance, perplexity_bandwidth, regression_weights
@@ -164,7 +164,7 @@ def test_all_padding_gives_zero_with_a_graph():
 
 def test_projector_is_trained_and_stage_shapes_are_checked():
     s, t = _stages(), _stages(cs=(5, 7, 9, 11), seed=10)
-    module = ARFD(ARFDConfig(), [4, 6, 8, 10], [5, 7, 9, 11]).double()
+    module = ARFDLoss(ARFDConfig(), [4, 6, 8, 10], [5, 7, 9, 11]).double()
     assert sorted(module.projectors) == ["1", "2", "3"]
     for x in s:
         x.requires_grad_(True)
@@ -172,9 +172,9 @@ def test_projector_is_trained_and_stage_shapes_are_checked():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
     assert s[0].grad is None and all(x.grad.abs().sum() > 0 for x in s[1:])
     with pytest.raises(ValueError, match="projector needs"):
-        ARFD(ARFDConfig())
+        ARFDLoss(ARFDConfig())
     with pytest.raises(ValueError, match="stage 2 requested"):
-        ARFD(ARFDConfig(), [4, 6], [5, 7])
+        ARFDLoss(ARFDConfig(), [4, 6], [5, 7])
 
 
 def test_gammas_weight_the_stages():
@@ -207,7 +207,7 @@ def test_teacher_gets_no_gradient_and_student_does():
     s, t = _stages(), _stages(cs=(5, 7, 9, 11), seed=10)
     for x in s + t:
         x.requires_grad_(True)
-    ARFD(ARFDConfig(projector=False))(s, t).backward()
+    ARFDLoss(ARFDConfig(projector=False))(s, t).backward()
     assert all(x.grad is None for x in t)
     assert s[0].grad is None and all(x.grad.abs().sum() > 0 for x in s[1:])
 

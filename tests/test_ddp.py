@@ -21,7 +21,7 @@ from engine_fakes import NUM_CLASSES, FakeDistiller, SyntheticSegmentation  # no
 from lix_train.engine import checkpoint as ckpt_io  # noqa: E402
 from lix_train.engine.checkpoint import load_checkpoint, model_signature  # noqa: E402
 from lix_train.engine.config import TrainConfig  # noqa: E402
-from lix_train.engine.evaluate import evaluate  # noqa: E402
+from lix_train.engine.loader_scoring import score_loader  # noqa: E402
 from lix_train.engine.logging import read_csv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_two_gloo_processes(tmp_path):
     task = FakeDistiller()
     task.student.load_state_dict(ranks[0]["student"])
     task.eval()
-    single = evaluate(task.forward_test, DataLoader(SyntheticSegmentation(length=EVAL_IMAGES, seed=7)), NUM_CLASSES)
+    single = score_loader(task.forward_test, DataLoader(SyntheticSegmentation(length=EVAL_IMAGES, seed=7)), NUM_CLASSES)
     assert single["confusion"] == ranks[0]["confusion"]
     assert sum(map(sum, single["confusion"])) == EVAL_IMAGES * 16 * 14
 

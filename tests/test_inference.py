@@ -1,4 +1,4 @@
-"""Whole-image vs sliding-window inference, padding, two-input (teacher) mode, and evaluate()."""
+"""Whole-image vs sliding-window inference, padding, two-input (teacher) mode, and score_loader()."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from engine_fakes import NUM_CLASSES, SyntheticSegmentation, TinyNet
 from lix_train.engine.config import EvalConfig
-from lix_train.engine.evaluate import evaluate
+from lix_train.engine.loader_scoring import score_loader
 from lix_train.engine.inference import predict_logits, sliding_window_logits, whole_image_logits, window_starts
 
 
@@ -98,12 +98,12 @@ def test_evaluate_oracle_scores_one_and_uses_x_in_teacher_mode():
         assert x.shape[1] == 1
         return F.one_hot(image.argmax(1), NUM_CLASSES).permute(0, 3, 1, 2).float()
 
-    metrics = evaluate(oracle, loader, NUM_CLASSES, "slide", input_keys=("image", "x"),
+    metrics = score_loader(oracle, loader, NUM_CLASSES, "slide", input_keys=("image", "x"),
                        eval_cfg=EvalConfig(mode="slide", crop_size=(8, 8), stride=(4, 4), size_divisor=8),
                        class_names=["a", "b", "c"])
     assert metrics["miou"] == 1.0 and metrics["pixel_acc"] == 1.0
     assert metrics["num_pixels"] == int((data.labels != 255).sum())
     assert set(metrics["per_class_iou"]) == {"a", "b", "c"}
     with pytest.raises(KeyError, match="input_keys"):
-        evaluate(oracle, [{"image": data.images[:1], "label": data.labels[:1]}], NUM_CLASSES,
+        score_loader(oracle, [{"image": data.images[:1], "label": data.labels[:1]}], NUM_CLASSES,
                  input_keys=("image", "x"))

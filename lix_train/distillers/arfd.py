@@ -5,7 +5,7 @@ from __future__ import annotations
 from lix_train.distillers.base import Distiller
 from lix_train.distillers.registry import register_distiller
 from lix_train.distillers.channels import stage_channels
-from lix_train.losses.arfd import ARFD as ARFDLoss
+from lix_train.losses.arfd import ARFDLoss
 
 
 def arfd_loss_for(cfg, student, teacher) -> ARFDLoss:

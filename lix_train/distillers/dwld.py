@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
 from lix_train.distillers.registry import register_distiller
-from lix_train.losses.dwld import DWLD as DWLDLoss
+from lix_train.losses.dwld import DWLDLoss
 
 
 @register_distiller("dwld")

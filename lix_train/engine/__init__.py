@@ -3,7 +3,7 @@
     config.py      TrainConfig / EvalConfig (embedded as the `train` section of every tool's config)
     task.py        the Distiller protocol the trainer optimises; SupervisedTask for plain training
     trainer.py     Trainer(task, train_set, cfg, run_dir, signature=...).run() -> TrainSummary
-    evaluate.py    evaluate(model_fn, loader, num_classes, mode) -> metrics dict
+    loader_scoring.py  score_loader(model_fn, loader, num_classes, mode) -> metrics dict
     inference.py   whole-image / sliding-window logits for (image) or (image, x) models
     metrics.py     confusion matrix, per-class IoU, mIoU, pixel accuracy
     checkpoint.py  atomic, signature-checked checkpoints

@@ -24,7 +24,7 @@ from lix_train.engine.metrics import confusion_matrix, summarize
 
 
 @torch.no_grad()
-def evaluate(
+def score_loader(
     model_fn: ModelFn,
     loader: Iterable,
     num_classes: int,

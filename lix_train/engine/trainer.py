@@ -42,7 +42,7 @@ from lix_train.engine.distributed import (
     DistInfo, ResumableSampler, ShardSampler, all_gather_objects, all_reduce_sum, barrier, broadcast_buffers,
     get_info, process_device,
 )
-from lix_train.engine.evaluate import evaluate
+from lix_train.engine.loader_scoring import score_loader
 from lix_train.engine.logging import RunLogger, Throughput
 from lix_train.engine.optim import make_optimizer
 from lix_train.engine.rng import capture_rng_state, configure_determinism, restore_rng_state, seed_everything
@@ -297,7 +297,7 @@ class Trainer:
         broadcast_buffers(self.task)
         self.task.eval()
         try:
-            return evaluate(
+            return score_loader(
                 self.task.forward_test, self.eval_loader, self.num_classes, input_keys=input_keys_of(self.task),
                 eval_cfg=self.cfg.eval, device=self.runtime.device, class_names=self.class_names,
                 autocast=self.runtime.autocast, progress=self.cfg.progress,

@@ -289,7 +289,7 @@ def arfd_loss(
     )
 
 
-class ARFD(nn.Module):
+class ARFDLoss(nn.Module):
     """`arfd_loss` bound to its config, with the optional per-stage 1x1 projectors (trainable extras).
 
     `student_channels` / `teacher_channels` (per feature stage) are needed when cfg.projector is on.

@@ -235,7 +235,7 @@ class DynamicWeightController(nn.Module):
         return w_tc, w_nc
 
 
-class DWLD(nn.Module):
+class DWLDLoss(nn.Module):
     """DWLD loss; holds the DWC in ``adversarial`` mode (its parameters go to the optimiser)."""
 
     def __init__(

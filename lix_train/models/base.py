@@ -7,13 +7,21 @@ no loss ever has to reach into a model's internals.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lix_train.data.classes import VKITTI2
+
 from .decoders import FPNDecoder
 from .encoders import Encoder
 from .heads import SegmentationHead
+from .weights import load_encoder_weights
+
+# The default class count: the vKITTI2 set (14 trainable classes) of the embedded and synthetic data.
+DEFAULT_NUM_CLASSES = VKITTI2.num_classes
 
 #: every encoder downsamples by 32, so inputs must be multiples of it
 SIZE_DIVISOR = 32
@@ -67,6 +75,10 @@ class SegmentationModel(nn.Module):
         self.encoder = encoder
         self.decoder = FPNDecoder(encoder.out_channels, decoder_channels, encoder.strides)
         self.head = SegmentationHead(decoder_channels, num_classes, dropout)
+
+    def load_pretrained(self, path: str | Path) -> None:
+        """Initialise the encoder from a local weights file (.pth/.pt); the decoder and head stay as built."""
+        load_encoder_weights(self.encoder, path)
 
     @property
     def in_channels(self) -> int:

@@ -1,7 +1,7 @@
 """Models by name: `create_model("student", encoder="resnet18", num_classes=14, width=0.25)`.
 
-Every entry is a builder function plus fixed options ("student_mobilenetv2" is "student" with
-encoder="mobilenetv2"). Unknown names and unknown options fail with the valid choices listed,
+Every entry is a model class, whose constructor is the option list, plus fixed options
+("student_mobilenetv2" is RGBStudent with encoder="mobilenetv2"). Unknown names and unknown options fail with the valid choices listed,
 so a typo in a config file never silently builds a different network.
 """
 
@@ -17,34 +17,40 @@ from torch import nn
 from .encoders import ENCODERS
 from .student import RGBStudent
 from .teacher import DuplexTeacher
-from .weights import load_encoder_weights
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered builder and the options the name fixes."""
+    """A registered model class and the options the name fixes.
+
+    The class's own constructor is the option list (one `Args:` docstring, no builder repeating
+    it), plus `pretrained`: a local weights file that the class's `load_pretrained` applies.
+    """
 
     name: str
-    builder: Callable[..., nn.Module]
+    cls: type[nn.Module]
     fixed: dict[str, Any] = field(default_factory=dict)
 
     def options(self) -> list[str]:
         """Keyword options `create_model` accepts for this name."""
-        params = inspect.signature(self.builder).parameters
-        return [p for p in params if p not in self.fixed]
+        params = list(inspect.signature(self.cls.__init__).parameters)[1:]  # without self
+        return [p for p in params if p not in self.fixed] + [PRETRAINED]
 
 
+PRETRAINED = "pretrained"
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, **fixed: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a builder under `name`, with `fixed` options the caller may not override."""
+def register_model(name: str, **fixed: Any) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Decorator: register a model class under `name`, with `fixed` options the caller may not override."""
 
-    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model name {name!r} is already registered")
-        _MODELS[name] = ModelEntry(name, builder, dict(fixed))
-        return builder
+        if not callable(getattr(cls, "load_pretrained", None)):
+            raise TypeError(f"model {name!r}: {cls.__name__} has no load_pretrained(path) method")
+        _MODELS[name] = ModelEntry(name, cls, dict(fixed))
+        return cls
 
     return decorator
 
@@ -66,7 +72,7 @@ def _entry(name: str) -> ModelEntry:
 
 
 def create_model(name: str, **cfg: Any) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model; `pretrained` (a local .pth/.pt file) initialises its encoder(s).
 
     Unknown names raise ValueError and unknown options TypeError, both listing the valid choices.
     """
@@ -77,45 +83,15 @@ def create_model(name: str, **cfg: Any) -> nn.Module:
         raise TypeError(
             f"create_model({name!r}): unknown option {unknown[0]!r}; valid options: {', '.join(valid)}"
         )
-    return entry.builder(**entry.fixed, **cfg)
-
-
-@register_model("student")
-def build_student(
-    encoder: str = "resnet18",
-    num_classes: int = 14,
-    width: float = 1.0,
-    decoder_channels: int = 128,
-    dropout: float = 0.0,
-    pretrained: str | Path | None = None,
-) -> RGBStudent:
-    """RGB-only student; `pretrained` = local encoder weights file (.pth/.pt)."""
-    model = RGBStudent(encoder, num_classes, width, decoder_channels, dropout)
+    pretrained: str | Path | None = cfg.pop(PRETRAINED, None)
+    model = entry.cls(**entry.fixed, **cfg)
     if pretrained is not None:
-        load_encoder_weights(model.encoder, pretrained)
+        model.load_pretrained(pretrained)
     return model
 
 
-@register_model("teacher")
-def build_teacher(
-    encoder: str = "resnet18",
-    x_channels: int = 3,
-    num_classes: int = 14,
-    fusion: str = "intermediate",
-    width: float = 1.0,
-    decoder_channels: int = 128,
-    late_fusion_mode: str = "sum",
-    dropout: float = 0.0,
-    pretrained: str | Path | None = None,
-) -> DuplexTeacher:
-    """RGB + X teacher; `pretrained` initialises both encoders (the X stem adapted to x_channels)."""
-    model = DuplexTeacher(encoder, x_channels, num_classes, fusion, width, decoder_channels, late_fusion_mode, dropout)
-    if pretrained is not None:
-        load_encoder_weights(model.rgb_encoder, pretrained)
-        load_encoder_weights(model.x_encoder, pretrained)
-    return model
-
-
+register_model("student")(RGBStudent)
+register_model("teacher")(DuplexTeacher)
 for _encoder in ENCODERS:
-    register_model(f"student_{_encoder}", encoder=_encoder)(build_student)
-    register_model(f"teacher_{_encoder}", encoder=_encoder)(build_teacher)
+    register_model(f"student_{_encoder}", encoder=_encoder)(RGBStudent)
+    register_model(f"teacher_{_encoder}", encoder=_encoder)(DuplexTeacher)

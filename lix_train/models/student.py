@@ -7,7 +7,7 @@ distillation can pair them stage by stage.
 
 from __future__ import annotations
 
-from .base import SegmentationModel
+from .base import DEFAULT_NUM_CLASSES, SegmentationModel
 from .encoders import build_encoder
 
 
@@ -26,7 +26,7 @@ class RGBStudent(SegmentationModel):
     def __init__(
         self,
         encoder: str = "resnet18",
-        num_classes: int = 14,
+        num_classes: int = DEFAULT_NUM_CLASSES,
         width: float = 1.0,
         decoder_channels: int = 128,
         dropout: float = 0.0,

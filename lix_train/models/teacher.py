@@ -14,14 +14,17 @@ as the teacher's features for distillation.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from .base import check_input
+from .base import DEFAULT_NUM_CLASSES, check_input
 from .decoders import FPNDecoder
 from .encoders import build_encoder
 from .encoders.base import ConvBNAct, init_weights
 from .heads import SegmentationHead
+from .weights import load_encoder_weights
 
 FUSIONS = ("intermediate", "late")
 LATE_FUSION_MODES = ("sum", "concat")
@@ -48,7 +51,7 @@ class DuplexTeacher(nn.Module):
         self,
         encoder: str = "resnet18",
         x_channels: int = 3,
-        num_classes: int = 14,
+        num_classes: int = DEFAULT_NUM_CLASSES,
         fusion: str = "intermediate",
         width: float = 1.0,
         decoder_channels: int = 128,
@@ -76,6 +79,11 @@ class DuplexTeacher(nn.Module):
             init_weights(self.fuse)
         self.decoder = FPNDecoder(channels, decoder_channels, self.rgb_encoder.strides)
         self.head = SegmentationHead(decoder_channels, num_classes, dropout)
+
+    def load_pretrained(self, path: str | Path) -> None:
+        """Initialise both encoders from one local weights file (the X stem adapted to x_channels)."""
+        load_encoder_weights(self.rgb_encoder, path)
+        load_encoder_weights(self.x_encoder, path)
 
     @property
     def in_channels(self) -> int:

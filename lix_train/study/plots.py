@@ -271,14 +271,14 @@ def plot_geometry_examples(cfg, networks: Mapping[str, tuple[Any, str]], class_n
                            out_path: Path, frames: int = 4) -> Path:
     """RGB | truth | one column per network, on the test frames richest in `class_names`, only those coloured.
 
-    `networks` maps a column title to (network, role) as scoring.example_predictions takes it.
+    `networks` maps a column title to (network, role) as heldout.example_predictions takes it.
     """
     import torch
 
     from lix_train.data.build import build_datasets, resolve_root
     from lix_train.data.classes import IGNORE_INDEX
     from lix_train.engine.plots import plot_qualitative
-    from lix_train.scoring import example_predictions
+    from lix_train.heldout import example_predictions
 
     root = resolve_root(cfg.data, progress=False)
     test = build_datasets(cfg.data, cfg.data.modality, ("test",), root)["test"]
