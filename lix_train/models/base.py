@@ -13,15 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lix_train.data.classes import VKITTI2
+from lix_train.data.classes import VKITTI2_NUM_CLASSES
 
 from .decoders import FPNDecoder
 from .encoders import Encoder
 from .heads import SegmentationHead
 from .weights import load_encoder_weights
 
-# The default class count: the vKITTI2 set (14 trainable classes) of the embedded and synthetic data.
-DEFAULT_NUM_CLASSES = VKITTI2.num_classes
+# The default class count: the vKITTI2 set of the embedded and synthetic data.
+DEFAULT_NUM_CLASSES = VKITTI2_NUM_CLASSES
 
 #: every encoder downsamples by 32, so inputs must be multiples of it
 SIZE_DIVISOR = 32
