@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -26,7 +27,7 @@ from lix_train.losses.at import at_loss
 from lix_train.losses.ce import pixel_cross_entropy
 from lix_train.losses.cwd import cwd_loss
 from lix_train.losses.dkd import dkd_loss
-from lix_train.losses.dwld import DWLDConfig, DWLDLoss
+from lix_train.losses.dwld import DWLDLoss
 from lix_train.losses.kd import kd_loss
 
 MODEL_CONFIGS = {"tiny": {"width": 0.25}, "full": {"width": 1.0}}
@@ -61,17 +62,17 @@ def best_times(fns: dict[str, Callable[[], None]], repeats: int, warmup: int, de
 
 def loss_suite(cfg: DistillConfig, num_classes: int, device: torch.device) -> dict[str, Callable]:
     """name -> f(student_logits, student_feats, teacher_logits, teacher_feats, target) -> loss."""
-    dwld_adv = DWLDLoss(cfg.dwld, cfg.alpha, cfg.beta, cfg.temperature, num_classes).to(device)
-    dwld_cheap = DWLDLoss(DWLDConfig(layers=2, hidden=16), cfg.alpha, cfg.beta, cfg.temperature, num_classes).to(device)
-    dwld_conf = DWLDLoss(DWLDConfig(mode="confidence"), cfg.alpha, cfg.beta, cfg.temperature).to(device)
+    dwld_adv = DWLDLoss(cfg.dwld, num_classes).to(device)
+    dwld_cheap = DWLDLoss(replace(cfg.dwld, layers=2, hidden=16), num_classes).to(device)
+    dwld_conf = DWLDLoss(replace(cfg.dwld, mode="confidence")).to(device)
     a = cfg.arfd
     token_mode = ARFDConfig(mode="token")
     return {
         "ce (L_H)": lambda sl, sf, tl, tf, y: pixel_cross_entropy(sl, y),
-        "kd": lambda sl, sf, tl, tf, y: kd_loss(sl, tl, y, cfg.temperature),
-        "dkd": lambda sl, sf, tl, tf, y: dkd_loss(sl, tl, y, cfg.alpha, cfg.beta, cfg.temperature),
+        "kd": lambda sl, sf, tl, tf, y: kd_loss(sl, tl, y, cfg.kd.temperature),
+        "dkd": lambda sl, sf, tl, tf, y: dkd_loss(sl, tl, y, cfg.dkd.alpha, cfg.dkd.beta, cfg.dkd.temperature),
         "cwd": lambda sl, sf, tl, tf, y: cwd_loss(sl, tl, 4.0),
-        "at": lambda sl, sf, tl, tf, y: at_loss(sf, tf, cfg.at_stages),
+        "at": lambda sl, sf, tl, tf, y: at_loss(sf, tf, cfg.at.stages),
         "dwld adversarial (default DWC 3x64)": lambda sl, sf, tl, tf, y: dwld_adv(sl, tl, y),
         "dwld adversarial (DWC 2x16)": lambda sl, sf, tl, tf, y: dwld_cheap(sl, tl, y),
         "dwld confidence": lambda sl, sf, tl, tf, y: dwld_conf(sl, tl, y),

@@ -54,6 +54,12 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
         raise ConfigError(f"{name}={value!r} must lie in {bounds}")
 
 
+def check_positive(name: str, value: float) -> None:
+    """Raise ConfigError unless value > 0 (a temperature, a ratio, a scale)."""
+    if not value > 0:
+        raise ConfigError(f"{name}={value!r} must be > 0")
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -119,6 +125,9 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        moved = getattr(cls, "__moved_options__", {}).get(unknown[0])
+        if moved:  # a renamed option: say where it is now
+            raise ConfigError(f"option {prefix}{unknown[0]} is now {moved} (one option group per method)")
         where = f" in section {prefix.rstrip('.')!r}" if prefix else ""
         raise ConfigError(f"unknown option {prefix}{unknown[0]!r}{where}; valid: {', '.join(sorted(fields))}")
     kwargs = {}

@@ -58,16 +58,16 @@ def parse_scales(text: str) -> list[float]:
 
 def load_run(run_dir: Path):
     """(config, teacher, student) of a finished run, with clear errors for what is missing."""
-    from lix_train.config import ConfigError, from_dict, read_yaml
+    from lix_train.config import ConfigError, from_dict
     from lix_train.distill import load_teacher
     from lix_train.engine.checkpoint import load_checkpoint, restore_checkpoint
-    from lix_train.experiment import ExperimentConfig, network_from_signature
+    from lix_train.experiment import ExperimentConfig, network_from_signature, read_stored_config
 
     for name in ("config.yaml", "student.pt", "metrics.json"):
         if not (run_dir / name).is_file():
             raise UserError(f"--run-dir {run_dir}: no {name}; is it a finished distillation run?")
     try:
-        cfg = from_dict(ExperimentConfig, read_yaml(run_dir / "config.yaml"))
+        cfg = from_dict(ExperimentConfig, read_stored_config(run_dir / "config.yaml"))
     except ConfigError as err:
         raise UserError(f"{run_dir / 'config.yaml'}: {err}") from None
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -114,12 +114,12 @@ def logit_report(cfg, student_logits, teacher_logits, target) -> dict:
     from lix_train.losses.common import valid_mask
     from lix_train.losses.dwld import confidence_weights, teacher_gate
 
-    d = cfg.distill
-    groups = pixel_groups(student_logits, teacher_logits, target, d.ignore_index)
-    tckd, nckd, valid, conf = decoupled_parts(student_logits, teacher_logits, target, d.temperature, d.ignore_index)
-    gate = teacher_gate(conf, valid_mask(target, d.ignore_index)[1], d.dwld.gate)  # the run's own gate
-    w_tc, w_nc = confidence_weights(conf, valid, d.alpha, d.beta, d.dwld.weight_range, gate, d.dwld.renormalise)
-    dkd = d.alpha * tckd + d.beta * nckd
+    ignore, w = cfg.distill.ignore_index, cfg.distill.dwld  # the run's own DWLD settings (T, means, gate)
+    groups = pixel_groups(student_logits, teacher_logits, target, ignore)
+    tckd, nckd, valid, conf = decoupled_parts(student_logits, teacher_logits, target, w.temperature, ignore)
+    gate = teacher_gate(conf, valid_mask(target, ignore)[1], w.gate)
+    w_tc, w_nc = confidence_weights(conf, valid, w.alpha, w.beta, w.weight_range, gate, w.renormalise)
+    dkd = w.alpha * tckd + w.beta * nckd
     total = float(dkd[valid].sum())
     n_valid = int(valid.sum())
     out = {}

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lix_train.config import ConfigError, check_range, option, section, to_dict
+from lix_train.config import ConfigError, check_range, option, read_yaml, section, to_dict
 from lix_train.data.build import DataConfig, root_identity
-from lix_train.distillers.config import DistillConfig
+from lix_train.distillers.config import DistillConfig, upgrade_distill_section
 from lix_train.engine.config import EvalConfig, TrainConfig
 from lix_train.models.base import SIZE_DIVISOR
 from lix_train.models.config import ModelConfig
@@ -123,6 +123,18 @@ class ExperimentConfig:
                 f"teacher.model.x_channels={self.teacher.model.x_channels}, but data.modality="
                 f"{self.data.modality!r} has {self.data.x_channels} channel(s); set --teacher.model.x_channels "
                 f"{self.data.x_channels}")
+
+
+def upgrade_stored(config: dict) -> dict:
+    """A config an earlier version wrote (a run folder's config.yaml) in today's layout, as a dict."""
+    if isinstance(config, dict) and isinstance(config.get("distill"), dict):
+        config = {**config, "distill": upgrade_distill_section(config["distill"])}
+    return config
+
+
+def read_stored_config(path: str | Path) -> dict:
+    """A run folder's config.yaml in today's layout; errors name the file."""
+    return upgrade_stored(read_yaml(path))
 
 
 def network_signature(role: str, model: ModelConfig) -> dict:

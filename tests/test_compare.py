@@ -357,14 +357,15 @@ def test_a_changed_protocol_is_refused_in_the_same_folder(study, capsys):
     capsys.readouterr()
     assert compare.main([*argv, "--student.train.lr", "0.01"]) == 2
     assert "different config" in capsys.readouterr().err
-    assert compare.main([*argv, "--distill.temperature", "2"]) == 2  # KD reads T
-    assert "kd-s0 holds a finished run with a different config (distill.temperature)" in capsys.readouterr().err
+    assert compare.main([*argv, "--distill.kd.temperature", "2"]) == 2  # KD reads T
+    assert "kd-s0 holds a finished run with a different config (distill.kd.temperature)" in capsys.readouterr().err
 
 
 def test_options_a_method_does_not_read_keep_its_finished_runs(study, capsys):
     base, out, argv = study
     capsys.readouterr()
-    assert compare.main([*argv, "--distill.arfd.kernel", "none", "--distill.beta", "8"]) == 0  # LIX-only options
+    assert compare.main([*argv, "--distill.arfd.kernel", "none", "--distill.dwld.beta", "8",
+                         "--distill.cwd.temperature", "3"]) == 0  # LIX-only options
     assert "0 to do" in capsys.readouterr().out
 
 

@@ -11,8 +11,13 @@ import torch.nn.functional as F
 
 from lix_train.config import ConfigError, from_dict
 from lix_train.distillers import METHODS, DistillConfig, build_distiller
+from lix_train.distillers.config import upgrade_distill_section
 from lix_train.losses.arfd import ARFDConfig
+from lix_train.losses.at import ATConfig
 from lix_train.losses.aux_x import AuxXConfig
+from lix_train.losses.cwd import CWDConfig
+from lix_train.losses.dkd import DKDConfig
+from lix_train.losses.kd import KDConfig
 from lix_train.losses.mgd import MGDConfig
 from lix_train.losses.dwld import DWLDConfig
 
@@ -189,9 +194,9 @@ def test_baseline_needs_no_teacher_and_test_forward_returns_logits():
 def test_registry_errors_and_config_routes():
     with pytest.raises(ValueError, match="unknown distillation method 'fitnet'; valid: baseline, kd, dkd"):
         build_distiller("fitnet", TinyStudent(), TinyTeacher())
-    cfg = DistillConfig(method="dkd", alpha=0.5)
+    cfg = DistillConfig(method="dkd", dkd=DKDConfig(alpha=0.5))
     distiller = build_distiller(cfg, TinyStudent(), TinyTeacher())
-    assert type(distiller).__name__ == "DKD" and distiller.cfg.alpha == 0.5
+    assert type(distiller).__name__ == "DKD" and distiller.cfg.dkd.alpha == 0.5
     assert type(build_distiller("kd", TinyStudent(), TinyTeacher(), cfg)).__name__ == "KD"
     student = TinyStudent()
     del student.num_classes
@@ -207,9 +212,12 @@ def test_distill_config_validation_and_yaml_shape():
     for bad, message in [
         ({"method": "fitnet"}, "method"),
         ({"warmup": 1.5}, "warmup"),
-        ({"temperature": 0.0}, "temperature"),
+        ({"kd": {"temperature": 0.0}}, "kd.temperature"),
+        ({"dwld": {"beta": -1.0}}, "dwld.beta"),
         ({"lambda_l": -1.0}, "lambda_l"),
-        ({"at_stages": ()}, "at_stages"),
+        ({"at": {"stages": ()}}, "at.stages"),
+        ({"temperature": 2.0}, "temperature is now distill.kd.temperature or distill.dkd.temperature"),
+        ({"at_stages": (1,)}, "at_stages is now distill.at.stages"),
         ({"dwld": {"layers": 9}}, "dwld.layers"),
     ]:
         with pytest.raises(ConfigError, match=message):
@@ -222,8 +230,9 @@ def test_distill_config_validation_and_yaml_shape():
 # Every distill option, changed: (option, DistillConfig keyword, changed value).
 CHANGED = [
     ("lambda_l", {"lambda_l": 2.0}), ("lambda_f", {"lambda_f": 2.0}), ("warmup", {"warmup": 0.5}),
-    ("temperature", {"temperature": 2.0}), ("alpha", {"alpha": 2.0}), ("beta", {"beta": 4.0}),
-    ("at_stages", {"at_stages": (2, 3)}), ("dwld", {"dwld": DWLDConfig(mode="adversarial")}),
+    ("kd", {"kd": KDConfig(temperature=2.0)}), ("dkd", {"dkd": DKDConfig(alpha=2.0, beta=4.0)}),
+    ("cwd", {"cwd": CWDConfig(temperature=2.0)}), ("at", {"at": ATConfig(stages=(2, 3))}),
+    ("dwld", {"dwld": DWLDConfig(mode="adversarial")}), ("dwld", {"dwld": DWLDConfig(temperature=2.0, beta=4.0)}),
     ("arfd", {"arfd": ARFDConfig(kernel="none")}), ("start", {"start": 0.09}), ("decay", {"decay": "linear"}),
     ("balance", {"balance": "match"}), ("logit_stride", {"logit_stride": 4}),
     ("mgd", {"mgd": MGDConfig(mask_ratio=0.5)}), ("aux_x", {"aux_x": AuxXConfig(width=32)}),
@@ -250,6 +259,20 @@ def test_options_read_lists_exactly_the_options_that_change_a_method(method):
             assert _losses(method, **change) != base, f"{method} lists {option} but ignores it"
         else:
             assert _losses(method, **change) == base, f"{method} reads {option} but does not list it"
+
+
+def test_a_stored_config_with_the_old_flat_options_reads_as_the_per_method_groups():
+    """Run folders written before each method had its option group (issue 16) still compare as the same run."""
+    old = {"method": "cwd", "temperature": 4.0, "alpha": 0.5, "beta": 8.0, "at_stages": [2, 3], "lambda_l": 3.0,
+           "dwld": {"mode": "confidence"}}
+    new = upgrade_distill_section(old)
+    assert new["cwd"] == {"temperature": 4.0} and new["kd"] == {"temperature": 4.0} and new["at"] == {"stages": [2, 3]}
+    assert new["dkd"] == {"temperature": 4.0, "alpha": 0.5, "beta": 8.0}
+    assert new["dwld"] == {"mode": "confidence", "temperature": 4.0, "alpha": 0.5, "beta": 8.0}
+    assert "temperature" not in new and new["lambda_l"] == 3.0 and old["temperature"] == 4.0  # input untouched
+    cfg = from_dict(DistillConfig, new)
+    assert (cfg.cwd.temperature, cfg.dkd.beta, cfg.at.stages) == (4.0, 8.0, (2, 3))
+    assert upgrade_distill_section({"method": "kd", "kd": {"temperature": 2.0}}) == {"method": "kd", "kd": {"temperature": 2.0}}
 
 
 def test_a_new_method_is_one_registered_class(monkeypatch):

@@ -18,6 +18,11 @@ ALPHA, BETA, TEMP, C = 1.0, 4.0, 2.0, 5
 FIRST = {"gate": "none", "renormalise": True}
 
 
+def _dwld_cfg(**options) -> DWLDConfig:
+    """DWLD's options at this file's T and weight means."""
+    return DWLDConfig(alpha=ALPHA, beta=BETA, temperature=TEMP, **options)
+
+
 def _batch(seed=0, b=2, h=6, w=8):
     g = torch.Generator().manual_seed(seed)
     s = torch.randn(b, C, h, w, generator=g) * 2
@@ -34,7 +39,7 @@ def _perturb(module: torch.nn.Module, seed=3, scale=1.0):
             p.add_(scale * torch.randn(p.shape, generator=g))
 
 
-def _weights(dwld: DWLD, s, t, y):
+def _weights(dwld: DWLDLoss, s, t, y):
     _, _, valid, conf = decoupled_parts(s, t, y, TEMP)
     return (*dwld.pixel_weights(conf, valid, torch.where(valid, y, 0)), valid)
 
@@ -42,7 +47,7 @@ def _weights(dwld: DWLD, s, t, y):
 def test_fixed_mode_equals_dkd_exactly_in_value_and_gradient():
     s, t, y = _batch()
     s1, s2 = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
-    ours = DWLDLoss(DWLDConfig(**FIRST, mode="fixed"), ALPHA, BETA, TEMP)(s1, t, y)
+    ours = DWLDLoss(_dwld_cfg(**FIRST, mode="fixed"))(s1, t, y)
     ref = dkd_loss(s2, t, y, ALPHA, BETA, TEMP)
     assert torch.equal(ours, ref)
     ours.backward(), ref.backward()
@@ -52,7 +57,7 @@ def test_fixed_mode_equals_dkd_exactly_in_value_and_gradient():
 @pytest.mark.parametrize("stride", [1, 4])
 def test_dwc_initialisation_reproduces_alpha_beta(stride):
     s, t, y = _batch()
-    dwld = DWLDLoss(DWLDConfig(**FIRST, mode="adversarial", stride=stride), ALPHA, BETA, TEMP, num_classes=C)
+    dwld = DWLDLoss(_dwld_cfg(**FIRST, mode="adversarial", stride=stride), num_classes=C)
     raw_tc, raw_nc = dwld.controller(torch.randn(2, dwld.controller.in_channels, 6, 8))
     torch.testing.assert_close(raw_tc, torch.full_like(raw_tc, ALPHA))
     torch.testing.assert_close(raw_nc, torch.full_like(raw_nc, BETA))
@@ -62,8 +67,8 @@ def test_dwc_initialisation_reproduces_alpha_beta(stride):
 @pytest.mark.parametrize("mode, stride", [("adversarial", 1), ("adversarial", 4), ("confidence", 4)])
 def test_weight_means_over_valid_pixels_are_alpha_beta_and_bounded(mode, stride):
     s, t, y = _batch()
-    cfg = DWLDConfig(**FIRST, mode=mode, weight_range=3.0, stride=stride)
-    dwld = DWLDLoss(cfg, ALPHA, BETA, TEMP, num_classes=C)
+    cfg = _dwld_cfg(**FIRST, mode=mode, weight_range=3.0, stride=stride)
+    dwld = DWLDLoss(cfg, num_classes=C)
     if dwld.controller is not None:
         _perturb(dwld.controller, scale=2.0)
     w_tc, w_nc, valid = _weights(dwld, s, t, y)
@@ -77,7 +82,7 @@ def test_weight_means_over_valid_pixels_are_alpha_beta_and_bounded(mode, stride)
 
 def test_confidence_mode_puts_tckd_weight_where_the_student_is_wrong():
     s, t, y = _batch()
-    dwld = DWLDLoss(DWLDConfig(**FIRST, mode="confidence"), ALPHA, BETA, TEMP)
+    dwld = DWLDLoss(_dwld_cfg(**FIRST, mode="confidence"))
     w_tc, _, valid = _weights(dwld, s, t, y)
     p_student_target = torch.softmax(s / TEMP, 1).gather(1, torch.where(valid, y, 0)[:, None])[:, 0]
     order = torch.argsort(p_student_target[valid])
@@ -96,7 +101,7 @@ def test_grad_reverse_flips_and_scales_the_gradient():
 @pytest.mark.parametrize("scale", [0.7, -1.0])  # adversarial, and cooperative (plain descent)
 def test_dwc_gradient_is_the_reversed_gradient_of_the_loss(scale):
     s, t, y = _batch()
-    dwld = DWLDLoss(DWLDConfig(**FIRST, mode="adversarial", reverse_scale=scale), ALPHA, BETA, TEMP, num_classes=C)
+    dwld = DWLDLoss(_dwld_cfg(**FIRST, mode="adversarial", reverse_scale=scale), num_classes=C)
     _perturb(dwld.controller, scale=0.5)
     params = list(dwld.controller.parameters())
     adversarial = torch.autograd.grad(dwld(s, t, y), params)
@@ -115,7 +120,7 @@ def test_dwc_gradient_is_the_reversed_gradient_of_the_loss(scale):
 
 def test_an_optimiser_step_on_the_dwc_raises_the_distillation_loss():
     s, t, y = _batch()
-    dwld = DWLDLoss(DWLDConfig(**FIRST, mode="adversarial"), ALPHA, BETA, TEMP, num_classes=C)
+    dwld = DWLDLoss(_dwld_cfg(**FIRST, mode="adversarial"), num_classes=C)
     _perturb(dwld.controller, scale=0.3)
     opt = torch.optim.SGD(dwld.controller.parameters(), lr=1e-3)
     before = dwld(s, t, y)
@@ -127,7 +132,7 @@ def test_an_optimiser_step_on_the_dwc_raises_the_distillation_loss():
 
 def test_student_gradient_treats_weights_as_constants():
     s, t, y = _batch()
-    dwld = DWLDLoss(DWLDConfig(**FIRST, mode="adversarial"), ALPHA, BETA, TEMP, num_classes=C)
+    dwld = DWLDLoss(_dwld_cfg(**FIRST, mode="adversarial"), num_classes=C)
     _perturb(dwld.controller)
     s1 = s.clone().requires_grad_(True)
     dwld(s1, t, y).backward()
@@ -141,7 +146,7 @@ def test_student_gradient_treats_weights_as_constants():
 @pytest.mark.parametrize("stride", [1, 4])
 def test_ignored_pixels_do_not_move_the_loss(stride):
     s, t, y = _batch()
-    dwld = DWLDLoss(DWLDConfig(**FIRST, mode="adversarial", stride=stride), ALPHA, BETA, TEMP, num_classes=C)
+    dwld = DWLDLoss(_dwld_cfg(**FIRST, mode="adversarial", stride=stride), num_classes=C)
     _perturb(dwld.controller)
     s2 = s.clone()
     t2 = t.clone()
@@ -161,17 +166,17 @@ def test_controller_depths(layers):
 
 def test_confidence_only_inputs_need_no_class_count():
     s, t, y = _batch()
-    dwld = DWLDLoss(DWLDConfig(**FIRST, mode="adversarial", inputs="confidence"), ALPHA, BETA, TEMP)
+    dwld = DWLDLoss(_dwld_cfg(**FIRST, mode="adversarial", inputs="confidence"))
     assert dwld.controller.in_channels == 6
     torch.testing.assert_close(dwld(s, t, y), dkd_loss(s, t, y, ALPHA, BETA, TEMP))
 
 
 def test_class_count_errors():
     with pytest.raises(ValueError, match="needs num_classes"):
-        DWLDLoss(DWLDConfig(**FIRST, mode="adversarial"), ALPHA, BETA, TEMP)
+        DWLDLoss(_dwld_cfg(**FIRST, mode="adversarial"))
     s, t, y = _batch()
     with pytest.raises(ValueError, match="check num_classes"):
-        DWLDLoss(DWLDConfig(**FIRST, mode="adversarial"), ALPHA, BETA, TEMP, num_classes=C + 1)(s, t, y)
+        DWLDLoss(_dwld_cfg(**FIRST, mode="adversarial"), num_classes=C + 1)(s, t, y)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +201,7 @@ def test_config_validation_names_the_option(kwargs, message):
 def test_correct_gate_removes_every_pixel_where_the_teacher_is_wrong(mode):
     # Defect 2 of the review: without a gate, pixels the teacher gets wrong still pull the student to it.
     s, t, y = _batch()
-    dwld = DWLDLoss(DWLDConfig(mode=mode, gate="correct"), ALPHA, BETA, TEMP, num_classes=C)
+    dwld = DWLDLoss(_dwld_cfg(mode=mode, gate="correct"), num_classes=C)
     w_tc, w_nc, valid = _weights(dwld, s, t, y)
     teacher_right = t.argmax(1) == y
     assert (teacher_right & valid).any() and (~teacher_right & valid).any()
@@ -211,8 +216,8 @@ def test_correct_gate_removes_every_pixel_where_the_teacher_is_wrong(mode):
 
 def test_confidence_gate_scales_by_the_teacher_probability_of_the_label():
     s, t, y = _batch()
-    plain = DWLDLoss(DWLDConfig(mode="fixed", gate="none"), ALPHA, BETA, TEMP)
-    gated = DWLDLoss(DWLDConfig(mode="fixed", gate="confidence"), ALPHA, BETA, TEMP)
+    plain = DWLDLoss(_dwld_cfg(mode="fixed", gate="none"))
+    gated = DWLDLoss(_dwld_cfg(mode="fixed", gate="confidence"))
     w_tc, w_nc, valid = _weights(gated, s, t, y)
     p_t = torch.softmax(t / TEMP, 1).gather(1, torch.where(valid, y, 0)[:, None])[:, 0]
     torch.testing.assert_close(w_tc, ALPHA * p_t)
@@ -223,13 +228,13 @@ def test_confidence_gate_scales_by_the_teacher_probability_of_the_label():
 @pytest.mark.parametrize("renormalise", [True, False])
 def test_renormalisation_is_an_option_of_the_confidence_rule(renormalise):
     s, t, y = _batch()
-    dwld = DWLDLoss(DWLDConfig(mode="confidence", gate="correct", renormalise=renormalise), ALPHA, BETA, TEMP)
+    dwld = DWLDLoss(_dwld_cfg(mode="confidence", gate="correct", renormalise=renormalise))
     w_tc, w_nc, valid = _weights(dwld, s, t, y)
     mean_tc, mean_nc = masked_mean(w_tc, valid), masked_mean(w_nc, valid)
     if renormalise:
         torch.testing.assert_close(mean_tc, torch.tensor(ALPHA))
         torch.testing.assert_close(mean_nc, torch.tensor(BETA))
     else:  # the gate removes weight: the means drop below what the ungated rule would give
-        ungated = DWLDLoss(DWLDConfig(mode="confidence", gate="none", renormalise=False), ALPHA, BETA, TEMP)
+        ungated = DWLDLoss(_dwld_cfg(mode="confidence", gate="none", renormalise=False))
         u_tc, u_nc, _ = _weights(ungated, s, t, y)
         assert mean_tc < masked_mean(u_tc, valid) and mean_nc < masked_mean(u_nc, valid)

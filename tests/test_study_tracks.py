@@ -57,7 +57,7 @@ def _plan_lines(capsys, *argv) -> dict[str, str]:
 
 def test_tuned_yaml_starts_with_the_published_cwd_setting_and_reads_only_method_options():
     tuned = tuning.load_tuned(METHODS)
-    assert tuned["cwd"] == {"distill.temperature": 4.0, "distill.lambda_l": 3.0}
+    assert tuned["cwd"] == {"distill.cwd.temperature": 4.0, "distill.lambda_l": 3.0}
     assert all(not o for m, o in tuned.items() if m != "cwd")
     text = tuning.TUNED_FILE.read_text()
     assert "not yet val-checked" in text and "--tune cwd" in text
@@ -71,27 +71,27 @@ def test_load_tuned_refuses_protocol_options_and_unknown_methods(tmp_path):
     path.write_text("kd: {student.train.iters: 5}\n")
     with pytest.raises(ValueError, match="not a dotted distill option"):
         tuning.load_tuned(METHODS, path)
-    path.write_text("kdd: {distill.temperature: 2.0}\n")
+    path.write_text("kdd: {distill.kd.temperature: 2.0}\n")
     with pytest.raises(ValueError, match="unknown method 'kdd'"):
         tuning.load_tuned(METHODS, path)
-    path.write_text("not_yet_a_method: {}\nkd: {distill.temperature: 2.0}\n")  # an empty entry may lead its method
-    assert tuning.load_tuned(METHODS, path) == {"kd": {"distill.temperature": 2.0}}
+    path.write_text("not_yet_a_method: {}\nkd: {distill.kd.temperature: 2.0}\n")  # an empty entry may lead its method
+    assert tuning.load_tuned(METHODS, path) == {"kd": {"distill.kd.temperature": 2.0}}
 
 
 def test_tuned_settings_reach_their_method_unless_untuned_or_set_by_the_study(tmp_path, capsys):
     argv = ["--methods", "baseline,cwd", "--seeds", "1", "--out", str(tmp_path), "--no-control"]
     lines = _plan_lines(capsys, *argv)
-    assert "distill.temperature=4.0 distill.lambda_l=3.0" in lines["cwd-s0"]
+    assert "distill.cwd.temperature=4.0 distill.lambda_l=3.0" in lines["cwd-s0"]
     assert "temperature" not in lines["baseline-s0"]
-    assert "cwd: distill.temperature=4.0, distill.lambda_l=3.0" in lines["(header)"]
+    assert "cwd: distill.cwd.temperature=4.0, distill.lambda_l=3.0" in lines["(header)"]
     untuned = _plan_lines(capsys, *argv, "--untuned")
     assert "temperature" not in untuned["cwd-s0"] and "--untuned" in untuned["(header)"]
-    mine = _plan_lines(capsys, *argv, "--distill.temperature", "2")  # the study's own option wins
+    mine = _plan_lines(capsys, *argv, "--distill.cwd.temperature", "2")  # the study's own option wins
     assert "distill.lambda_l=3.0" in mine["cwd-s0"] and "temperature" not in mine["cwd-s0"]
     planned = {p.spec.name: p for p in plan(expand(["baseline", "cwd"], [0], tuned=tuning.load_tuned(METHODS)),
                                             StudySetup(preset="quick", out=tmp_path))}
-    assert (planned["cwd-s0"].cfg.distill.temperature, planned["cwd-s0"].cfg.distill.lambda_l) == (4.0, 3.0)
-    assert planned["cwd-s0"].spec.tuned == {"distill.temperature": 4.0, "distill.lambda_l": 3.0}
+    assert (planned["cwd-s0"].cfg.distill.cwd.temperature, planned["cwd-s0"].cfg.distill.lambda_l) == (4.0, 3.0)
+    assert planned["cwd-s0"].spec.tuned == {"distill.cwd.temperature": 4.0, "distill.lambda_l": 3.0}
 
 
 # --- tuning on val -------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def test_tune_plans_val_only_runs_over_the_preset_defaults(tmp_path, capsys):
     assert "tune-baseline-s0" in runs and "tune-baseline-s1" in runs  # the val reference at the same seeds
     assert all("(val only)" in lines[n] and "eval.score_test=False" in lines[n] for n in runs)
     assert "tune-cwd-temperature1-lambda_l1-s0" in runs  # the grid, not tuned.yaml, sets cwd's options
-    assert "distill.temperature=1.0 distill.lambda_l=1.0" in lines["tune-cwd-temperature1-lambda_l1-s0"]
+    assert "distill.cwd.temperature=1.0 distill.lambda_l=1.0" in lines["tune-cwd-temperature1-lambda_l1-s0"]
     assert not any(name.startswith(("baseline", "control")) for name in lines)
 
 
@@ -362,10 +362,10 @@ def test_tuning_table_is_val_only_and_best_first():
     table = aggregate_tuning(results, {}, "python -m lix_train.compare --tune kd", "c")
     rows = table["methods"]["kd"]["rows"]
     assert rows[0]["point"] == "temperature4-lambda_l2" and rows[-1]["point"] == "temperature1-lambda_l0.5"
-    assert table["methods"]["kd"]["best"] == {"distill.temperature": 4.0, "distill.lambda_l": 2.0}
+    assert table["methods"]["kd"]["best"] == {"distill.kd.temperature": 4.0, "distill.lambda_l": 2.0}
     assert table["teacher_val_miou"] == 0.6 and table["split"] == "val"
     md = format_tuning(table)
-    assert "`kd: {distill.temperature: 4.0, distill.lambda_l: 2.0}`" in md and "test" not in md.split("\n## ")[1]
+    assert "`kd: {distill.kd.temperature: 4.0, distill.lambda_l: 2.0}`" in md and "test" not in md.split("\n## ")[1]
     assert "Reference: the labels-only baseline" in md and "| vs baseline |" in md and "## baseline" not in md
     first_kd = next(i for i, spec in enumerate(specs) if spec.method == "kd")
     results[first_kd] = RunResult(specs[first_kd], None)

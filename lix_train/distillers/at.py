@@ -10,7 +10,7 @@ from lix_train.losses.at import at_loss
 @register_distiller("at")
 class AT(Distiller):
     uses_teacher_features = True
-    reads = ("at_stages",)
+    reads = ("at",)
 
     def feature_loss(self, student_feats, teacher_feats, target):
-        return at_loss(student_feats, teacher_feats, self.cfg.at_stages, target=target, ignore_index=self.cfg.ignore_index)
+        return at_loss(student_feats, teacher_feats, self.cfg.at.stages, target=target, ignore_index=self.cfg.ignore_index)

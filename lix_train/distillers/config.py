@@ -1,20 +1,39 @@
-"""DistillConfig: which method, and the weights, temperature and sub-configs it uses."""
+"""DistillConfig: which method, the weights and schedule of its terms, and one option group per method.
+
+Each method reads its own group (distill.kd, distill.dkd, distill.cwd, distill.at, distill.dwld,
+distill.arfd, distill.mgd, distill.aux_x; lix reads dwld and arfd), with its own defaults, so a
+setting for one method never changes another. Before that, temperature, alpha, beta and
+at_stages were flat options shared by several methods: `upgrade_distill_section` reads a run folder's
+config.yaml written then, and a user's config or option that uses an old name is told the new one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lix_train.config import check_choice, check_range, option, section
+from lix_train.config import check_choice, check_positive, check_range, option, section
 from lix_train.data.classes import IGNORE_INDEX
 from lix_train.losses.arfd import ARFDConfig
+from lix_train.losses.at import ATConfig
 from lix_train.losses.aux_x import AuxXConfig
+from lix_train.losses.cwd import CWDConfig
+from lix_train.losses.dkd import DKDConfig
 from lix_train.losses.dwld import DWLDConfig
+from lix_train.losses.kd import KDConfig
 from lix_train.losses.mgd import MGDConfig
 
 DECAYS = ("none", "linear")
 BALANCES = ("none", "cap", "match")
 # Options of the distillation terms' schedule and balance: read by every method that has a term.
 SCHEDULE_OPTIONS = ("warmup", "start", "decay", "balance", "balance_ratio")
+# The flat options of configs written before the per-method groups, and the groups that took them
+# over (with the option's name there).
+LEGACY_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "temperature": (("kd", "dkd", "cwd", "dwld"), "temperature"),
+    "alpha": (("dkd", "dwld"), "alpha"),
+    "beta": (("dkd", "dwld"), "beta"),
+    "at_stages": (("at",), "stages"),
+}
 from lix_train.distillers.registry import METHODS  # the registered names, read on first use
 
 
@@ -37,13 +56,13 @@ class DistillConfig:
     logit_stride: int = option(1, "Logit losses (KD, DKD, CWD, DWLD) on logits average-pooled by this factor, with "
                                "labels of pure cells only; 4 = the networks' output stride, 16x less work than 1 "
                                "(full resolution). L_H stays at full resolution.")
-    temperature: float = option(1.0, "Softmax temperature T of the logit losses (CWD is usually run at 4).")
-    alpha: float = option(1.0, "DKD / DWLD weight (or mean weight) of TCKD.")
-    beta: float = option(2.0, "DKD / DWLD weight (or mean weight) of NCKD (prototype: 2 beat 8).")
-    at_stages: tuple[int, ...] = option((1, 2, 3), "Feature stages for AT (indices into strides 4, 8, 16, 32).")
     ignore_index: int = option(IGNORE_INDEX, "Label value excluded from every loss.")
-    dwld: DWLDConfig = section(DWLDConfig, "Dynamically-weighted logit distillation.")
-    arfd: ARFDConfig = section(ARFDConfig, "Adaptively-recalibrated feature distillation.")
+    kd: KDConfig = section(KDConfig, "Pixel-wise KD (method kd).")
+    dkd: DKDConfig = section(DKDConfig, "Decoupled KD (method dkd).")
+    cwd: CWDConfig = section(CWDConfig, "Channel-wise distillation of the logit maps (method cwd).")
+    at: ATConfig = section(ATConfig, "Attention transfer (method at).")
+    dwld: DWLDConfig = section(DWLDConfig, "Dynamically-weighted logit distillation (methods dwld and lix).")
+    arfd: ARFDConfig = section(ARFDConfig, "Adaptively-recalibrated feature distillation (methods arfd and lix).")
     mgd: MGDConfig = section(MGDConfig, "Masked generative distillation (method mgd).")
     aux_x: AuxXConfig = section(AuxXConfig, "Auxiliary X prediction head, no teacher (method aux_x).")
 
@@ -56,15 +75,7 @@ class DistillConfig:
         check_choice("distill.decay", self.decay, DECAYS)
         check_range("distill.logit_stride", self.logit_stride, 1, 32)
         check_choice("distill.balance", self.balance, BALANCES)
-        if not self.balance_ratio > 0:
-            raise ValueError(f"distill.balance_ratio={self.balance_ratio!r} must be > 0")
-        if not self.temperature > 0:
-            raise ValueError(f"distill.temperature={self.temperature!r} must be > 0")
-        check_range("distill.alpha", self.alpha, 0.0)
-        check_range("distill.beta", self.beta, 0.0)
-        self.at_stages = tuple(self.at_stages)
-        if not self.at_stages or min(self.at_stages) < 0:
-            raise ValueError(f"distill.at_stages={self.at_stages!r} must be non-empty indices >= 0")
+        check_positive("distill.balance_ratio", self.balance_ratio)
 
     def ramp(self, progress: float) -> float:
         """Factor in [0, 1] of the distillation terms at training progress in [0, 1].
@@ -80,3 +91,29 @@ class DistillConfig:
         if self.decay == "linear":
             return rise * (1.0 - progress) / (1.0 - self.start)
         return rise
+
+
+# A user's config that still names a flat option is told where it went (config.from_dict reads this).
+DistillConfig.__moved_options__ = {
+    old: " or ".join(f"distill.{group}.{name}" for group in groups) for old, (groups, name) in LEGACY_OPTIONS.items()
+}
+
+
+def upgrade_distill_section(distill: dict) -> dict:
+    """A stored distill section in today's layout: each old flat option copied into the groups that took it over.
+
+    For config.yaml files of finished runs, so a study or a resumed run compares them with today's
+    config instead of calling them stale. A group's own value, where the file has one, wins.
+    """
+    if not isinstance(distill, dict):
+        return distill
+    out = dict(distill)
+    for old, (groups, name) in LEGACY_OPTIONS.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        for group in groups:
+            node = dict(out.get(group) or {})
+            node.setdefault(name, value)
+            out[group] = node
+    return out

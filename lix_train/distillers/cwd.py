@@ -11,8 +11,8 @@ from lix_train.losses.cwd import cwd_loss
 @register_distiller("cwd")
 class CWD(Distiller):
     uses_teacher_logits = True
-    reads = ("temperature",)
+    reads = ("cwd",)
 
     def logit_loss(self, student_logits, teacher_logits, target):
         valid = feature_valid_mask(target, tuple(student_logits.shape[-2:]), self.cfg.ignore_index)
-        return cwd_loss(student_logits, teacher_logits, self.cfg.temperature, valid)
+        return cwd_loss(student_logits, teacher_logits, self.cfg.cwd.temperature, valid)

@@ -10,8 +10,8 @@ from lix_train.losses.dkd import dkd_loss
 @register_distiller("dkd")
 class DKD(Distiller):
     uses_teacher_logits = True
-    reads = ("alpha", "beta", "temperature")
+    reads = ("dkd",)
 
     def logit_loss(self, student_logits, teacher_logits, target):
-        cfg = self.cfg
-        return dkd_loss(student_logits, teacher_logits, target, cfg.alpha, cfg.beta, cfg.temperature, cfg.ignore_index)
+        d = self.cfg.dkd
+        return dkd_loss(student_logits, teacher_logits, target, d.alpha, d.beta, d.temperature, self.cfg.ignore_index)

@@ -7,15 +7,20 @@ from lix_train.distillers.registry import register_distiller
 from lix_train.losses.dwld import DWLDLoss
 
 
+def dwld_loss_for(cfg, num_classes: int | None) -> DWLDLoss:
+    """DWLD's loss module from the distill config (its own group: T, the weights' means, the rule)."""
+    return DWLDLoss(cfg.dwld, num_classes, cfg.ignore_index)
+
+
 @register_distiller("dwld")
 class DWLD(Distiller):
     build_options = ("num_classes",)  # what build_distiller passes to __init__
     uses_teacher_logits = True
-    reads = ("alpha", "beta", "temperature", "dwld")
+    reads = ("dwld",)
 
     def __init__(self, student, teacher, cfg, num_classes: int | None = None):
         super().__init__(student, teacher, cfg)
-        self.dwld = DWLDLoss(cfg.dwld, cfg.alpha, cfg.beta, cfg.temperature, num_classes, cfg.ignore_index)
+        self.dwld = dwld_loss_for(cfg, num_classes)
 
     def get_extra_parameters(self):
         return list(self.dwld.parameters())

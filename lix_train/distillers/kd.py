@@ -10,7 +10,7 @@ from lix_train.losses.kd import kd_loss
 @register_distiller("kd")
 class KD(Distiller):
     uses_teacher_logits = True
-    reads = ("temperature",)
+    reads = ("kd",)
 
     def logit_loss(self, student_logits, teacher_logits, target):
-        return kd_loss(student_logits, teacher_logits, target, self.cfg.temperature, self.cfg.ignore_index)
+        return kd_loss(student_logits, teacher_logits, target, self.cfg.kd.temperature, self.cfg.ignore_index)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lix_train.distillers.base import Distiller
 from lix_train.distillers.registry import register_distiller
 from lix_train.distillers.arfd import arfd_loss_for
-from lix_train.losses.dwld import DWLDLoss
+from lix_train.distillers.dwld import dwld_loss_for
 
 
 @register_distiller("lix")
@@ -15,11 +15,11 @@ class LIX(Distiller):
     build_options = ("num_classes",)  # what build_distiller passes to __init__
     uses_teacher_logits = True
     uses_teacher_features = True
-    reads = ("alpha", "beta", "temperature", "dwld", "arfd")
+    reads = ("dwld", "arfd")
 
     def __init__(self, student, teacher, cfg, num_classes: int | None = None):
         super().__init__(student, teacher, cfg)
-        self.dwld = DWLDLoss(cfg.dwld, cfg.alpha, cfg.beta, cfg.temperature, num_classes, cfg.ignore_index)
+        self.dwld = dwld_loss_for(cfg, num_classes)
         self.arfd = arfd_loss_for(cfg, student, teacher)
 
     def get_extra_parameters(self):

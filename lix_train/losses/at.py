@@ -8,13 +8,27 @@ channel counts compare directly; the teacher's map is resized to the student's s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lix_train.config import option
 from lix_train.data.classes import IGNORE_INDEX
 from lix_train.losses.common import check_pair, labels_mask_at, resize_to
+
+
+@dataclass
+class ATConfig:
+    """Options of method at (distill.at)."""
+
+    stages: tuple[int, ...] = option((1, 2, 3), "Feature stages for AT (indices into strides 4, 8, 16, 32).")
+
+    def __post_init__(self):
+        self.stages = tuple(self.stages)
+        if not self.stages or min(self.stages) < 0:
+            raise ValueError(f"at.stages={self.stages!r} must be non-empty indices >= 0")
 
 
 def attention_map(features: torch.Tensor) -> torch.Tensor:

@@ -10,14 +10,28 @@ of every channel's spatial mass. A teacher map of another size is resized to the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
+from lix_train.config import check_positive, option
 from lix_train.losses.common import check_pair, resize_to
 
 
 # Added to the scaled logits of masked positions: exp() of it is exactly 0 in float32 and bfloat16.
 _MASKED = -1e9
+
+
+@dataclass
+class CWDConfig:
+    """Options of method cwd (distill.cwd)."""
+
+    temperature: float = option(1.0, "Spatial-softmax temperature T of CWD (published segmentation configs use 4; "
+                                "lix_train/study/tuned.yaml holds the val-chosen value).")
+
+    def __post_init__(self):
+        check_positive("cwd.temperature", self.temperature)
 
 
 def cwd_loss(student_maps: torch.Tensor, teacher_maps: torch.Tensor, temperature: float = 4.0,

@@ -19,13 +19,32 @@ and floored at the smallest normal float, so a teacher with p_t == 1 stays finit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
+from lix_train.config import check_positive, check_range, option
 from lix_train.data.classes import IGNORE_INDEX
 from lix_train.losses.common import check_logits, check_pair, check_target, masked_mean, resize_to, valid_mask
+
+
+@dataclass
+class DKDConfig:
+    """Options of method dkd (distill.dkd); DWLD's section extends them (its weights' means)."""
+
+    temperature: float = option(1.0, "Softmax temperature T of TCKD and NCKD (the loss is T^2-scaled).")
+    alpha: float = option(1.0, "Weight of TCKD (the teacher's target-class probability).")
+    beta: float = option(2.0, "Weight of NCKD (the teacher's distribution over the other classes; prototype: 2 beat 8).")
+
+    SECTION = "dkd"  # the option group's name in messages (a class attribute, not an option)
+
+    def __post_init__(self):
+        section = type(self).SECTION
+        check_positive(f"{section}.temperature", self.temperature)
+        check_range(f"{section}.alpha", self.alpha, 0.0)
+        check_range(f"{section}.beta", self.beta, 0.0)
 
 
 class Confidences(NamedTuple):

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from lix_train.config import check_choice, check_range, option
 from lix_train.data.classes import IGNORE_INDEX
 from lix_train.losses.common import masked_mean, valid_mask
-from lix_train.losses.dkd import Confidences, decoupled_parts, weighted_decoupled_loss
+from lix_train.losses.dkd import Confidences, DKDConfig, decoupled_parts, weighted_decoupled_loss
 
 DWLD_MODES = ("adversarial", "confidence", "fixed")
 GATES = ("none", "correct", "confidence")
@@ -54,8 +54,11 @@ NUM_CONFIDENCE_FEATURES = 6
 
 
 @dataclass
-class DWLDConfig:
-    """Settings of DWLD and its dynamic weight controller (alpha, beta, T live in DistillConfig)."""
+class DWLDConfig(DKDConfig):
+    """Options of DWLD (distill.dwld, read by methods dwld and lix): DKD's T and the weights' means
+    alpha, beta, plus how the per-pixel weights are made (the rule, the controller, the gate)."""
+
+    SECTION = "dwld"
 
     mode: str = option(
         "confidence", "How per-pixel weights are made: the closed-form confidence rule, the adversarial DWC (the "
@@ -84,6 +87,7 @@ class DWLDConfig:
     )
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("dwld.mode", self.mode, DWLD_MODES)
         check_choice("dwld.inputs", self.inputs, DWC_INPUTS)
         check_choice("dwld.gate", self.gate, GATES)
@@ -238,17 +242,10 @@ class DynamicWeightController(nn.Module):
 class DWLDLoss(nn.Module):
     """DWLD loss; holds the DWC in ``adversarial`` mode (its parameters go to the optimiser)."""
 
-    def __init__(
-        self,
-        cfg: DWLDConfig,
-        alpha: float,
-        beta: float,
-        temperature: float,
-        num_classes: int | None = None,
-        ignore_index: int = IGNORE_INDEX,
-    ):
+    def __init__(self, cfg: DWLDConfig, num_classes: int | None = None, ignore_index: int = IGNORE_INDEX):
         super().__init__()
-        self.cfg, self.alpha, self.beta, self.temperature, self.ignore_index = cfg, alpha, beta, temperature, ignore_index
+        self.cfg, self.ignore_index = cfg, ignore_index
+        self.alpha, self.beta, self.temperature = cfg.alpha, cfg.beta, cfg.temperature
         self.controller: DynamicWeightController | None = None
         if cfg.mode == "adversarial":
             with_logits = cfg.inputs == "logits_confidence"
@@ -256,7 +253,7 @@ class DWLDLoss(nn.Module):
                 raise ValueError("DWLD: adversarial mode with logit inputs needs num_classes (the DWC's input width)")
             in_channels = NUM_CONFIDENCE_FEATURES + (2 * num_classes if with_logits else 0)
             self.controller = DynamicWeightController(
-                in_channels, alpha, beta, cfg.layers, cfg.hidden, cfg.weight_range
+                in_channels, cfg.alpha, cfg.beta, cfg.layers, cfg.hidden, cfg.weight_range
             )
 
     def pixel_weights(self, c: Confidences, valid: torch.Tensor, target: torch.Tensor | None = None

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
+from lix_train.config import check_positive, option
 from lix_train.data.classes import IGNORE_INDEX
 from lix_train.losses.common import masked_mean, valid_mask
 from lix_train.losses.dkd import prepare_logits
+
+
+@dataclass
+class KDConfig:
+    """Options of method kd (distill.kd)."""
+
+    temperature: float = option(1.0, "Softmax temperature T of KD (the loss is T^2-scaled).")
+
+    def __post_init__(self):
+        check_positive("kd.temperature", self.temperature)
 
 
 def kd_pixel_map(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -75,7 +75,7 @@ ABLATIONS: dict[str, AblationSet] = {s.name: s for s in (
                 (*_axis("distill.dwld.mode", ("fixed", "adversarial", "confidence")),
                  Variant("cooperative", {"distill.dwld.mode": "adversarial", "distill.dwld.reverse_scale": -1.0}))),
     AblationSet("beta", "Mean weight beta of NCKD (the teacher's distribution over the non-target classes) in DWLD",
-                _axis("distill.beta", (0.5, 1.0, 2.0, 4.0))),
+                _axis("distill.dwld.beta", (0.5, 1.0, 2.0, 4.0))),
     AblationSet("recal_kernel", "ARFD recalibration kernel (none = no recalibration)",
                 _axis("distill.arfd.kernel", ("laplace", "gaussian", "none"))),
     AblationSet("bandwidth", "ARFD kernel bandwidth: sigma = scale x the median distance (< 1 sharpens the "

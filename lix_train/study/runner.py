@@ -42,7 +42,7 @@ import yaml
 from lix_train.cli import UserError
 from lix_train.config import ConfigError, merge, read_yaml, resolve, to_dict, write_yaml
 from lix_train.evaluate import eval_file_name
-from lix_train.experiment import NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig, teacher_hash
+from lix_train.experiment import NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig, teacher_hash, upgrade_stored
 from lix_train.report import METRICS_FILE, write_json, write_text
 from lix_train.study.grid import RunSpec, nest
 from lix_train.study.parallel import Job, run_jobs
@@ -236,7 +236,7 @@ def check_finished_run(run: PlannedRun) -> None:
     """A finished run must have been made with this config (a changed protocol must not mix with old runs)."""
     stored = run.run_dir / "config.yaml"
     try:
-        old = yaml.safe_load(stored.read_text()) or {}
+        old = upgrade_stored(yaml.safe_load(stored.read_text()) or {})  # runs made before an option moved
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"{stored}: cannot read the finished run's config ({err}); delete {run.run_dir} to redo it")
     new = yaml.safe_load(yaml.safe_dump(to_dict(run.cfg)))

@@ -30,9 +30,9 @@ REFERENCE = "labels-only"  # the variant label of the tuning table's baseline re
 
 # method -> {dotted option: values}; the grid is every combination.
 GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
-    "kd": {"distill.temperature": (1.0, 4.0), "distill.lambda_l": (0.5, 1.0, 2.0)},
-    "cwd": {"distill.temperature": (1.0, 4.0), "distill.lambda_l": (1.0, 3.0, 10.0)},
-    "dkd": {"distill.beta": (0.5, 1.0, 2.0, 8.0)},
+    "kd": {"distill.kd.temperature": (1.0, 4.0), "distill.lambda_l": (0.5, 1.0, 2.0)},
+    "cwd": {"distill.cwd.temperature": (1.0, 4.0), "distill.lambda_l": (1.0, 3.0, 10.0)},
+    "dkd": {"distill.dkd.beta": (0.5, 1.0, 2.0, 8.0)},
     "at": {"distill.lambda_f": (0.5, 1.0, 2.0)},
     "mgd": {"distill.lambda_f": (0.5, 1.0, 2.0)},
     "aux_x": {"distill.lambda_f": (0.3, 1.0, 3.0)},
@@ -110,13 +110,13 @@ def load_tuned(methods: Sequence[str], path: Path = TUNED_FILE) -> dict[str, dic
 
 
 def describe_tuned(tuned: Mapping[str, Mapping[str, Any]]) -> str:
-    """'cwd: distill.temperature=4.0, distill.lambda_l=3.0; kd: ...' (the methods with settings), or 'none'."""
+    """'cwd: distill.cwd.temperature=4.0, distill.lambda_l=3.0; kd: ...' (the methods with settings), or 'none'."""
     parts = [f"{m}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for m, o in tuned.items() if o]
     return "; ".join(parts) or "none"
 
 
 def yaml_line(method: str, point: Mapping[str, Any]) -> str:
-    """The tuned.yaml entry for `point`: `cwd: {distill.temperature: 4.0, distill.lambda_l: 3.0}`."""
+    """The tuned.yaml entry for `point`: `cwd: {distill.cwd.temperature: 4.0, distill.lambda_l: 3.0}`."""
     inner = ", ".join(f"{k}: {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
                       for k, v in point.items())
     return f"{method}: {{{inner}}}"
