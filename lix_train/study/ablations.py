@@ -99,6 +99,9 @@ ABLATIONS: dict[str, AblationSet] = {s.name: s for s in (
     AblationSet("start", "Share of training with labels only before distillation starts, and a linear decay",
                 (Variant("0", {"distill.start": 0.0}), Variant("0.3", {"distill.start": 0.3}),
                  Variant("decay", {"distill.decay": "linear"}))),
+    AblationSet("logit_stride", "Logit losses at full resolution (1) or on logits pooled to the output stride (4), "
+                "where a teacher pixel is a region's distribution rather than a boundary's blend",
+                _axis("distill.logit_stride", (1, 4))),
     AblationSet("recal_mode", "ARFD recalibration across channels or across tokens",
                 _axis("distill.arfd.mode", ("channel", "token"))),
     AblationSet("feature_loss", "ARFD consistency measure: 1 - CKA, or plain MSE",
