@@ -156,6 +156,25 @@ def test_a_study_run_with_score_test_false_is_val_only_and_its_val_metrics_finis
     assert not planned.spec.needs_test and planned.done  # a rerun skips it instead of training it again
 
 
+def test_a_finished_run_of_another_study_with_the_same_config_serves_a_val_only_spec(tmp_path):
+    import yaml
+
+    val_only = StudySetup(preset="quick", out=tmp_path, overrides={"eval": {"score_test": False}})
+    [first] = plan(expand(["kd"], [0]), val_only)
+    other = tmp_path / "runs" / "tune-kd-x-s0"  # e.g. a --tune point that repeats this config
+    other.mkdir(parents=True)
+    (other / "config.yaml").write_text(yaml.safe_dump(yaml.safe_load(yaml.safe_dump(runner.to_dict(first.cfg)))))
+    (other / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": 0.4}}))
+    [served] = plan(expand(["kd"], [0]), val_only)
+    assert served.same_as == "tune-kd-x-s0" and served.run_dir == other and served.done
+    with_test = StudySetup(preset="quick", out=tmp_path)  # a study that reads test: a val-only run does not serve it
+    assert plan(expand(["kd"], [0]), with_test)[0].same_as is None
+    changed = StudySetup(preset="quick", out=tmp_path, overrides={"eval": {"score_test": False},
+                                                                  "distill": {"kd": {"temperature": 3.0}}})
+    assert plan(expand(["kd"], [0]), changed)[0].same_as is None  # another config trains its own run
+    assert plan(expand(["kd"], [1]), val_only)[0].same_as is None  # another seed too
+
+
 def test_score_test_is_bookkeeping_for_continuing_runs_but_not_for_the_teacher_store():
     from lix_train.experiment import NOT_RESULT_AFFECTING
 

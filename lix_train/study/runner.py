@@ -79,7 +79,7 @@ class PlannedRun:
     cfg: ExperimentConfig
     run_dir: Path
     teacher_dir: Path
-    same_as: str | None = None  # another spec with an identical config: its run serves this one too
+    same_as: str | None = None  # another spec's (or study's) folder with an identical config serves this one
 
     @property
     def done(self) -> bool:
@@ -159,8 +159,8 @@ def plan(specs: Sequence[RunSpec], setup: StudySetup) -> list[PlannedRun]:
     """Resolve every spec (config errors surface here, before any training) and give each its folder.
 
     Specs with identical configs share one run. Its folder is the first one that already holds a
-    finished run (so adding an ablation that repeats a finished variant trains nothing), else the
-    first spec's.
+    finished run (so adding an ablation that repeats a finished variant trains nothing), else a
+    finished folder of another study in OUT with that config, else the first spec's.
     """
     resolved = []
     for spec in specs:
@@ -176,6 +176,7 @@ def plan(specs: Sequence[RunSpec], setup: StudySetup) -> list[PlannedRun]:
     for spec, _, _, key in resolved:
         if key not in primary_of or (spec.name in finished and primary_of[key] not in finished):
             primary_of[key] = spec.name
+    _reuse_other_folders(resolved, primary_of, finished, setup)
     planned = []
     for spec, cfg, teacher_dir, key in resolved:
         same_as = None if primary_of[key] == spec.name else primary_of[key]
@@ -367,6 +368,46 @@ def record_teacher_run(run: PlannedRun) -> None:
     metrics.update({"kind": "teacher_only", "teacher_dir": str(run.teacher_dir)})
     write_yaml(run.cfg, run.run_dir / "config.yaml")
     write_json(run.run_dir / METRICS_FILE, metrics)
+
+
+def _reuse_other_folders(resolved: list, primary_of: dict[str, str], finished: set[str], setup: StudySetup) -> None:
+    """Serve an unfinished config from a finished run of another study in the same OUT with the same config.
+
+    E.g. a val-only study at 3 seeds reuses the seed-0 runs of `--tune` whose point it repeats:
+    the same config and seed train the same network, so training it again would only cost hours.
+    A run that another run starts from (a warm start's baseline) keeps its own folder, since
+    those read its student.pt by name. Updates `primary_of` in place.
+    """
+    starts_from = {name for spec, *_ in resolved for name in spec.after}
+    wanted = {key: (spec, cfg) for spec, cfg, _, key in resolved if not spec.teacher_only
+              and primary_of[key] not in finished and spec.name not in starts_from and primary_of[key] == spec.name}
+    if not wanted:
+        return
+    taken = {spec.name for spec, *_ in resolved}
+    others = _finished_elsewhere(setup.out / RUNS_DIR, taken)
+    for key, (spec, cfg) in wanted.items():
+        new = compared_config(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
+        for name, stored in others:
+            if is_finished(setup.out / RUNS_DIR / name, spec.needs_test) and not config_differences(stored, new):
+                primary_of[key] = name
+                break
+
+
+def _finished_elsewhere(runs: Path, taken: set[str]) -> list[tuple[str, dict]]:
+    """(folder name, compared config) of each finished student run under `runs` that no spec of the plan names."""
+    out = []
+    folders = sorted(runs.iterdir()) if runs.is_dir() else []
+    for folder in folders:
+        stored_path = folder / "config.yaml"
+        if folder.name in taken or not (folder / METRICS_FILE).is_file() or not stored_path.is_file():
+            continue
+        try:
+            stored = upgrade_stored(yaml.safe_load(stored_path.read_text()) or {})
+        except (OSError, yaml.YAMLError):
+            continue  # an unreadable folder serves nothing; its own study reports it
+        if isinstance(stored, dict) and "student" in stored:
+            out.append((folder.name, compared_config(stored)))
+    return out
 
 
 def execute(planned: Sequence[PlannedRun], setup: StudySetup,
