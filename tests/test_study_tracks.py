@@ -391,6 +391,24 @@ def test_tuning_table_is_val_only_and_best_first():
     assert aggregate_tuning(results, {}, "c", "c")["methods"]["kd"]["best"] is None  # unfinished: choose later
 
 
+def test_a_val_only_study_shows_val_scores_in_the_main_columns():
+    from lix_train.study.ablations import ABLATIONS
+
+    specs = expand(["baseline", "lix"], [0, 1], [ABLATIONS["balance"]])
+    val = {"baseline": 0.40, "lix": 0.38, "cap1": 0.44}
+    results = [RunResult(s, _metrics(None, val.get(s.variant, val[s.label]) + 0.01 * s.seed, teacher=0.60))
+               for s in specs]
+    table = aggregate(results, [ABLATIONS["balance"]], _protocol(), "cmd --eval.score_test false", "c")
+    assert table["val_only"] and table["teacher_val_miou"] == 0.60
+    md = format_markdown(table)
+    assert "# LIX-Seg comparison on val" in md and "the test split is never read" in md and "test split:" not in md
+    assert "| teacher (RGB+normals) | 60.0 | - | +19.5 | 100 % |" in md
+    assert "| lix | 38.5 ± 0.7 | 38.0, 39.0 | -2.0 | -10 % |" in md
+    assert "| cap1 | 44.5 ± 0.7 | 44.0, 45.0 | +4.0 | 21 % |" in md
+    tested = aggregate(_made_up_study(), [], {"student": {"iters": 2}}, "cmd", "c")
+    assert not tested["val_only"]  # a study that read test keeps the test columns
+
+
 def _protocol() -> dict:
     net = {"encoder": "resnet18", "width": 0.25, "decoder_channels": 64, "iters": 2, "batch_size": 8,
            "optimizer": "adamw", "lr": 0.003, "fusion": "intermediate"}

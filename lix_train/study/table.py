@@ -176,6 +176,7 @@ def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], pr
         "ablations": {},
         "tuned": {m: dict(o) for m, o in (tuned or {}).items() if o and m in {r.spec.method for r in results}},
         "untuned": untuned,
+        "teacher_val_miou": _teacher_val(results),
     }
     for ablation in ablations:
         table["ablations"][ablation.name] = _ablation_table(ablation, results, base_mean, teacher_miou)
@@ -187,6 +188,8 @@ def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], pr
         table["warm_start"] = _warm_table(results, warm_iters, teacher_miou, base_mean)
         rows += table["warm_start"]["rows"]
     table["missing"] = sorted({name for row in rows for name in row["missing"]})
+    # eval.score_test false: no run read test, so table.md shows the val scores in the main columns
+    table["val_only"] = not any(row.get("miou") for row in rows) and any(row.get("val_miou") for row in rows)
     return table
 
 
@@ -335,13 +338,14 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f} %"
 
 
-def _protocol_lines(p: Mapping[str, Any]) -> list[str]:
+def _protocol_lines(p: Mapping[str, Any], val_only: bool = False) -> list[str]:
     t, s = p["teacher"], p["student"]
     scenes = ", ".join(p.get("test_scenes") or []) or "?"
+    scored = ("scored on the validation drives only (eval.score_test false: the test split is never read)"
+              if val_only else f"test split: {p.get('test_frames') or '?'} frames of the held-out scenes {scenes}")
     return [
         f"- Data: {p['dataset']} ({p['data_root']}), trained and scored at {p['resolution'][0]}x{p['resolution'][1]}; "
-        f"test split: {p.get('test_frames') or '?'} frames of the held-out scenes {scenes}, "
-        f"{p['eval_mode']}-image inference.",
+        f"{scored}, {p['eval_mode']}-image inference.",
         f"- Teacher: RGB+{p['modality']}, {t['encoder']} x{t['width']} (FPN {t['decoder_channels']}), "
         f"{t['fusion']} fusion; {t['iters']} iterations at batch {t['batch_size']}, {t['optimizer']} lr {t['lr']}.",
         f"- Student: RGB only, {s['encoder']} x{s['width']} (FPN {s['decoder_channels']}); {s['iters']} iterations at "
@@ -352,8 +356,49 @@ def _protocol_lines(p: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _val_cells(row: Mapping[str, Any], base: float | None, teacher: float | None) -> str:
+    """'val mIoU | per seed | vs baseline | gap closed' of a row, all on the validation drives."""
+    mean = row.get("val_mean")
+    delta = None if mean is None or base is None else mean - base
+    per_seed = ", ".join(_pct(v) for v in row.get("val_miou", [])) or "-"
+    return (f"{_mean_std(row, 'val_')} | {per_seed} | {_pct(delta, True)} | "
+            f"{_share(gap_share(mean, base, teacher))}")
+
+
+def format_val_markdown(table: Mapping[str, Any]) -> str:
+    """table.md of a val-only study: the same sections as format_markdown, every score on val."""
+    p = table["protocol"]
+    base = next((m["val_mean"] for m in table["methods"] if m["method"] == BASELINE), None)
+    teacher = table.get("teacher_val_miou")
+    lines = [f"# LIX-Seg comparison on val ({p['preset']} preset)", "",
+             f"Command: `{table['command']}`  ", f"Commit: `{table['commit']}`  ",
+             "Runs trained at: " + (", ".join(f"`{c}` ({n})" for c, n in table.get("run_commits", {}).items()) or "-"),
+             "", "Protocol:", "", *_protocol_lines(p, val_only=True), "",
+             "Val mIoU in %, mean ± sample std over seeds; gap closed = (student - baseline) / (teacher - baseline), "
+             "all on the validation drives, where settings are chosen. No run read the test split.", "",
+             _tuned_line(table), "",
+             "## Methods", "", "| model | val mIoU | per seed | vs baseline | gap closed |", "|---|---|---|---|---|"]
+    if teacher is not None:
+        lines.append(f"| teacher (RGB+{p['modality']}) | {_pct(teacher)} | - | "
+                     f"{_pct(None if base is None else teacher - base, True)} | 100 % |")
+    lines += [f"| {_row_name(row)} | {_val_cells(row, base, teacher)} |" for row in table["methods"]]
+    for name, ablation in table["ablations"].items():
+        rows = [row for row in ablation["rows"] if not row["teacher_only"]]
+        if not rows:
+            continue
+        lines += ["", f"## Ablation `{name}`: {ablation['description']}", "",
+                  f"Method {ablation['method']}; varies {', '.join(f'`{k}`' for k in ablation['keys'])}.", "",
+                  "| variant | val mIoU | per seed | vs baseline | gap closed |", "|---|---|---|---|---|"]
+        lines += [f"| {row['variant']} | {_val_cells(row, base, teacher)} |" for row in rows]
+    if table.get("missing"):
+        lines += ["", f"Unfinished runs (left out above): {', '.join(table['missing'])}."]
+    return "\n".join(lines) + "\n"
+
+
 def format_markdown(table: Mapping[str, Any]) -> str:
     """table.md: protocol, the methods table, per-class gains, one table per ablation."""
+    if table.get("val_only"):
+        return format_val_markdown(table)
     p = table["protocol"]
     lines = [f"# LIX-Seg comparison ({p['preset']} preset)", "",
              f"Command: `{table['command']}`  ", f"Commit: `{table['commit']}`  ",
