@@ -55,15 +55,24 @@ def _plan_lines(capsys, *argv) -> dict[str, str]:
 
 # --- tuned settings ------------------------------------------------------------------------------
 
-def test_tuned_yaml_starts_with_the_published_cwd_setting_and_reads_only_method_options():
+def test_tuned_yaml_holds_val_chosen_settings_with_their_evidence_and_reads_only_method_options():
     tuned = tuning.load_tuned(METHODS)
-    assert tuned["cwd"] == {"distill.cwd.temperature": 4.0, "distill.lambda_l": 3.0}
-    assert all(not o for m, o in tuned.items() if m != "cwd")
-    text = tuning.TUNED_FILE.read_text()
-    assert "not yet val-checked" in text and "--tune cwd" in text
+    assert tuned["cwd"] == {"distill.cwd.temperature": 1.0, "distill.lambda_l": 1.0}
+    assert tuned["aux_x"] == {"distill.lambda_f": 0.3}
+    assert set(tuning.GRIDS) >= {"kd", "cwd", "dkd", "at", "mgd", "aux_x", "lix"}
+    text = tuning.TUNED_FILE.read_text().splitlines()
     for method, overrides in tuned.items():
         read = DISTILLERS[method].options_read()
         assert all(key.split(".", 1)[1].split(".")[0] in read for key in overrides), method
+        if overrides:  # a setting names its evidence: the comment block right above it has a --tune command
+            at = next(i for i, line in enumerate(text) if line.startswith(f"{method}:"))
+            block = []
+            for line in reversed(text[:at]):
+                if not line.startswith("#"):
+                    break
+                block.append(line)
+            assert any("Evidence:" in line for line in block), method
+            assert "--tune" in " ".join(text[:at]), method
 
 
 def test_load_tuned_refuses_protocol_options_and_unknown_methods(tmp_path):
@@ -78,7 +87,10 @@ def test_load_tuned_refuses_protocol_options_and_unknown_methods(tmp_path):
     assert tuning.load_tuned(METHODS, path) == {"kd": {"distill.kd.temperature": 2.0}}
 
 
-def test_tuned_settings_reach_their_method_unless_untuned_or_set_by_the_study(tmp_path, capsys):
+def test_tuned_settings_reach_their_method_unless_untuned_or_set_by_the_study(tmp_path, capsys, monkeypatch):
+    tuned_file = tmp_path / "tuned.yaml"
+    tuned_file.write_text("cwd: {distill.cwd.temperature: 4.0, distill.lambda_l: 3.0}\n")
+    monkeypatch.setattr(tuning, "TUNED_FILE", tuned_file)
     argv = ["--methods", "baseline,cwd", "--seeds", "1", "--out", str(tmp_path), "--no-control"]
     lines = _plan_lines(capsys, *argv)
     assert "distill.cwd.temperature=4.0 distill.lambda_l=3.0" in lines["cwd-s0"]

@@ -80,12 +80,13 @@ def expand_tuning(methods: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]
     return specs
 
 
-def load_tuned(methods: Sequence[str], path: Path = TUNED_FILE) -> dict[str, dict[str, Any]]:
+def load_tuned(methods: Sequence[str], path: Path | None = None) -> dict[str, dict[str, Any]]:
     """tuned.yaml as {method: {dotted option: value}} for the known `methods`.
 
     An empty entry for a method not (yet) in `methods` is skipped, so the file can list methods
     being added; a non-empty one, or anything but distill options, is a ValueError naming the file.
     """
+    path = TUNED_FILE if path is None else path
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
