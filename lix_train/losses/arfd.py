@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lix_train.config import check_choice, check_range, option
+from lix_train.config import check_choice, check_positive, check_range, option
 from lix_train.data.classes import IGNORE_INDEX
 from lix_train.losses.cka import kernel_cka, linear_cka
 from lix_train.losses.common import labels_mask_at
@@ -96,8 +96,7 @@ class ARFDConfig:
         check_choice("arfd.cka_kernel", self.cka_kernel, CKA_KERNELS)
         check_choice("arfd.token_reduce", self.token_reduce, TOKEN_REDUCTIONS)
         check_range("arfd.max_tokens", self.max_tokens, 2)
-        if not self.bandwidth_scale > 0:
-            raise ValueError(f"arfd.bandwidth_scale={self.bandwidth_scale!r} must be > 0")
+        check_positive("arfd.bandwidth_scale", self.bandwidth_scale)
         check_choice("arfd.bandwidth", self.bandwidth, BANDWIDTHS)
         check_range("arfd.perplexity", self.perplexity, 1.0)
         check_choice("arfd.cka_scope", self.cka_scope, CKA_SCOPES)

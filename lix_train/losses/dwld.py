@@ -244,8 +244,7 @@ class DWLDLoss(nn.Module):
 
     def __init__(self, cfg: DWLDConfig, num_classes: int | None = None, ignore_index: int = IGNORE_INDEX):
         super().__init__()
-        self.cfg, self.ignore_index = cfg, ignore_index
-        self.alpha, self.beta, self.temperature = cfg.alpha, cfg.beta, cfg.temperature
+        self.cfg, self.ignore_index = cfg, ignore_index  # T and the weights' means live in cfg (DKDConfig)
         self.controller: DynamicWeightController | None = None
         if cfg.mode == "adversarial":
             with_logits = cfg.inputs == "logits_confidence"
@@ -268,9 +267,9 @@ class DWLDLoss(nn.Module):
                 raise ValueError(f"DWLD: dwld.gate={self.cfg.gate!r} needs the labels")
             gate = teacher_gate(c, target, self.cfg.gate)
         if self.cfg.mode == "fixed":
-            return (self.alpha, self.beta) if gate is None else (self.alpha * gate, self.beta * gate)
+            return (self.cfg.alpha, self.cfg.beta) if gate is None else (self.cfg.alpha * gate, self.cfg.beta * gate)
         if self.cfg.mode == "confidence":
-            return confidence_weights(c, valid, self.alpha, self.beta, self.cfg.weight_range, gate,
+            return confidence_weights(c, valid, self.cfg.alpha, self.cfg.beta, self.cfg.weight_range, gate,
                                       self.cfg.renormalise)
         inputs = dwc_inputs(c, valid, self.cfg.inputs == "logits_confidence", self.cfg.stride)
         if inputs.shape[1] != self.controller.in_channels:
@@ -282,13 +281,13 @@ class DWLDLoss(nn.Module):
         w_tc, w_nc = upsample_weights(*self.controller(inputs), valid.shape[-2:])
         if gate is not None:
             w_tc, w_nc = w_tc * gate, w_nc * gate
-        w_tc = renormalise_mean(w_tc, valid, self.alpha)
-        w_nc = renormalise_mean(w_nc, valid, self.beta)
+        w_tc = renormalise_mean(w_tc, valid, self.cfg.alpha)
+        w_nc = renormalise_mean(w_nc, valid, self.cfg.beta)
         return grad_reverse(w_tc, self.cfg.reverse_scale), grad_reverse(w_nc, self.cfg.reverse_scale)
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         tckd, nckd, valid, conf = decoupled_parts(
-            student_logits, teacher_logits, target, self.temperature, self.ignore_index
+            student_logits, teacher_logits, target, self.cfg.temperature, self.ignore_index
         )
         w_tc, w_nc = self.pixel_weights(conf, valid, valid_mask(target, self.ignore_index)[1])
-        return weighted_decoupled_loss(tckd, nckd, valid, w_tc, w_nc, self.temperature)
+        return weighted_decoupled_loss(tckd, nckd, valid, w_tc, w_nc, self.cfg.temperature)

@@ -233,14 +233,24 @@ def check_dependencies(planned: Sequence[PlannedRun]) -> None:
             raise UserError(f"run {p.spec.name} starts from {missing[0]}, which is not a run of this study")
 
 
+def _stored_config(path: Path) -> dict:
+    """A finished run's config.yaml as a dict in today's layout (runs made before an option moved read as now)."""
+    return upgrade_stored(yaml.safe_load(path.read_text()) or {})
+
+
+def _as_stored(cfg: ExperimentConfig) -> dict:
+    """`cfg` as its config.yaml reads back (tuples as lists), to compare with a stored one."""
+    return yaml.safe_load(yaml.safe_dump(to_dict(cfg)))
+
+
 def check_finished_run(run: PlannedRun) -> None:
     """A finished run must have been made with this config (a changed protocol must not mix with old runs)."""
     stored = run.run_dir / "config.yaml"
     try:
-        old = upgrade_stored(yaml.safe_load(stored.read_text()) or {})  # runs made before an option moved
+        old = _stored_config(stored)
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"{stored}: cannot read the finished run's config ({err}); delete {run.run_dir} to redo it")
-    new = yaml.safe_load(yaml.safe_dump(to_dict(run.cfg)))
+    new = _as_stored(run.cfg)
     only = run.spec.teacher_only
     diffs = config_differences(compared_config(old, only), compared_config(new, only))
     if diffs:
@@ -386,7 +396,7 @@ def _reuse_other_folders(resolved: list, primary_of: dict[str, str], finished: s
     taken = {spec.name for spec, *_ in resolved}
     others = _finished_elsewhere(setup.out / RUNS_DIR, taken)
     for key, (spec, cfg) in wanted.items():
-        new = compared_config(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
+        new = compared_config(_as_stored(cfg))
         for name, stored in others:
             if is_finished(setup.out / RUNS_DIR / name, spec.needs_test) and not config_differences(stored, new):
                 primary_of[key] = name
@@ -402,7 +412,7 @@ def _finished_elsewhere(runs: Path, taken: set[str]) -> list[tuple[str, dict]]:
         if folder.name in taken or not (folder / METRICS_FILE).is_file() or not stored_path.is_file():
             continue
         try:
-            stored = upgrade_stored(yaml.safe_load(stored_path.read_text()) or {})
+            stored = _stored_config(stored_path)
         except (OSError, yaml.YAMLError):
             continue  # an unreadable folder serves nothing; its own study reports it
         if isinstance(stored, dict) and "student" in stored:

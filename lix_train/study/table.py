@@ -356,6 +356,23 @@ def _protocol_lines(p: Mapping[str, Any], val_only: bool = False) -> list[str]:
     ]
 
 
+def _header_lines(table: Mapping[str, Any], title: str, val_only: bool) -> list[str]:
+    """The title, command, commits and protocol every table.md starts with."""
+    return [f"# {title} ({table['protocol']['preset']} preset)", "",
+            f"Command: `{table['command']}`  ", f"Commit: `{table['commit']}`  ",
+            "Runs trained at: " + (", ".join(f"`{c}` ({n})" for c, n in table.get("run_commits", {}).items()) or "-"),
+            "", "Protocol:", "", *_protocol_lines(table["protocol"], val_only), ""]
+
+
+def _ablation_heading(name: str, ablation: Mapping[str, Any], own_teachers: bool) -> list[str]:
+    """`## Ablation NAME: description` and what it varies; `own_teachers`: say that a changed teacher is each
+    variant's own reference."""
+    varies = f"Method {ablation['method']}; varies {', '.join(f'`{k}`' for k in ablation['keys'])}"
+    tail = ("; each variant has its own teacher, and its gap closed is measured against that teacher."
+            if own_teachers and ablation["changes_teacher"] else ".")
+    return ["", f"## Ablation `{name}`: {ablation['description']}", "", varies + tail, ""]
+
+
 def _val_cells(row: Mapping[str, Any], base: float | None, teacher: float | None) -> str:
     """'val mIoU | per seed | vs baseline | gap closed' of a row, all on the validation drives."""
     mean = row.get("val_mean")
@@ -370,10 +387,7 @@ def format_val_markdown(table: Mapping[str, Any]) -> str:
     p = table["protocol"]
     base = next((m["val_mean"] for m in table["methods"] if m["method"] == BASELINE), None)
     teacher = table.get("teacher_val_miou")
-    lines = [f"# LIX-Seg comparison on val ({p['preset']} preset)", "",
-             f"Command: `{table['command']}`  ", f"Commit: `{table['commit']}`  ",
-             "Runs trained at: " + (", ".join(f"`{c}` ({n})" for c, n in table.get("run_commits", {}).items()) or "-"),
-             "", "Protocol:", "", *_protocol_lines(p, val_only=True), "",
+    lines = [*_header_lines(table, "LIX-Seg comparison on val", val_only=True),
              "Val mIoU in %, mean ± sample std over seeds; gap closed = (student - baseline) / (teacher - baseline), "
              "all on the validation drives, where settings are chosen. No run read the test split.", "",
              _tuned_line(table), "",
@@ -386,8 +400,7 @@ def format_val_markdown(table: Mapping[str, Any]) -> str:
         rows = [row for row in ablation["rows"] if not row["teacher_only"]]
         if not rows:
             continue
-        lines += ["", f"## Ablation `{name}`: {ablation['description']}", "",
-                  f"Method {ablation['method']}; varies {', '.join(f'`{k}`' for k in ablation['keys'])}.", "",
+        lines += [*_ablation_heading(name, ablation, own_teachers=False),
                   "| variant | val mIoU | per seed | vs baseline | gap closed |", "|---|---|---|---|---|"]
         lines += [f"| {row['variant']} | {_val_cells(row, base, teacher)} |" for row in rows]
     if table.get("missing"):
@@ -400,11 +413,7 @@ def format_markdown(table: Mapping[str, Any]) -> str:
     if table.get("val_only"):
         return format_val_markdown(table)
     p = table["protocol"]
-    lines = [f"# LIX-Seg comparison ({p['preset']} preset)", "",
-             f"Command: `{table['command']}`  ", f"Commit: `{table['commit']}`  ",
-             "Runs trained at: " + (", ".join(f"`{c}` ({n})" for c, n in table.get("run_commits", {}).items()) or "-"),
-             "", "Protocol:", "",
-             *_protocol_lines(p), "",
+    lines = [*_header_lines(table, "LIX-Seg comparison", val_only=False),
              "Test mIoU in %, mean ± sample std over seeds; gap closed = (student - baseline) / (teacher - baseline). "
              "Val: the same students on the validation drives, where settings are chosen (never on test).",
              ""]
@@ -428,10 +437,7 @@ def format_markdown(table: Mapping[str, Any]) -> str:
     for name, ablation in table["ablations"].items():
         if name == "control":
             continue
-        lines += ["", f"## Ablation `{name}`: {ablation['description']}", "",
-                  f"Method {ablation['method']}; varies {', '.join(f'`{k}`' for k in ablation['keys'])}"
-                  + ("; each variant has its own teacher, and its gap closed is measured against that teacher."
-                     if ablation["changes_teacher"] else "."), "",
+        lines += [*_ablation_heading(name, ablation, own_teachers=True),
                   "| variant | teacher mIoU | mIoU | per seed | vs baseline | gap closed | val mIoU |",
                   "|---|---|---|---|---|---|---|"]
         for row in ablation["rows"]:
