@@ -20,7 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from lix_train.config import ConfigError, add_config_arguments, overrides_from_args, resolve, to_dict, write_yaml
-from lix_train.experiment import DEFAULT_PRESET, NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig, upgrade_stored
+from lix_train.experiment import DEFAULT_PRESET, NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig, load_stored_config
 
 EXIT_USER_ERROR = 2
 CONFIG_FILE = "config.yaml"
@@ -276,7 +276,7 @@ def _config_differences(path: Path, cfg: ExperimentConfig) -> list[str]:
     from lix_train.engine.checkpoint import signature_differences
 
     try:
-        stored = upgrade_stored(yaml.safe_load(path.read_text()) or {})  # a run made before an option moved
+        stored = load_stored_config(path)  # a run made before an option moved reads as now
     except (OSError, yaml.YAMLError) as err:
         return [f"(unreadable {path.name}: {err})"]
     current = yaml.safe_load(config_yaml(cfg))

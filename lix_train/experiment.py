@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lix_train.config import ConfigError, check_range, option, read_yaml, section, to_dict
 from lix_train.data.build import DataConfig, root_identity
 from lix_train.distillers.config import DistillConfig, upgrade_distill_section
@@ -135,6 +137,11 @@ def upgrade_stored(config: dict) -> dict:
 def read_stored_config(path: str | Path) -> dict:
     """A run folder's config.yaml in today's layout; errors name the file."""
     return upgrade_stored(read_yaml(path))
+
+
+def load_stored_config(path: Path) -> dict:
+    """`read_stored_config` for callers that report an unreadable file themselves (OSError, yaml.YAMLError)."""
+    return upgrade_stored(yaml.safe_load(path.read_text()) or {})
 
 
 def network_signature(role: str, model: ModelConfig) -> dict:

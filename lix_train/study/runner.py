@@ -42,7 +42,7 @@ import yaml
 from lix_train.cli import UserError
 from lix_train.config import ConfigError, merge, read_yaml, resolve, to_dict, write_yaml
 from lix_train.evaluate import eval_file_name
-from lix_train.experiment import NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig, teacher_hash, upgrade_stored
+from lix_train.experiment import NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig, load_stored_config, teacher_hash
 from lix_train.report import METRICS_FILE, write_json, write_text
 from lix_train.study.grid import RunSpec, nest
 from lix_train.study.parallel import Job, run_jobs
@@ -233,11 +233,6 @@ def check_dependencies(planned: Sequence[PlannedRun]) -> None:
             raise UserError(f"run {p.spec.name} starts from {missing[0]}, which is not a run of this study")
 
 
-def _stored_config(path: Path) -> dict:
-    """A finished run's config.yaml as a dict in today's layout (runs made before an option moved read as now)."""
-    return upgrade_stored(yaml.safe_load(path.read_text()) or {})
-
-
 def _as_stored(cfg: ExperimentConfig) -> dict:
     """`cfg` as its config.yaml reads back (tuples as lists), to compare with a stored one."""
     return yaml.safe_load(yaml.safe_dump(to_dict(cfg)))
@@ -247,7 +242,7 @@ def check_finished_run(run: PlannedRun) -> None:
     """A finished run must have been made with this config (a changed protocol must not mix with old runs)."""
     stored = run.run_dir / "config.yaml"
     try:
-        old = _stored_config(stored)
+        old = load_stored_config(stored)  # runs made before an option moved read as now
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"{stored}: cannot read the finished run's config ({err}); delete {run.run_dir} to redo it")
     new = _as_stored(run.cfg)
@@ -412,7 +407,7 @@ def _finished_elsewhere(runs: Path, taken: set[str]) -> list[tuple[str, dict]]:
         if folder.name in taken or not (folder / METRICS_FILE).is_file() or not stored_path.is_file():
             continue
         try:
-            stored = _stored_config(stored_path)
+            stored = load_stored_config(stored_path)
         except (OSError, yaml.YAMLError):
             continue  # an unreadable folder serves nothing; its own study reports it
         if isinstance(stored, dict) and "student" in stored:
