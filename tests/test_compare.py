@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -60,6 +61,14 @@ def test_the_issue_axes_are_all_there():
     assert ablations.select(["all"]) == list(sets.values())
     with pytest.raises(ValueError, match="unknown ablation 'dwc'.*dwc_depth"):
         ablations.select(["dwc"])
+
+
+def test_the_readme_names_every_ablation_set():
+    """The README's `--ablation NAME` list is how users find the sets: a new set must join it."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    listing = readme.split("(`--ablation NAME`", 1)[1].split("What the first study found", 1)[0]
+    named = set(re.findall(r"`([a-z_0-9]+)`", listing))
+    assert set(ablations.ABLATIONS) <= named, sorted(set(ablations.ABLATIONS) - named)
 
 
 def test_expand_crosses_methods_seeds_and_variants():
