@@ -334,7 +334,8 @@ def _metrics(test: float | None, val: float, teacher: float = 0.6, init_from: st
     return out
 
 
-def _made_up_study():
+def _made_up_study(val_only: bool = False):
+    """Main rows, budgets 1 / 4 and a warm-start track; val = test - 2 points (val alone when `val_only`)."""
     main = expand(["baseline", "kd", "lix_xzeros"], [0, 1])
     budgets = expand_budgets(["baseline", "kd", "lix_xzeros"], [0, 1], [1, 4], preset_iters=2)
     warm = expand_warm_start(["baseline", "kd", "lix_xzeros"], [0, 1], 3, lambda s: f"b{s}")
@@ -343,7 +344,7 @@ def _made_up_study():
     for spec in main + budgets + warm:
         bump = {"1": -0.05, "4": 0.05}.get(spec.variant, 0.0) + (0.02 if spec.group == "warm_start" else 0.0)
         test = score[spec.label] + bump + 0.01 * spec.seed
-        results.append(RunResult(spec, _metrics(test, test - 0.02)))
+        results.append(RunResult(spec, _metrics(None if val_only else test, test - 0.02)))
     return results
 
 
@@ -374,6 +375,22 @@ def test_budget_and_warm_tables_and_results_json():
     assert "## Student iteration budgets" in md and "| model | 1 test | 1 val | 2 test | 2 val | 4 test | 4 val |" in md
     assert "## Warm start: 3 more iterations from the baseline students" in md
     assert "| lix_xzeros (LIX from the X = zeros teacher) |" in md
+
+
+def test_a_val_only_study_shows_its_budgets_and_warm_start_on_val(tmp_path):
+    from lix_train.study.plots import plot_warm_start
+
+    table = aggregate(_made_up_study(val_only=True), [], {"student": {"iters": 2}}, "cmd --eval.score_test false",
+                      "c", budgets=[1, 4], warm_iters=3)
+    assert table["val_only"] and table["warm_start"]["start_val_mean"] == pytest.approx(0.385)
+    md = format_markdown({**table, "protocol": _protocol()})
+    budgets = md.split("## Student iteration budgets", 1)[1].split("## Warm start", 1)[0]
+    assert "| model | 1 val | 2 val | 4 val |" in budgets and "test" not in budgets
+    assert "| teacher | 60.0 | 60.0 | 60.0 |" in budgets and "| kd | 38.5 ± 0.7 | 43.5 ± 0.7 | 48.5 ± 0.7 |" in budgets
+    warm = md.split("## Warm start: 3 more iterations from the baseline students", 1)[1]
+    assert "started at 38.5 val mIoU" in warm and "| model | val mIoU | per seed | vs baseline | gap closed |" in warm
+    assert "| kd | 45.5 ± 0.7 | 45.0, 46.0 | +5.0 | 26 % |" in warm  # against the warm baseline's 40.5, teacher 60
+    assert plot_warm_start(table, tmp_path / "warm.png").read_bytes()[:8] == PNG
 
 
 def test_budget_and_warm_start_plots_are_pngs(tmp_path):

@@ -142,33 +142,36 @@ def plot_budgets(table: Mapping[str, Any], out_path: Path) -> Path:
 
 def plot_warm_start(table: Mapping[str, Any], out_path: Path) -> Path:
     """The warm-start rows: test mIoU bars (std whiskers) with the seeds as points, val means as
-    diamonds; lines for the teacher and for where the baseline students started."""
+    diamonds; lines for the teacher and for where the baseline students started. A val-only study
+    draws its val scores the same way (bars, seeds, the teacher's and the start's val)."""
     warm = table.get("warm_start") or {}
-    rows = [r for r in warm.get("rows", []) if r["mean"] is not None]
+    val_only = bool(table.get("val_only"))
+    split, key = ("val", "val_") if val_only else ("test", "")
+    rows = [r for r in warm.get("rows", []) if r[f"{key}mean"] is not None]
     if not rows:
         raise ValueError("plot_warm_start: no finished warm-start runs to draw")
     fig = Figure(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.8))
     ax = fig.subplots()
     x = np.arange(len(rows))
     colors = ["tab:gray" if r["method"] == BASELINE else "tab:blue" for r in rows]
-    ax.bar(x, [100 * r["mean"] for r in rows], 0.6, yerr=[100 * (r["std"] or 0.0) for r in rows], capsize=4,
-           color=colors, alpha=0.75)
+    ax.bar(x, [100 * r[f"{key}mean"] for r in rows], 0.6, yerr=[100 * (r[f"{key}std"] or 0.0) for r in rows],
+           capsize=4, color=colors, alpha=0.75)
     for i, row in enumerate(rows):
-        points = 100 * np.asarray(row["miou"], dtype=float)
+        points = 100 * np.asarray(row[f"{key}miou"], dtype=float)
         jitter = np.linspace(-0.12, 0.12, len(points)) if len(points) > 1 else np.zeros(1)
-        ax.scatter(i + jitter, points, s=14, color="black", zorder=3, label="test, per seed" if i == 0 else None)
-        if row.get("val_mean") is not None:
+        ax.scatter(i + jitter, points, s=14, color="black", zorder=3, label=f"{split}, per seed" if i == 0 else None)
+        if not val_only and row.get("val_mean") is not None:
             ax.scatter([i], [100 * row["val_mean"]], s=28, marker="D", facecolors="none", edgecolors="tab:purple",
                        zorder=3, label="val mean" if i == 0 else None)
-    if warm.get("teacher_miou") is not None:
-        ax.axhline(100 * warm["teacher_miou"], color="tab:green", linestyle="--",
-                   label=f"teacher {100 * warm['teacher_miou']:.1f}")
-    if warm.get("start_mean") is not None:
-        ax.axhline(100 * warm["start_mean"], color="tab:gray", linestyle=":",
-                   label=f"start: baseline students {100 * warm['start_mean']:.1f}")
+    teacher = table.get("teacher_val_miou") if val_only else warm.get("teacher_miou")
+    if teacher is not None:
+        ax.axhline(100 * teacher, color="tab:green", linestyle="--", label=f"teacher {100 * teacher:.1f}")
+    start = warm.get("start_val_mean" if val_only else "start_mean")
+    if start is not None:
+        ax.axhline(100 * start, color="tab:gray", linestyle=":", label=f"start: baseline students {100 * start:.1f}")
     ax.set_xticks(x)
     ax.set_xticklabels([r["method"] for r in rows], rotation=30, ha="right")
-    ax.set_ylabel("test mIoU (%)")
+    ax.set_ylabel(f"{split} mIoU (%)")
     ax.set_ylim(0, None)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -185,7 +185,7 @@ def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], pr
         table["budgets"] = _budget_table(results, budgets, protocol["student"]["iters"], teacher_miou)
         rows += [cell for row in table["budgets"]["rows"] for cell in row["by_budget"].values()]
     if warm_iters is not None:
-        table["warm_start"] = _warm_table(results, warm_iters, teacher_miou, base_mean)
+        table["warm_start"] = _warm_table(results, warm_iters, teacher_miou, base_mean, baseline["val_mean"])
         rows += table["warm_start"]["rows"]
     table["missing"] = sorted({name for row in rows for name in row["missing"]})
     # eval.score_test false: no run read test, so table.md shows the val scores in the main columns
@@ -212,8 +212,10 @@ def _budget_table(results: Sequence[RunResult], budgets: Sequence[int], preset_i
             "rows": rows}
 
 
-def _warm_table(results: Sequence[RunResult], iters: int, teacher: float | None, start_mean: float | None) -> dict:
-    """The warm-start rows, each measured against the baseline's own warm-start row (the fair control)."""
+def _warm_table(results: Sequence[RunResult], iters: int, teacher: float | None, start_mean: float | None,
+                start_val_mean: float | None = None) -> dict:
+    """The warm-start rows, each measured against the baseline's own warm-start row (the fair control);
+    `start_mean` / `start_val_mean`: the baseline students' test / val mIoU where the track starts."""
     by_row = _by_row(results, WARM_GROUP)
     base = _student_row(by_row.get(BASELINE, []), None, None)
     rows = []
@@ -221,7 +223,8 @@ def _warm_table(results: Sequence[RunResult], iters: int, teacher: float | None,
         row = {"method": label, "tuned": dict(runs[0].spec.tuned), **_student_row(runs, base["mean"], teacher)}
         row.pop("per_class_iou")
         rows.append(row)
-    return {"iters": iters, "start_mean": start_mean, "teacher_miou": teacher, "rows": rows}
+    return {"iters": iters, "start_mean": start_mean, "start_val_mean": start_val_mean, "teacher_miou": teacher,
+            "rows": rows}
 
 
 def aggregate_tuning(results: Sequence[RunResult], protocol: dict, command: str, commit: str) -> dict:
@@ -396,6 +399,8 @@ def format_val_markdown(table: Mapping[str, Any]) -> str:
         lines.append(f"| teacher (RGB+{p['modality']}) | {_pct(teacher)} | - | "
                      f"{_pct(None if base is None else teacher - base, True)} | 100 % |")
     lines += [f"| {_row_name(row)} | {_val_cells(row, base, teacher)} |" for row in table["methods"]]
+    lines += _budget_lines(table, val_only=True)
+    lines += _warm_lines(table, val_only=True)
     for name, ablation in table["ablations"].items():
         rows = [row for row in ablation["rows"] if not row["teacher_only"]]
         if not rows:
@@ -473,38 +478,46 @@ def _tuned_line(table: Mapping[str, Any]) -> str:
             f"evidence there): {listed}. Rows marked (tuned) use them.")
 
 
-def _budget_lines(table: Mapping[str, Any]) -> list[str]:
+def _budget_lines(table: Mapping[str, Any], val_only: bool = False) -> list[str]:
+    """The budget section: test and val per budget, or val alone in a val-only study."""
     budgets = table.get("budgets")
     if not budgets:
         return []
     iters = [str(b) for b in budgets["iters"]]
-    heads = " | ".join(f"{b} test | {b} val" for b in iters)
+    splits = ("val_",) if val_only else ("", "val_")
+    heads = " | ".join(f"{b} {'val' if key else 'test'}" for b in iters for key in splits)
     lines = ["", "## Student iteration budgets", "",
              f"Each row at every budget (student.train.iters; {budgets['preset_iters']} is the preset's, the main "
-             "table); the same seeds, data and teacher. mIoU in %, mean ± std over seeds.", "",
-             f"| model | {heads} |", "|---" * (1 + 2 * len(iters)) + "|"]
-    if budgets.get("teacher_miou") is not None:
-        val = _pct(budgets.get("teacher_val_miou"))
-        lines.append("| teacher | " + " | ".join(f"{_pct(budgets['teacher_miou'])} | {val}" for _ in iters) + " |")
+             "table); the same seeds, data and teacher. " + ("Val " if val_only else "") +
+             "mIoU in %, mean ± std over seeds.", "",
+             f"| model | {heads} |", "|---" * (1 + len(splits) * len(iters)) + "|"]
+    teacher = {"": budgets.get("teacher_miou"), "val_": budgets.get("teacher_val_miou")}
+    if teacher[splits[0]] is not None:
+        lines.append("| teacher | " + " | ".join(_pct(teacher[key]) for _ in iters for key in splits) + " |")
     for row in budgets["rows"]:
-        cells = " | ".join(f"{_mean_std(row['by_budget'][b])} | {_mean_std(row['by_budget'][b], 'val_')}"
-                           for b in iters)
+        cells = " | ".join(_mean_std(row["by_budget"][b], key) for b in iters for key in splits)
         lines.append(f"| {row['method']} | {cells} |")
     return lines
 
 
-def _warm_lines(table: Mapping[str, Any]) -> list[str]:
+def _warm_lines(table: Mapping[str, Any], val_only: bool = False) -> list[str]:
+    """The warm-start section, against the baseline's own warm-start row; val columns alone in a val-only study."""
     warm = table.get("warm_start")
     if not warm:
         return []
+    start = (f"{_pct(warm.get('start_val_mean'))} val mIoU" if val_only
+             else f"{_pct(warm.get('start_mean'))} test mIoU")
     lines = ["", f"## Warm start: {warm['iters']} more iterations from the baseline students", "",
              "Every run starts from the finished baseline student of its seed (fresh optimiser and schedule); "
              f"the baseline row continues with labels only, the fair control: 'vs baseline' and the gap closed are "
-             f"measured against it. The baseline students started at {_pct(warm.get('start_mean'))} test mIoU.", "",
-             "| model | mIoU | per seed | vs baseline | gap closed | val mIoU |", "|---|---|---|---|---|---|"]
-    for row in warm["rows"]:
-        lines.append(_method_line(row))
-    return lines
+             f"measured against it. The baseline students started at {start}.", ""]
+    if not val_only:
+        return lines + ["| model | mIoU | per seed | vs baseline | gap closed | val mIoU |", "|---|---|---|---|---|---|",
+                        *(_method_line(row) for row in warm["rows"])]
+    base = next((row["val_mean"] for row in warm["rows"] if row["method"] == BASELINE), None)
+    teacher = table.get("teacher_val_miou")
+    return lines + ["| model | val mIoU | per seed | vs baseline | gap closed |", "|---|---|---|---|---|",
+                    *(f"| {_row_name(row)} | {_val_cells(row, base, teacher)} |" for row in warm["rows"])]
 
 
 def format_tuning(tuning: Mapping[str, Any], tuned_file: str = "lix_train/study/tuned.yaml") -> str:
