@@ -229,8 +229,11 @@ def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,
 
     args = parser.parse_args(argv)
     errors = user_errors()
+    finished = False
     try:
-        return body(args)
+        code = body(args)
+        finished = True
+        return code
     except Exception as err:  # noqa: BLE001 - only user errors are reported here; the rest re-raise
         # A user error raised in a DataLoader worker arrives re-wrapped, its message the worker's traceback.
         message = worker_error_message(err, [t.__name__ for t in errors])
@@ -245,7 +248,7 @@ def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,
     finally:
         from lix_train.engine.distributed import cleanup
 
-        cleanup()
+        cleanup(finished)
 
 
 def shared(obj: Any) -> Any:

@@ -53,11 +53,7 @@ def worker(out: Path) -> None:
 
 
 def test_two_gloo_processes(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           __file__, str(tmp_path)]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    result = _torchrun(str(tmp_path), timeout=180)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
@@ -86,5 +82,42 @@ def test_two_gloo_processes(tmp_path):
     assert sum(map(sum, single["confusion"])) == EVAL_IMAGES * 16 * 14
 
 
+def leaver(failing_rank: int) -> int:
+    """A CLI body (run_cli) that joins the group, all-reduces once, then fails on `failing_rank` only."""
+    import argparse
+
+    from lix_train.cli import UserError, run_cli
+    from lix_train.engine.distributed import init_distributed
+
+    def body(args: argparse.Namespace) -> int:
+        info = init_distributed(torch.device("cpu"))
+        torch.distributed.all_reduce(torch.ones(1))
+        if info.rank == failing_rank:
+            raise UserError("this rank was told to fail")
+        return 0
+
+    return run_cli(argparse.ArgumentParser(prog="leaver"), [], body)
+
+
+def _torchrun(*argv: str, timeout: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", __file__, *argv]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_ranks_leave_the_group_together_and_a_failed_rank_does_not_strand_the_others():
+    """run_cli's cleanup waits for every finished rank before tearing gloo down, and skips that wait
+    on a failed rank: the job ends at once with the failure's one line, not a hang or a peer's traceback."""
+    assert _torchrun("--leaver", "-1", timeout=120).returncode == 0  # nobody fails
+    for failing in (0, 1):
+        result = _torchrun("--leaver", str(failing), timeout=120)
+        assert result.returncode != 0
+        assert f"leaver: error [rank {failing}]: this rank was told to fail" in result.stderr
+        assert "Connection closed by peer" not in result.stderr, result.stderr[-3000:]
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--leaver":
+        sys.exit(leaver(int(sys.argv[2])))
     worker(Path(sys.argv[1]))

@@ -8,6 +8,7 @@ CUDA and gloo on CPU.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -106,10 +107,24 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def cleanup() -> None:
-    """Leave the process group (safe to call when none was joined)."""
-    if is_distributed():
-        dist.destroy_process_group()
+def cleanup(finished: bool = True) -> None:
+    """Leave the process group (safe to call when none was joined).
+
+    Before it goes: a garbage collection, so that DDP reducers and gloo work objects die while the
+    group and the interpreter are alive (freed during interpreter shutdown instead, gloo's threads
+    can abort the process: "terminate called without an active exception"), and, when this rank
+    `finished` normally, a barrier, so that no rank tears its connections down while another is
+    still in a collective. A rank that failed skips the barrier: the others may never reach it.
+    """
+    if not is_distributed():
+        return
+    gc.collect()
+    if finished:
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer left early (it failed, and says why itself): nothing to wait for
+            pass
+    dist.destroy_process_group()
 
 
 class SeededIndex(int):
