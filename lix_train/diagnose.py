@@ -3,6 +3,7 @@ what the LIX losses do with it.
 
     python -m lix_train.diagnose --run-dir runs/compare/synthetic/runs/lix-s0
     python -m lix_train.diagnose --run-dir RUN --split val --frames 32 --bandwidths 1,0.3,0.1
+    python -m lix_train.diagnose --run-dir RUN_A RUN_B RUN_C --table gradients.md   # runs side by side
 
 On held-out frames (validation split by default, so nothing is tuned on the test drives):
 
@@ -15,13 +16,16 @@ On held-out frames (validation split by default, so nothing is tuned on the test
   and the CKA after recalibration.
 
 Printed as tables and written to RUN/diagnosis.json. Reads the run's config.yaml, its
-student.pt and the teacher its metrics.json names.
+student.pt and the teacher its metrics.json names. Given several runs, it also prints one
+comparison table (the teacher-only pixel share and each term's gradient against CE's per run),
+and --table FILE writes it as Markdown with the command that made it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from lix_train.cli import OneLineParser, UserError, run_cli
@@ -37,12 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Where the teacher is right and the student is not, how the logit loss weights those pixels, "
                     "and how ARFD's kernel recalibration behaves per stage and bandwidth, on held-out frames of a "
                     "finished distillation run. Writes RUN/diagnosis.json.")
-    parser.add_argument("--run-dir", type=Path, required=True, metavar="RUN",
-                        help="A finished `python -m lix_train.distill` run folder (config.yaml, student.pt, metrics.json).")
+    parser.add_argument("--run-dir", type=Path, required=True, nargs="+", metavar="RUN",
+                        help="Finished `python -m lix_train.distill` run folders (config.yaml, student.pt, "
+                             "metrics.json); several are compared side by side.")
     parser.add_argument("--split", choices=("train", "val", "test"), default="val", help="Frames to look at.")
     parser.add_argument("--frames", type=int, default=16, metavar="N", help="Evenly spaced frames of the split.")
     parser.add_argument("--bandwidths", default="1,0.3,0.1", metavar="S,S,...",
                         help="ARFD bandwidth scales to compare (sigma = scale x median distance).")
+    parser.add_argument("--table", type=Path, default=None, metavar="FILE",
+                        help="Also write the runs' comparison table (Markdown, with this command) to FILE.")
     return parser
 
 
@@ -219,28 +226,82 @@ def format_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(args: argparse.Namespace) -> int:
+def comparison_rows(reports: list[dict]) -> tuple[list[str], list[dict]]:
+    """(the distillation terms any run has, one row per run): its teacher-only pixel share and, per
+    term, |grad| / CE's and the cosine with CE's gradient (None where the run has no such term)."""
+    terms = sorted({name for r in reports for name in r.get("gradients", {}) if name != "loss_h"})
+    rows = []
+    for r in reports:
+        grads = r.get("gradients", {})
+        rows.append({"run": Path(r["run_dir"]).name, "method": r["method"],
+                     "teacher_only": r["logits"]["teacher only"]["pixels"],
+                     "terms": {t: (grads[t]["ratio_to_ce"], grads[t]["cosine_with_ce"]) if t in grads else None
+                               for t in terms}})
+    return terms, rows
+
+
+def format_comparison(reports: list[dict], command: str | None = None) -> str:
+    """The comparison as a Markdown table (and the command that made it, when given)."""
+    terms, rows = comparison_rows(reports)
+    first = reports[0]
+    lines = [f"Command: `{command}`", ""] if command else []
+    lines += [f"{first['frames']} {first['split']} frames per run; the finished students; each distillation term at "
+              "full strength. |grad| / CE's: its gradient norm over the student's weights relative to the label "
+              "loss's; cos: the cosine between the two (negative: it pulls against the labels).", "",
+              "| run | method | teacher-only pixels | " + " | ".join(f"{t} \\|grad\\| / CE's | {t} cos" for t in terms)
+              + " |", "|---" * (3 + 2 * len(terms)) + "|"]
+    for row in rows:
+        cells = []
+        for t in terms:
+            pair = row["terms"][t]
+            cells += ["-", "-"] if pair is None else [
+                "-" if pair[0] is None else f"{pair[0]:.2f}", "-" if pair[1] is None else f"{pair[1]:+.2f}"]
+        lines.append(f"| {row['run']} | {row['method']} | {100 * row['teacher_only']:.1f} % | " + " | ".join(cells)
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def diagnose_run(run_dir: Path, split: str, frames: int, scales: list[float]) -> dict:
+    """The report of one run (what RUN/diagnosis.json holds)."""
     import torch
 
-    from lix_train.report import write_json
+    cfg, teacher, student = load_run(run_dir)
+    batch = frames_batch(cfg, split, frames)
+    with torch.no_grad():
+        t_logits, t_feats = teacher(batch["image"], batch["x"])
+        s_logits, s_feats = student(batch["image"])
+    return {"run_dir": str(run_dir), "split": split, "frames": int(batch["image"].shape[0]),
+            "method": cfg.distill.method,
+            "logits": logit_report(cfg, s_logits, t_logits, batch["label"]),
+            "features": feature_report(cfg, s_feats, t_feats, scales),
+            "gradients": gradient_report(cfg, teacher, student, batch, int(s_logits.shape[1]),
+                                         trained_extras(run_dir))}
+
+
+def run(args: argparse.Namespace) -> int:
+    from lix_train.report import write_json, write_text
 
     if args.frames < 1:
         raise UserError(f"--frames {args.frames}: need at least one")
     scales = parse_scales(args.bandwidths)
-    cfg, teacher, student = load_run(args.run_dir)
-    batch = frames_batch(cfg, args.split, args.frames)
-    with torch.no_grad():
-        t_logits, t_feats = teacher(batch["image"], batch["x"])
-        s_logits, s_feats = student(batch["image"])
-    report = {"run_dir": str(args.run_dir), "split": args.split, "frames": int(batch["image"].shape[0]),
-              "method": cfg.distill.method,
-              "logits": logit_report(cfg, s_logits, t_logits, batch["label"]),
-              "features": feature_report(cfg, s_feats, t_feats, scales),
-              "gradients": gradient_report(cfg, teacher, student, batch, int(s_logits.shape[1]),
-                                           trained_extras(args.run_dir))}
-    write_json(args.run_dir / OUT_FILE, report)
-    print(format_report(report), end="")
-    print(f"written: {args.run_dir / OUT_FILE}", flush=True)
+    for run_dir in args.run_dir:  # every folder checked before any is scored
+        load_run(run_dir)
+    reports = []
+    for run_dir in args.run_dir:
+        report = diagnose_run(run_dir, args.split, args.frames, scales)
+        write_json(run_dir / OUT_FILE, report)
+        print(format_report(report), end="")
+        print(f"written: {run_dir / OUT_FILE}", flush=True)
+        reports.append(report)
+    if len(reports) > 1 or args.table is not None:
+        command = shlex.join([*PROG.split(), "--run-dir", *map(str, args.run_dir), "--split", args.split,
+                              "--frames", str(args.frames), "--bandwidths", args.bandwidths,
+                              "--table", str(args.table)]) if args.table is not None else None
+        table = format_comparison(reports, command)
+        print("", table, sep="\n", end="")
+        if args.table is not None:
+            write_text(args.table, table)
+            print(f"written: {args.table}", flush=True)
     return 0
 
 

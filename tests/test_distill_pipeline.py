@@ -281,6 +281,30 @@ def test_diagnose_reads_a_finished_run(setup, first_run, capsys):
     assert "cosine with CE" in said
 
 
+def test_diagnose_compares_several_runs_in_one_table(setup, first_run, tmp_path, capsys):
+    from lix_train import diagnose
+
+    base, config = setup
+    kd_run = tmp_path / "kd"
+    assert distill.main(["--config", str(config), "--run-dir", str(kd_run), "--distill.method", "kd",
+                         "--output.plots", "false"]) == 0
+    capsys.readouterr()
+    table = tmp_path / "gradients.md"
+    assert diagnose.main(["--run-dir", str(first_run), str(kd_run), "--frames", "2", "--table", str(table)]) == 0
+    said = capsys.readouterr().out
+    reports = [json.loads((run / "diagnosis.json").read_text()) for run in (first_run, kd_run)]
+    terms, rows = diagnose.comparison_rows(reports)
+    assert terms == ["loss_f", "loss_l"] and [r["method"] for r in rows] == ["lix", "kd"]
+    assert rows[1]["terms"]["loss_f"] is None  # KD has no feature term
+    assert rows[0]["terms"]["loss_l"] == (reports[0]["gradients"]["loss_l"]["ratio_to_ce"],
+                                          reports[0]["gradients"]["loss_l"]["cosine_with_ce"])
+    text = table.read_text()
+    assert text.startswith(f"Command: `python -m lix_train.diagnose --run-dir {first_run} {kd_run} --split val")
+    assert text.split("\n", 2)[2] in said  # the printed table is the written one (less its command)
+    share = 100 * reports[1]["logits"]["teacher only"]["pixels"]
+    assert f"| kd | kd | {share:.1f} % | - | - |" in text
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--bandwidths", "1,x"], "expected comma-separated numbers"),
     (["--bandwidths", "0"], "each > 0"),
