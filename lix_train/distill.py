@@ -250,7 +250,8 @@ def scored_split(cfg) -> str:
 def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, teacher_path, teacher_trained,
                   teacher_record, teacher_dir, class_set, test_split: dict, skipped: dict | None = None) -> None:
     from lix_train.report import (
-        METRICS_FILE, METRICS_UNITS, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text,
+        METRICS_FILE, METRICS_UNITS, SUMMARY_FILE, draw_plots, format_table, git_commit, software_environment,
+        write_json, write_text,
     )
 
     split = "test" if cfg.eval.score_test else "val"
@@ -286,6 +287,7 @@ def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, t
         "skipped_frames": skipped or {},
         "config": CONFIG_FILE,
         "commit": git_commit(),  # the code this run trained and scored with
+        "environment": software_environment(),  # ... and the libraries / CPU kernels
     })
     write_json(run_dir / METRICS_FILE, metrics)
     title = (f"{cfg.data.dataset} {split} split, {cfg.data.modality} teacher -> RGB student ({cfg.distill.method}), "

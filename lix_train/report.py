@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -138,3 +139,30 @@ def git_commit(cwd: Path | None = None) -> str:
         return "unknown"
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return head + ("+dirty" if dirty else "")
+
+
+def software_environment() -> dict[str, str]:
+    """The libraries and CPU kernels a run computed with. The same code and seed give the same weights on
+    one machine, but not across machines whose torch / numpy / OpenCV versions or CPU vector kernels
+    (AVX2 vs AVX-512) differ: numbers are comparable bit for bit only within one `label`."""
+    import cv2
+    import numpy
+    import torch
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+           "opencv": cv2.__version__, "cpu": _cpu_model(), "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
+    if torch.cuda.is_available():
+        env["cuda"] = f"{torch.version.cuda} on {torch.cuda.get_device_name()}"
+    env["label"] = ", ".join(f"{k} {env[k]}" for k in ("torch", "numpy", "opencv", "cpu_kernels", "cuda") if k in env)
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"

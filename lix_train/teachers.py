@@ -26,7 +26,7 @@ from pathlib import Path
 from lix_train.config import to_dict, write_yaml
 from lix_train.experiment import ExperimentConfig, build_network, network_signature, teacher_hash, teacher_key
 from lix_train.locking import exclusive
-from lix_train.report import git_commit, write_json
+from lix_train.report import git_commit, software_environment, write_json
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ def ensure_teacher(cfg: ExperimentConfig, run_dir: Path, *, root: Path, resume: 
             "resumed_from": str(summary.resumed_from) if summary.resumed_from else None,
             "val": _without_confusion(summary.last_eval), "final_losses": summary.final_losses,
             "commit": git_commit(),  # the code that trained it (this call's part, for a resumed teacher)
+            "environment": software_environment(),
         }
         if info.is_main:
             write_yaml(cfg, run_dir / "config.yaml")

@@ -75,6 +75,7 @@ def test_first_run_trains_the_teacher_and_writes_every_promised_file(setup, firs
     assert metrics["teacher"]["checkpoint"] == str(teacher_dir / "teacher.pt")
     assert metrics["student"]["iterations"] == ITERS
     assert metrics["wall_time_s"]["total"] > 0
+    assert metrics["environment"]["torch"] == torch.__version__ and metrics["environment"]["label"]
 
     # the resolved config round-trips, and student.pt rebuilds and loads from its signature alone
     assert from_dict(ExperimentConfig, read_yaml(first_run / "config.yaml")).student.train.iters == ITERS

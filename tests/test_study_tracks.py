@@ -377,6 +377,27 @@ def test_budget_and_warm_tables_and_results_json():
     assert "| lix_xzeros (LIX from the X = zeros teacher) |" in md
 
 
+def test_the_table_names_the_software_each_run_computed_with():
+    """Runs match bit for bit only on one software stack: the table counts the runs per stack."""
+    import torch
+
+    from lix_train.report import software_environment
+
+    here = software_environment()
+    assert here["torch"] == torch.__version__ and here["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    assert here["label"].startswith(f"torch {torch.__version__}, numpy ") and "opencv " in here["label"]
+    results = _made_up_study()
+    for i, r in enumerate(results):
+        r.metrics["environment"] = {"label": "stack A" if i % 3 else "stack B"}
+    results[0] = RunResult(results[0].spec, {k: v for k, v in results[0].metrics.items() if k != "environment"})
+    table = aggregate(results, [], {"student": {"iters": 2}}, "cmd", "c")
+    b = (len(results) - 1) // 3  # runs 3, 6, 9, ...
+    a = len(results) - 1 - b
+    assert table["run_environments"] == {"unrecorded": 1, "stack A": a, "stack B": b}
+    md = format_markdown({**table, "protocol": _protocol()})
+    assert f"Software: unrecorded (1); stack A ({a}); stack B ({b})" in md
+
+
 def test_a_val_only_study_shows_its_budgets_and_warm_start_on_val(tmp_path):
     from lix_train.study.plots import plot_warm_start
 

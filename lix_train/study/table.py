@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from lix_train.report import write_json, write_text
 from lix_train.study.ablations import AblationSet
@@ -111,6 +111,15 @@ def _student_row(results: Sequence[RunResult], baseline_mean: float | None, teac
     }
 
 
+def _count_runs(results: Sequence[RunResult], key: Callable[[Mapping[str, Any]], str]) -> dict[str, int]:
+    """{key of a finished run's metrics: how many finished runs have it}."""
+    counts: dict[str, int] = {}
+    for r in results:
+        if r.metrics is not None:
+            counts[key(r.metrics)] = counts.get(key(r.metrics), 0) + 1
+    return counts
+
+
 def _by_row(results: Sequence[RunResult], group: str) -> dict[str, list[RunResult]]:
     rows: dict[str, list[RunResult]] = {}
     for r in results:
@@ -159,15 +168,12 @@ def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], pr
         teacher_row = {"miou": teacher_miou, "per_class_iou": teacher["per_class_iou"],
                        "delta_vs_baseline": None if base_mean is None else teacher_miou - base_mean,
                        "per_class_gain": class_gains(teacher["per_class_iou"], base_classes) if base_classes else {}}
-    run_commits: dict[str, int] = {}
-    for r in results:
-        if r.metrics is not None:
-            key = r.metrics.get("commit", "unrecorded")
-            run_commits[key] = run_commits.get(key, 0) + 1
     table = {
         "command": command,
         "commit": commit,
-        "run_commits": run_commits,  # the code each finished run trained with (a study may span commits)
+        "run_commits": _count_runs(results, lambda m: m.get("commit", "unrecorded")),  # a study may span commits
+        # the libraries and CPU kernels of each finished run: numbers match bit for bit only within one
+        "run_environments": _count_runs(results, lambda m: (m.get("environment") or {}).get("label", "unrecorded")),
         "protocol": protocol,
         "teacher": teacher_row,
         "methods": methods,
@@ -272,7 +278,8 @@ def results_json(table: Mapping[str, Any], default_method: str) -> dict:
         else round(100 * control["teacher_miou"], 4),
         "default_method": default_method,
         "protocol": {**table["protocol"], "commit": table["commit"], "command": table["command"],
-                     "run_commits": table.get("run_commits", {})},
+                     "run_commits": table.get("run_commits", {}),
+                     "run_environments": table.get("run_environments", {})},
         "tuned": table.get("tuned", {}),
         "methods": rows(table["methods"]),
     }
@@ -363,7 +370,9 @@ def _header_lines(table: Mapping[str, Any], title: str, val_only: bool) -> list[
     """The title, command, commits and protocol every table.md starts with."""
     return [f"# {title} ({table['protocol']['preset']} preset)", "",
             f"Command: `{table['command']}`  ", f"Commit: `{table['commit']}`  ",
-            "Runs trained at: " + (", ".join(f"`{c}` ({n})" for c, n in table.get("run_commits", {}).items()) or "-"),
+            "Runs trained at: " + (", ".join(f"`{c}` ({n})" for c, n in table.get("run_commits", {}).items()) or "-")
+            + "  ",
+            "Software: " + ("; ".join(f"{e} ({n})" for e, n in table.get("run_environments", {}).items()) or "-"),
             "", "Protocol:", "", *_protocol_lines(table["protocol"], val_only), ""]
 
 
