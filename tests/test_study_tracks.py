@@ -399,7 +399,7 @@ def test_the_table_names_the_software_each_run_computed_with():
 
 
 def test_a_val_only_study_shows_its_budgets_and_warm_start_on_val(tmp_path):
-    from lix_train.study.plots import plot_warm_start
+    from lix_train.study.plots import plot_budgets, plot_warm_start
 
     table = aggregate(_made_up_study(val_only=True), [], {"student": {"iters": 2}}, "cmd --eval.score_test false",
                       "c", budgets=[1, 4], warm_iters=3)
@@ -412,6 +412,7 @@ def test_a_val_only_study_shows_its_budgets_and_warm_start_on_val(tmp_path):
     assert "started at 38.5 val mIoU" in warm and "| model | val mIoU | per seed | vs baseline | gap closed |" in warm
     assert "| kd | 45.5 ± 0.7 | 45.0, 46.0 | +5.0 | 26 % |" in warm  # against the warm baseline's 40.5, teacher 60
     assert plot_warm_start(table, tmp_path / "warm.png").read_bytes()[:8] == PNG
+    assert plot_budgets(table, tmp_path / "budgets.png").read_bytes()[:8] == PNG  # the val panel alone
 
 
 def test_budget_and_warm_start_plots_are_pngs(tmp_path):

@@ -102,16 +102,18 @@ def plot_class_gains(table: Mapping[str, Any], out_path: Path) -> Path:
 
 def plot_budgets(table: Mapping[str, Any], out_path: Path) -> Path:
     """mIoU against the student's iterations, one line per row (mean, error bars = std over seeds),
-    a test and a val panel, the teacher as a dashed line (on val where a val-only run scored it)."""
+    a test and a val panel (val alone in a val-only study), the teacher as a dashed line."""
     budgets = table.get("budgets") or {}
     rows = [r for r in budgets.get("rows", [])
             if any(c["mean"] is not None or c["val_mean"] is not None for c in r["by_budget"].values())]
     if not rows:
         raise ValueError("plot_budgets: no finished budget runs to draw")
-    fig = Figure(figsize=(10.0, 3.8))
-    panels = fig.subplots(1, 2, sharey=True)
-    for ax, split, key, teacher in ((panels[0], "test", "", budgets.get("teacher_miou")),
-                                    (panels[1], "val", "val_", budgets.get("teacher_val_miou"))):
+    splits = [("val", "val_", budgets.get("teacher_val_miou"))]
+    if not table.get("val_only"):  # a val-only study has no test panel to draw
+        splits.insert(0, ("test", "", budgets.get("teacher_miou")))
+    fig = Figure(figsize=(5.0 * len(splits), 3.8))
+    panels = list(np.atleast_1d(fig.subplots(1, len(splits), sharey=True)))
+    for ax, (split, key, teacher) in zip(panels, splits):
         for row in rows:
             points = [(int(b), c[f"{key}mean"], c[f"{key}std"] or 0.0) for b, c in row["by_budget"].items()
                       if c[f"{key}mean"] is not None]
@@ -134,8 +136,8 @@ def plot_budgets(table: Mapping[str, Any], out_path: Path) -> Path:
     for ax in panels:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    panels[1].legend(list(handles.values()), list(handles), fontsize="small", loc="upper left",
-                     bbox_to_anchor=(1.01, 1.0))
+    panels[-1].legend(list(handles.values()), list(handles), fontsize="small", loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("mIoU against the student budget: mean ± std over seeds")
     return _save(fig, out_path)
 
