@@ -261,11 +261,11 @@ def format_comparison(reports: list[dict], command: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def diagnose_run(run_dir: Path, split: str, frames: int, scales: list[float]) -> dict:
-    """The report of one run (what RUN/diagnosis.json holds)."""
+def diagnose_run(run_dir: Path, loaded: tuple, split: str, frames: int, scales: list[float]) -> dict:
+    """The report of one run (what RUN/diagnosis.json holds); `loaded` is its load_run()."""
     import torch
 
-    cfg, teacher, student = load_run(run_dir)
+    cfg, teacher, student = loaded
     batch = frames_batch(cfg, split, frames)
     with torch.no_grad():
         t_logits, t_feats = teacher(batch["image"], batch["x"])
@@ -284,11 +284,10 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise UserError(f"--frames {args.frames}: need at least one")
     scales = parse_scales(args.bandwidths)
-    for run_dir in args.run_dir:  # every folder checked before any is scored
-        load_run(run_dir)
+    loaded = [load_run(run_dir) for run_dir in args.run_dir]  # every folder checked before any is scored
     reports = []
-    for run_dir in args.run_dir:
-        report = diagnose_run(run_dir, args.split, args.frames, scales)
+    for run_dir, run_parts in zip(args.run_dir, loaded):
+        report = diagnose_run(run_dir, run_parts, args.split, args.frames, scales)
         write_json(run_dir / OUT_FILE, report)
         print(format_report(report), end="")
         print(f"written: {run_dir / OUT_FILE}", flush=True)

@@ -16,6 +16,7 @@ and results.json, the per-seed numbers in percent for other tools.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -113,11 +114,7 @@ def _student_row(results: Sequence[RunResult], baseline_mean: float | None, teac
 
 def _count_runs(results: Sequence[RunResult], key: Callable[[Mapping[str, Any]], str]) -> dict[str, int]:
     """{key of a finished run's metrics: how many finished runs have it}."""
-    counts: dict[str, int] = {}
-    for r in results:
-        if r.metrics is not None:
-            counts[key(r.metrics)] = counts.get(key(r.metrics), 0) + 1
-    return counts
+    return dict(Counter(key(r.metrics) for r in results if r.metrics is not None))
 
 
 def _by_row(results: Sequence[RunResult], group: str) -> dict[str, list[RunResult]]:
@@ -407,7 +404,7 @@ def format_val_markdown(table: Mapping[str, Any]) -> str:
     if teacher is not None:
         lines.append(f"| teacher (RGB+{p['modality']}) | {_pct(teacher)} | - | "
                      f"{_pct(None if base is None else teacher - base, True)} | 100 % |")
-    lines += [f"| {_row_name(row)} | {_val_cells(row, base, teacher)} |" for row in table["methods"]]
+    lines += [_val_method_line(row, base, teacher) for row in table["methods"]]
     lines += _budget_lines(table, val_only=True)
     lines += _warm_lines(table, val_only=True)
     for name, ablation in table["ablations"].items():
@@ -468,6 +465,11 @@ def _method_line(row: Mapping[str, Any]) -> str:
             f"{_share(row['gap_share'])} | {_mean_std(row, 'val_')} |")
 
 
+def _val_method_line(row: Mapping[str, Any], base: float | None, teacher: float | None) -> str:
+    """_method_line of a val-only table: every score on the validation drives."""
+    return f"| {_row_name(row)} | {_val_cells(row, base, teacher)} |"
+
+
 def _row_name(row: Mapping[str, Any]) -> str:
     if row["method"] == BASELINE:
         return "baseline (RGB only, L_H)"
@@ -526,7 +528,7 @@ def _warm_lines(table: Mapping[str, Any], val_only: bool = False) -> list[str]:
     base = next((row["val_mean"] for row in warm["rows"] if row["method"] == BASELINE), None)
     teacher = table.get("teacher_val_miou")
     return lines + ["| model | val mIoU | per seed | vs baseline | gap closed |", "|---|---|---|---|---|",
-                    *(f"| {_row_name(row)} | {_val_cells(row, base, teacher)} |" for row in warm["rows"])]
+                    *(_val_method_line(row, base, teacher) for row in warm["rows"])]
 
 
 def format_tuning(tuning: Mapping[str, Any], tuned_file: str = "lix_train/study/tuned.yaml") -> str:
