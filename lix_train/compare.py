@@ -17,7 +17,9 @@ and OUT/plots/.
 Rows and tracks beyond the methods x seeds table:
 
     --methods ...,lix_xzeros   named rows (grid.NAMED_ROWS): lix_xzeros = LIX distilled from the
-                               X = zeros control teacher (data.zero_x true), next to lix
+                               X = zeros control teacher (data.zero_x true), next to lix; any
+                               METHOD_xzeros likewise (cwd_xzeros, ...); baseline_wide = the
+                               labels-only student at width 0.5 (the RGB ceiling's second probe)
     tuned settings             lix_train/study/tuned.yaml (method -> distill overrides chosen on val,
                                each with its evidence) applies to its method's runs; --untuned: the
                                preset's defaults; a --config / --section.key option wins over it
@@ -46,7 +48,8 @@ from lix_train.experiment import PRESETS_DIR, ExperimentConfig
 from lix_train.study import ablations as ablation_sets
 from lix_train.study.tuning import GRIDS, describe_tuned, expand_tuning, load_tuned
 from lix_train.study.grid import (
-    BASELINE, METHOD_KEY, NAMED_ROWS, SEED_KEY, expand, expand_budgets, expand_warm_start,
+    BASELINE, DEFAULT_NAMED_ROWS, METHOD_KEY, NAMED_ROWS, SEED_KEY, XZEROS, expand, expand_budgets,
+    expand_warm_start, named_row, row_names,
 )
 
 PROG = "python -m lix_train.compare"
@@ -85,10 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=3, metavar="N",
                         help="Student seeds 0..N-1 per method and ablation variant (at least 3 for reported "
                              "numbers: one-seed differences under about 1.5 mIoU mean nothing).")
-    parser.add_argument("--methods", default=",".join([*METHODS, *NAMED_ROWS]), metavar="A,B,...",
-                        help=f"Comma-separated table rows: distillation methods, from: {', '.join(METHODS)}; and "
+    parser.add_argument("--methods", default=",".join([*METHODS, *DEFAULT_NAMED_ROWS]), metavar="A,B,...",
+                        help=f"Comma-separated table rows: distillation methods, from: {', '.join(METHODS)}; "
                              "named rows: " + "; ".join(f"{r.name} ({r.description})" for r in NAMED_ROWS.values())
-                             + ". The baseline is always run (added when missing).")
+                             + f"; and METHOD{XZEROS} for any method that reads a teacher (that method distilled "
+                               "from the X = zeros control teacher, e.g. cwd_xzeros). The baseline is always run "
+                               "(added when missing).")
     parser.add_argument("--ablation", nargs="+", action="extend", default=[], metavar="NAME",
                         help="Ablation sets to run as well (each variant x every seed, under LIX; a variant equal to "
                              "the defaults reuses the main run): " + ablation_sets.describe()
@@ -144,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_methods(text: str) -> list[str]:
     """The --methods list (methods and named rows), validated, with the baseline first (the gap share needs it)."""
     methods = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS and m not in NAMED_ROWS]
+    unknown = [m for m in methods if m not in METHODS and named_row(m) is None]
     if unknown:
-        raise UserError(f"--methods: unknown method {unknown[0]!r}; valid: {', '.join([*METHODS, *NAMED_ROWS])}")
+        raise UserError(f"--methods: unknown method {unknown[0]!r}; valid: {', '.join(row_names())}")
     return list(dict.fromkeys([BASELINE, *methods]))
 
 

@@ -282,6 +282,25 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     return out
 
 
+PRESET_BASE_KEY = "extends"
+
+
+def read_preset(presets_dir: Path | None, preset: str, _seen: tuple[str, ...] = ()) -> dict:
+    """A preset's options as a nested dict. `extends: NAME` at its top starts from preset NAME (whose own
+    `extends` is followed too), so a variant of a protocol states only what it changes."""
+    available = sorted(p.stem for p in presets_dir.glob("*.yaml")) if presets_dir else []
+    if preset not in available:
+        raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(available) or 'none'}")
+    path = presets_dir / f"{preset}.yaml"
+    data = dict(read_yaml(path))
+    base = data.pop(PRESET_BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or base in (*_seen, preset):
+        raise ConfigError(f"{path}: {PRESET_BASE_KEY}: {base!r} must name another preset (and not loop back)")
+    return merge(read_preset(presets_dir, base, (*_seen, preset)), data)
+
+
 def resolve(
     cls: type[T],
     presets_dir: Path | None = None,
@@ -292,10 +311,7 @@ def resolve(
     """Defaults -> preset -> config file -> overrides, validated into `cls`."""
     data: dict = {}
     if preset:
-        available = sorted(p.stem for p in presets_dir.glob("*.yaml")) if presets_dir else []
-        if preset not in available:
-            raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(available) or 'none'}")
-        data = merge(data, read_yaml(presets_dir / f"{preset}.yaml"))
+        data = read_preset(presets_dir, preset)
     if config_file:
         data = merge(data, read_yaml(config_file))
     if overrides:

@@ -18,7 +18,7 @@ from lix_train.data.classes import VKITTI2  # noqa: E402
 from lix_train.experiment import PRESETS_DIR, ExperimentConfig, teacher_hash, teacher_key  # noqa: E402
 
 TOOLS = {"distill": distill, "train_teacher": train_teacher, "evaluate": evaluate}
-PRESETS = ("quick", "synthetic", "vkitti2", "kitti", "nuimages")
+PRESETS = ("quick", "synthetic", "synthetic_v1", "vkitti2", "kitti", "nuimages")
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +102,33 @@ def test_every_preset_is_a_valid_experiment(preset):
         assert cfg.data.dataset == "synthetic" and cfg.teacher.train.device == "cpu"
 
 
-def test_synthetic_preset_is_the_cpu_study_protocol():
+def test_synthetic_preset_is_the_cpu_study_protocol_v2_and_v1_stays_reachable():
     cfg = resolve(ExperimentConfig, PRESETS_DIR, "synthetic")
-    assert cfg.teacher.train.iters == cfg.student.train.iters == 1000
-    assert cfg.teacher.train.eval_every == cfg.student.train.eval_every == 0
+    # v2: a converged teacher (its val curve recorded), students at the converged budget.
+    assert cfg.teacher.train.iters > cfg.student.train.iters >= 4000
+    assert cfg.teacher.train.eval_every > 0 and cfg.student.train.eval_every == 0
     assert cfg.data.modality == "normals" and cfg.data.x_cache
+    v1 = resolve(ExperimentConfig, PRESETS_DIR, "synthetic_v1")
+    assert v1.teacher.train.iters == v1.student.train.iters == 1000
+    assert v1.teacher.train.eval_every == v1.student.train.eval_every == 0
+    # Everything else is v2's (v1 only says what differs): the same data, networks and optimiser.
+    assert (v1.data, v1.student.model, v1.teacher.model) == (cfg.data, cfg.student.model, cfg.teacher.model)
+    # The first two studies' teacher store folder (docs/results.md 0.3): v1 finds their teacher again.
+    assert teacher_hash(v1) == "8e391f8a1714"
+
+
+def test_a_preset_extends_another_and_a_loop_is_a_clear_error(tmp_path):
+    (tmp_path / "base.yaml").write_text("student:\n  train: {iters: 700, lr: 0.5}\n")
+    (tmp_path / "child.yaml").write_text("extends: base\nstudent:\n  train: {iters: 900}\n")
+    cfg = resolve(ExperimentConfig, tmp_path, "child")
+    assert (cfg.student.train.iters, cfg.student.train.lr) == (900, 0.5)
+    (tmp_path / "loop.yaml").write_text("extends: loop2\n")
+    (tmp_path / "loop2.yaml").write_text("extends: loop\n")
+    with pytest.raises(ConfigError, match=r"loop2?\.yaml: extends: 'loop2?' must name another preset"):
+        resolve(ExperimentConfig, tmp_path, "loop")
+    (tmp_path / "orphan.yaml").write_text("extends: nowhere\n")
+    with pytest.raises(ConfigError, match="unknown preset 'nowhere'"):
+        resolve(ExperimentConfig, tmp_path, "orphan")
 
 
 def test_class_count_and_x_channels_are_checked_across_sections():

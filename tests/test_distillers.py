@@ -18,6 +18,7 @@ from lix_train.losses.aux_x import AuxXConfig
 from lix_train.losses.cwd import CWDConfig
 from lix_train.losses.dkd import DKDConfig
 from lix_train.losses.kd import KDConfig
+from lix_train.losses.halluc import HallucConfig
 from lix_train.losses.mgd import MGDConfig
 from lix_train.losses.dwld import DWLDConfig
 
@@ -67,6 +68,13 @@ class TinyTeacher(TinyNet):
         self.calls += 1
         return self.run(image, x)
 
+    def x_features(self, x):
+        """The X branch alone (what modality hallucination distils): the X stem, then the stage convs."""
+        feats = [torch.relu(self.x_stem(x))]
+        for conv in self.stages:
+            feats.append(torch.relu(conv(feats[-1])))
+        return feats
+
 
 def _batch(seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -91,7 +99,7 @@ def test_every_method_returns_logits_and_the_three_named_losses(method):
     assert set(losses) == {"loss_h", "loss_l", "loss_f"}
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
     uses_l = method in ("kd", "dkd", "cwd", "dwld", "lix")
-    uses_f = method in ("at", "arfd", "lix", "mgd", "aux_x")
+    uses_f = method in ("at", "arfd", "lix", "mgd", "aux_x", "halluc")
     assert (losses["loss_l"] != 0) == uses_l and (losses["loss_f"] != 0) == uses_f
     sum(losses.values()).backward()
     assert all(p.grad is None for p in distiller.teacher.parameters())
@@ -236,6 +244,7 @@ CHANGED = [
     ("arfd", {"arfd": ARFDConfig(kernel="none")}), ("start", {"start": 0.09}), ("decay", {"decay": "linear"}),
     ("balance", {"balance": "match"}), ("logit_stride", {"logit_stride": 4}),
     ("mgd", {"mgd": MGDConfig(mask_ratio=0.5)}), ("aux_x", {"aux_x": AuxXConfig(width=32)}),
+    ("halluc", {"halluc": HallucConfig(target="fused")}),
 ]  # balance_ratio acts only together with balance, so it cannot be changed alone here
 
 

@@ -1,4 +1,5 @@
-"""Peers a practitioner would pick instead of LIX: MGD (masked generative distillation) and aux_x (no teacher)."""
+"""Peers a practitioner would pick instead of LIX: MGD (masked generative distillation), aux_x (no teacher) and
+halluc (modality hallucination)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import torch.nn.functional as F
 
 from lix_train.config import ConfigError, from_dict
 from lix_train.distillers import DISTILLERS, DistillConfig, build_distiller
-from lix_train.distillers.channels import stage_channels
+from lix_train.distillers.channels import stage_channels, x_branch_channels
 from lix_train.distillers.config import SCHEDULE_OPTIONS
 from lix_train.engine.checkpoint import build_checkpoint
 from lix_train.engine.task import extra_modules
 from lix_train.losses.aux_x import AuxXConfig, AuxXLoss, aux_x_loss, known_x_mask
+from lix_train.losses.halluc import HallucConfig, HallucLoss, halluc_loss, halluc_stage_loss
 from lix_train.losses.mgd import MGDConfig, MGDLoss, mgd_loss, mgd_stage_loss, random_keep_mask
 from lix_train.models import create_model
 
@@ -206,6 +208,107 @@ def test_aux_x_needs_no_teacher_and_trains_student_and_head_only():
 def test_aux_x_reads_lambda_f_and_warmup():
     assert DISTILLERS["aux_x"].options_read() == ("method", "ignore_index", "lambda_f", *SCHEDULE_OPTIONS, "aux_x")  # no logit_stride: no logit loss
     assert DISTILLERS["mgd"].options_read() == ("method", "ignore_index", "lambda_f", *SCHEDULE_OPTIONS, "mgd")
+    assert DISTILLERS["halluc"].options_read() == ("method", "ignore_index", "lambda_f", *SCHEDULE_OPTIONS, "halluc")
+
+
+# --- halluc ----------------------------------------------------------------------------------------
+
+def test_halluc_plain_l2_with_identity_projectors_is_the_mse():
+    s, t = _feats(seed=0), _feats(seed=1)
+    loss = halluc_loss(s, t, [nn.Identity(), nn.Identity()], (2, 3), normalise=False)
+    torch.testing.assert_close(loss, F.mse_loss(s[2], t[2]) + F.mse_loss(s[3], t[3]))
+
+
+def test_halluc_normalised_loss_is_the_relative_squared_error_and_scale_free():
+    s, t = _feats(seed=0), _feats(seed=1)
+    # A zero prediction scores exactly 1 per stage, whatever the teacher's scale.
+    zero = [torch.zeros_like(f) for f in s]
+    for scale in (1e-3, 1.0, 1e3):
+        torch.testing.assert_close(halluc_loss(zero, [scale * f for f in t], [nn.Identity()] * 2, (2, 3)),
+                                   torch.tensor(2.0))
+    # A perfect prediction scores 0; scaling student and teacher together leaves the value unchanged.
+    torch.testing.assert_close(halluc_stage_loss(t[3], t[3]), torch.tensor(0.0))
+    relative = ((s[3] - t[3]) ** 2).sum() / (t[3] ** 2).sum()
+    torch.testing.assert_close(halluc_stage_loss(s[3], t[3]), relative)
+    torch.testing.assert_close(halluc_stage_loss(7 * s[3], 7 * t[3]), relative)
+
+
+def test_halluc_ignores_padded_cells_and_detaches_the_teacher():
+    s = [f.requires_grad_() for f in _feats(seed=0)]
+    t = [f.requires_grad_() for f in _feats((5, 7, 9, 12), seed=2)]
+    target = torch.randint(0, C, (2, 32, 32))
+    target[:, 16:, :] = 255  # padding: the bottom half of every stage
+    module = HallucLoss(HallucConfig(stages=(1, 2)), [4, 6, 8, 10], [5, 7, 9, 12])
+    base = module(s, t, target)
+    changed = [f.detach().clone() for f in t]
+    for f in changed:
+        f[..., f.shape[-2] // 2:, :] = 100.0 * torch.randn_like(f[..., f.shape[-2] // 2:, :])
+    assert module(s, changed, target) == base
+    assert module(s, changed, None) != module(s, t, None)  # without labels every cell counts
+    base.backward()
+    assert all(f.grad is None for f in t) and s[1].grad.abs().sum() > 0
+
+
+def test_halluc_x_branch_distils_the_teachers_x_encoder_alone():
+    distiller = build_distiller("halluc", TinyStudent(), TinyTeacher()).train()
+    assert distiller.cfg.halluc.target == "x_branch"
+    image, x, y = _batch()
+    _, losses = distiller.forward_train(image, x, y, progress=1.0)
+    assert distiller.teacher.calls == 0  # no full teacher forward: only its X branch
+    assert losses["loss_f"] > 0 and losses["loss_l"] == 0
+    # The target is the X branch: another image changes nothing on the teacher's side, another X does.
+    _, feats = distiller.teacher_forward(torch.randn_like(image), x)
+    torch.testing.assert_close(feats, distiller.teacher.x_features(x))
+    losses["loss_f"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in distiller.get_extra_parameters())
+    assert all(p.grad is None for p in distiller.teacher.parameters())
+    for conv in distiller.student.stages[1:]:  # stages 2 and 3 are hallucinated
+        assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    fused = build_distiller("halluc", TinyStudent(), TinyTeacher(), DistillConfig(halluc=HallucConfig(target="fused")))
+    fused.train().forward_train(image, x, y, progress=1.0)
+    assert fused.teacher.calls == 1
+
+
+def test_the_project_teachers_x_features_are_its_x_branch_inside_fusion():
+    for fusion in ("intermediate", "late"):
+        torch.manual_seed(0)
+        teacher = create_model("teacher", num_classes=C, width=0.25, decoder_channels=8, x_channels=3,
+                               fusion=fusion).eval()
+        image, x = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+        branch = teacher.x_features(x)
+        assert [f.shape[1] for f in branch] == teacher.x_out_channels == x_branch_channels(teacher)
+        # Intermediate fusion: fused stage k = RGB stage k of the previous fused feature + X-branch stage k.
+        if fusion == "intermediate":
+            fused, rgb = teacher.fused_features(image, x), image
+            for k, stage in enumerate(teacher.rgb_encoder.stages):
+                torch.testing.assert_close(fused[k], stage(rgb) + branch[k])
+                rgb = fused[k]
+        else:
+            rgb = teacher.rgb_encoder(image)
+            for k, f in enumerate(teacher.fused_features(image, x)):
+                torch.testing.assert_close(f, rgb[k] + branch[k])
+
+
+def test_x_branch_channels_probes_or_says_what_the_teacher_lacks():
+    teacher = TinyTeacher().train()
+    assert x_branch_channels(teacher) == [5, 7, 9, 12] and teacher.training
+    plain = TinyTeacher()
+    plain.x_features = None
+    with pytest.raises(ValueError, match="no X branch"):
+        build_distiller("halluc", TinyStudent(), plain)
+    build_distiller("halluc", TinyStudent(), plain, DistillConfig(halluc=HallucConfig(target="fused")))
+
+
+def test_halluc_config_validation():
+    assert DistillConfig().halluc == HallucConfig(target="x_branch", stages=(2, 3), normalise=True)
+    cfg = from_dict(DistillConfig, {"method": "halluc", "halluc": {"target": "fused", "stages": [1, 3]}})
+    assert cfg.halluc.stages == (1, 3) and cfg.halluc.target == "fused"
+    for bad, message in [({"stages": []}, "halluc.stages"), ({"stages": [3, 3]}, "halluc.stages"),
+                         ({"target": "depth"}, "halluc.target")]:
+        with pytest.raises(ConfigError, match=message):
+            from_dict(DistillConfig, {"halluc": bad})
+    with pytest.raises(ValueError, match="stage 4 out of range"):
+        build_distiller("halluc", TinyStudent(), TinyTeacher(), DistillConfig(halluc=HallucConfig(stages=(4,))))
 
 
 # --- both: real networks, export, a training step ------------------------------------------------
@@ -216,7 +319,7 @@ def _real(x_channels=1):
     return create_model("student", **common), create_model("teacher", x_channels=x_channels, **common)
 
 
-@pytest.mark.parametrize("method", ["mgd", "aux_x"])
+@pytest.mark.parametrize("method", ["mgd", "aux_x", "halluc"])
 def test_training_step_on_project_networks_and_a_clean_exported_student(method):
     student, teacher = _real(x_channels=1)
     distiller = build_distiller(method, student, teacher, DistillConfig(warmup=0.0))
@@ -233,13 +336,13 @@ def test_training_step_on_project_networks_and_a_clean_exported_student(method):
     optimiser.step()
     after = distiller.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("teacher."))
-    extra_name = "mgd" if method == "mgd" else "aux_x"
+    extra_name = method
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(extra_name + "."))
     # What the trainer saves: the student's weights, the extra module beside them (for resuming).
     extras = extra_modules(distiller, distiller.student)
     assert list(extras) == [extra_name]
     ckpt = build_checkpoint(model=distiller.student, signature={}, iteration=1, extra_modules=extras)
-    assert not any(extra_name in k or "align" in k or "generate" in k for k in ckpt["model"])
+    assert not any(extra_name in k or "align" in k or "generate" in k or "project" in k for k in ckpt["model"])
     plain = create_model("student", num_classes=C, width=0.25, decoder_channels=8)
     plain.load_state_dict(ckpt["model"])  # strict: exactly a plain student
     plain.eval(), distiller.eval()

@@ -30,7 +30,7 @@ from lix_train.engine.config import TrainConfig  # noqa: E402
 from lix_train.engine.logging import read_csv  # noqa: E402
 from lix_train.engine.trainer import Trainer  # noqa: E402
 from lix_train.experiment import ExperimentConfig, teacher_key  # noqa: E402
-from lix_train.study import runner, tuning  # noqa: E402
+from lix_train.study import grid, runner, tuning  # noqa: E402
 from lix_train.study.grid import (  # noqa: E402
     ITERS_KEY, RunSpec, expand, expand_budgets, expand_warm_start, nest,
 )
@@ -214,6 +214,31 @@ def test_budgets_keep_the_preset_budget_as_the_main_runs_and_vary_only_iters(tmp
     rogue = RunSpec("rogue-s0", "methods", "", "baseline", 0, {**main[0].overrides, ITERS_KEY: 70})
     with pytest.raises(UserError, match="differ in student.train.iters"):
         plan([*main, rogue], StudySetup(preset="quick", out=tmp_path))
+
+
+def test_x_zeros_twins_and_the_wide_rgb_student_are_rows_of_their_own(tmp_path):
+    rows = grid.row_names()
+    assert {"cwd_xzeros", "halluc_xzeros", "lix_xzeros", "baseline_wide"} <= set(rows)
+    assert "aux_x_xzeros" not in rows and "baseline_xzeros" not in rows  # no teacher: no twin
+    assert grid.named_row("kd") is None and grid.named_row("nope_xzeros") is None
+    specs = expand(["baseline", "cwd", "cwd_xzeros", "baseline_wide"], [0], tuned={"cwd": {"distill.lambda_l": 3.0}})
+    by_name = {s.name: s for s in specs}
+    twin, wide = by_name["cwd_xzeros-s0"], by_name["baseline_wide-s0"]
+    assert twin.method == "cwd" and twin.label == "cwd_xzeros" and twin.overrides["data.zero_x"] is True
+    assert twin.tuned == {"distill.lambda_l": 3.0}  # the twin runs at its method's tuned setting
+    assert wide.method == "baseline" and wide.overrides["student.model.width"] == grid.WIDE_WIDTH
+    assert wide.varies == ("student.model.width",)
+    planned = {p.spec.name: p for p in plan(specs, StudySetup(preset="quick", out=tmp_path))}  # a valid study
+    assert planned["baseline_wide-s0"].cfg.student.model.width == grid.WIDE_WIDTH
+    assert planned["cwd_xzeros-s0"].teacher_dir != planned["cwd-s0"].teacher_dir == planned["baseline-s0"].teacher_dir
+    # only the wide row may change the student's width
+    rogue = RunSpec("rogue-s0", "methods", "", "baseline", 0, {**by_name["baseline-s0"].overrides,
+                                                              "student.model.width": 0.5})
+    with pytest.raises(UserError, match="student.model.width"):
+        plan([by_name["baseline-s0"], rogue], StudySetup(preset="quick", out=tmp_path))
+    assert compare.parse_methods("cwd_xzeros,baseline_wide") == ["baseline", "cwd_xzeros", "baseline_wide"]
+    with pytest.raises(UserError, match="unknown method 'aux_x_xzeros'"):
+        compare.parse_methods("aux_x_xzeros")
 
 
 def test_warm_start_runs_start_from_their_seeds_baseline_student(tmp_path, capsys):

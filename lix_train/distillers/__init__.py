@@ -26,6 +26,7 @@ from lix_train.distillers.arfd import ARFD  # noqa: E402
 from lix_train.distillers.lix import LIX  # noqa: E402
 from lix_train.distillers.mgd import MGD  # noqa: E402
 from lix_train.distillers.aux_x import AuxX  # noqa: E402
+from lix_train.distillers.halluc import Halluc  # noqa: E402
 
 DISTILLERS: dict[str, type[Distiller]] = registered()
 

@@ -40,3 +40,30 @@ def stage_channels(network: nn.Module, x_channels: int | None = None) -> list[in
     finally:
         network.train(was_training)
     return [int(f.shape[1]) for f in feats]
+
+
+def x_branch_channels(teacher: nn.Module, x_channels: int | None = None) -> list[int]:
+    """Channels of each stage of the teacher's X branch (`x_features`), for methods that distil it.
+
+    The project's teacher says it (`x_out_channels`); any other teacher with an `x_features(x)` method is
+    probed once with a zero X in eval mode without gradients. A teacher without an X branch is a ValueError.
+    """
+    channels = getattr(teacher, "x_out_channels", None)
+    if channels is not None and not callable(channels):
+        return [int(c) for c in channels]
+    if not callable(getattr(teacher, "x_features", None)):
+        raise ValueError(f"{type(teacher).__name__} has no X branch to distil: it needs an x_features(x) method "
+                         "(the project's DuplexTeacher has one); or distil its fused features instead")
+    x_channels = getattr(teacher, "x_channels", None) or x_channels or DEFAULT_X_CHANNELS
+    try:
+        device = next(teacher.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with torch.no_grad():
+            feats = teacher.x_features(torch.zeros(1, x_channels, PROBE_SIZE, PROBE_SIZE, device=device))
+    finally:
+        teacher.train(was_training)
+    return [int(f.shape[1]) for f in feats]

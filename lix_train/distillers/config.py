@@ -1,7 +1,7 @@
 """DistillConfig: which method, the weights and schedule of its terms, and one option group per method.
 
 Each method reads its own group (distill.kd, distill.dkd, distill.cwd, distill.at, distill.dwld,
-distill.arfd, distill.mgd, distill.aux_x; lix reads dwld and arfd), with its own defaults, so a
+distill.arfd, distill.mgd, distill.aux_x, distill.halluc; lix reads dwld and arfd), with its own defaults, so a
 setting for one method never changes another. Before that, temperature, alpha, beta and
 at_stages were flat options shared by several methods: `upgrade_distill_section` reads a run folder's
 config.yaml written then, and a user's config or option that uses an old name is told the new one.
@@ -19,6 +19,7 @@ from lix_train.losses.aux_x import AuxXConfig
 from lix_train.losses.cwd import CWDConfig
 from lix_train.losses.dkd import DKDConfig
 from lix_train.losses.dwld import DWLDConfig
+from lix_train.losses.halluc import HallucConfig
 from lix_train.losses.kd import KDConfig
 from lix_train.losses.mgd import MGDConfig
 
@@ -43,7 +44,7 @@ class DistillConfig:
 
     method: str = option("lix", "Distillation method.", choices=METHODS)
     lambda_l: float = option(1.0, "Weight of the logit loss L_L (KD, DKD, CWD, DWLD).")
-    lambda_f: float = option(1.0, "Weight of the feature loss L_F (AT, ARFD, MGD; aux_x's X loss).")
+    lambda_f: float = option(1.0, "Weight of the feature loss L_F (AT, ARFD, MGD, halluc; aux_x's X loss).")
     warmup: float = option(0.05, "Fraction of training over which lambda_l and lambda_f ramp up linearly from 0.")
     start: float = option(0.0, "Fraction of training with labels only before the distillation terms start (their "
                           "warm-up then begins); early distillation gradients oppose CE (docs/results.md).")
@@ -65,6 +66,8 @@ class DistillConfig:
     arfd: ARFDConfig = section(ARFDConfig, "Adaptively-recalibrated feature distillation (methods arfd and lix).")
     mgd: MGDConfig = section(MGDConfig, "Masked generative distillation (method mgd).")
     aux_x: AuxXConfig = section(AuxXConfig, "Auxiliary X prediction head, no teacher (method aux_x).")
+    halluc: HallucConfig = section(HallucConfig, "Modality hallucination of the teacher's X-branch or fused features "
+                                   "(method halluc).")
 
     def __post_init__(self):
         check_choice("distill.method", self.method, METHODS)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from lix_train.config import check_choice, check_positive, check_range, option
 from lix_train.data.classes import IGNORE_INDEX
 from lix_train.losses.cka import kernel_cka, linear_cka
-from lix_train.losses.common import labels_mask_at
+from lix_train.losses.common import check_stages, labels_mask_at
 from lix_train.losses.kernels import gaussian_kernel, kernel_regression
 
 ARFD_MODES = ("channel", "token")
@@ -80,12 +80,8 @@ class ARFDConfig:
     )
 
     def __post_init__(self):
-        self.stages = tuple(self.stages)
+        self.stages = check_stages("arfd.stages", self.stages)
         self.gammas = tuple(self.gammas)
-        if not self.stages:
-            raise ValueError("arfd.stages must name at least one stage")
-        if len(set(self.stages)) != len(self.stages) or min(self.stages) < 0:
-            raise ValueError(f"arfd.stages={self.stages!r} must be distinct indices >= 0")
         if self.gammas and len(self.gammas) != len(self.stages):
             raise ValueError(f"arfd.gammas has {len(self.gammas)} values for {len(self.stages)} stages")
         if any(g < 0 for g in self.gammas):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from lix_train.config import check_choice, check_range, option
 from lix_train.data.classes import IGNORE_INDEX
-from lix_train.losses.common import masked_mean, resize_to
+from lix_train.losses.common import check_stages, masked_mean, resize_to
 
 AUX_X_LOSSES = ("auto", "cosine", "l1")
 
@@ -41,11 +41,7 @@ class AuxXConfig:
 
     def __post_init__(self):
         check_choice("aux_x.loss", self.loss, AUX_X_LOSSES)
-        self.stages = tuple(self.stages)
-        if not self.stages:
-            raise ValueError("aux_x.stages must name at least one stage")
-        if len(set(self.stages)) != len(self.stages) or min(self.stages) < 0:
-            raise ValueError(f"aux_x.stages={self.stages!r} must be distinct indices >= 0")
+        self.stages = check_stages("aux_x.stages", self.stages)
         check_range("aux_x.width", self.width, 1)
 
     def resolved_loss(self, x_channels: int) -> str:

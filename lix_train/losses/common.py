@@ -55,6 +55,16 @@ def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def check_stages(name: str, stages) -> tuple[int, ...]:
+    """`stages` as a tuple of distinct stage indices >= 0 (ValueError naming the option `name` otherwise)."""
+    stages = tuple(stages)
+    if not stages:
+        raise ValueError(f"{name} must name at least one stage")
+    if len(set(stages)) != len(stages) or min(stages) < 0:
+        raise ValueError(f"{name}={stages!r} must be distinct indices >= 0")
+    return stages
+
+
 def valid_mask(target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
     """(valid [B,H,W] bool, safe target with ignored pixels set to class 0 for gather/scatter)."""
     valid = target != ignore_index

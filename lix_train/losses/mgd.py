@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from lix_train.config import check_range, option
 from lix_train.data.classes import IGNORE_INDEX
-from lix_train.losses.common import check_pair, labels_mask_at, masked_mean, resize_to
+from lix_train.losses.common import check_pair, check_stages, labels_mask_at, masked_mean, resize_to
 
 
 @dataclass
@@ -43,11 +43,7 @@ class MGDConfig:
                                      "(the paper's segmentation setting: 0.75).")
 
     def __post_init__(self):
-        self.stages = tuple(self.stages)
-        if not self.stages:
-            raise ValueError("mgd.stages must name at least one stage")
-        if len(set(self.stages)) != len(self.stages) or min(self.stages) < 0:
-            raise ValueError(f"mgd.stages={self.stages!r} must be distinct indices >= 0")
+        self.stages = check_stages("mgd.stages", self.stages)
         check_range("mgd.mask_ratio", self.mask_ratio, 0.0)
         if not self.mask_ratio < 1.0:
             raise ValueError(f"mgd.mask_ratio={self.mask_ratio!r} must be < 1 (1 would leave the generator nothing)")

@@ -121,6 +121,20 @@ class DuplexTeacher(nn.Module):
             return [r + g for r, g in zip(rgb_features, x_features)]
         return [fuse(torch.cat([r, g], dim=1)) for fuse, r, g in zip(self.fuse, rgb_features, x_features)]
 
+    def x_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The X branch's stage outputs, shallowest first: what the geometry encoder computes from X alone.
+
+        The same tensors as inside `fused_features` for either fusion (the X branch never sees RGB);
+        modality hallucination (method halluc) distils them.
+        """
+        check_input(x, "x", self.x_channels)
+        return self.x_encoder(x)
+
+    @property
+    def x_out_channels(self) -> list[int]:
+        """Channels of the X branch's stage outputs (strides 4, 8, 16, 32)."""
+        return list(self.x_encoder.out_channels)
+
     def forward(self, image: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         check_input(image, "image", self.in_channels)
         check_input(x, "x", self.x_channels)

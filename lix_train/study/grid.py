@@ -35,18 +35,73 @@ class NamedRow:
     method: str
     overrides: Mapping[str, Any]
     description: str
+    label: str = ""  # the table's name for it (default: the row's name)
 
+    @property
+    def varies(self) -> tuple[str, ...]:
+        """The protocol options it differs in from the main table (everything but its method's own settings)."""
+        return tuple(k for k in self.overrides if not k.startswith("distill."))
+
+
+XZEROS = "_xzeros"  # <method>_xzeros: the method distilled from the X = zeros control teacher
+ZERO_X = {"data.zero_x": True}
+WIDE_WIDTH = 0.5
 
 NAMED_ROWS: dict[str, NamedRow] = {r.name: r for r in (
-    NamedRow("lix_xzeros", "lix", {"data.zero_x": True},
+    NamedRow("lix_xzeros", "lix", ZERO_X,
              "LIX distilled from the X = zeros control teacher (the teacher of the control ablation): what LIX "
-             "transfers when the teacher has no geometry"),
+             "transfers when the teacher has no geometry", "lix_xzeros (LIX from the X = zeros teacher)"),
+    NamedRow("baseline_wide", BASELINE, {"student.model.width": WIDE_WIDTH},
+             f"the labels-only RGB student at width {WIDE_WIDTH:g} (about 4x the compute of the preset's 0.25): how "
+             "much of the teacher gap a bigger RGB network reaches with no teacher",
+             f"baseline_wide (RGB only, L_H, width {WIDE_WIDTH:g})"),
 )}
+# The named rows a study runs when --methods is not given (the others are asked for by name).
+DEFAULT_NAMED_ROWS = ("lix_xzeros",)
+
+
+def _teacher_methods() -> list[str]:
+    from lix_train.distillers.registry import registered
+
+    return [m for m, cls in registered().items() if cls.uses_teacher_logits or cls.uses_teacher_features]
+
+
+def named_row(row: str) -> NamedRow | None:
+    """The named row `row`, or None for a plain method's row.
+
+    Besides NAMED_ROWS, every method that reads a teacher has an X = zeros twin, `<method>_xzeros`: the
+    method distilled from the control teacher (data.zero_x), which separates what the geometry gives
+    from what distillation as a regulariser gives.
+    """
+    if row in NAMED_ROWS:
+        return NAMED_ROWS[row]
+    method = row[: -len(XZEROS)] if row.endswith(XZEROS) else ""
+    if method and method in _teacher_methods():
+        return NamedRow(row, method, ZERO_X, f"{method} distilled from the X = zeros control teacher",
+                        f"{row} ({method} from the X = zeros teacher)")
+    return None
+
+
+def row_names() -> list[str]:
+    """Every row name a study accepts: the methods, the named rows and the X = zeros twins."""
+    from lix_train.distillers.registry import METHODS
+
+    twins = [m + XZEROS for m in _teacher_methods()]
+    return list(dict.fromkeys([*METHODS, *NAMED_ROWS, *twins]))
 
 
 def row_method(row: str) -> str:
     """The distillation method of a row (a method's row is the method)."""
-    return NAMED_ROWS[row].method if row in NAMED_ROWS else row
+    named = named_row(row)
+    return named.method if named else row
+
+
+def row_label(row: str) -> str:
+    """The table's name of a row: the baseline says what it is, a named row its label, a method its name."""
+    named = named_row(row)
+    if named:
+        return named.label or named.name
+    return "baseline (RGB only, L_H)" if row == BASELINE else row
 
 
 @dataclass(frozen=True)
@@ -107,12 +162,13 @@ def _row_spec(row: str, seed: int, tuned: Mapping[str, Mapping[str, Any]], name:
               variant: str = "", extra: Mapping[str, Any] | None = None, **fields) -> RunSpec:
     """One run of a table row: the method's tuned settings, then the row's overrides, then `extra`."""
     method = row_method(row)
-    named = NAMED_ROWS[row].overrides if row in NAMED_ROWS else {}
-    fixed = {**named, **(extra or {})}
+    named = named_row(row)
+    fixed = {**(named.overrides if named else {}), **(extra or {})}
     chosen = {k: v for k, v in (tuned.get(method) or {}).items() if k not in fixed}
     overrides = {**chosen, **fixed, METHOD_KEY: method, SEED_KEY: seed}
+    varies = tuple(dict.fromkeys([*fields.pop("varies", ()), *(named.varies if named else ())]))
     return RunSpec(name, group, variant, method, seed, overrides, row=row if row != method else "", tuned=chosen,
-                   **fields)
+                   varies=varies, **fields)
 
 
 def expand(methods: Sequence[str], seeds: Sequence[int], ablations: Sequence[AblationSet] = (),

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from lix_train.report import write_json, write_text
 from lix_train.study.ablations import AblationSet
-from lix_train.study.grid import BASELINE, BUDGETS_GROUP, METHODS_GROUP, TUNING_GROUP, WARM_GROUP, RunSpec
+from lix_train.study.grid import BASELINE, BUDGETS_GROUP, METHODS_GROUP, TUNING_GROUP, WARM_GROUP, RunSpec, row_label
 
 TABLE_MD = "table.md"
 TABLE_JSON = "table.json"
@@ -471,11 +471,8 @@ def _val_method_line(row: Mapping[str, Any], base: float | None, teacher: float 
 
 
 def _row_name(row: Mapping[str, Any]) -> str:
-    if row["method"] == BASELINE:
-        return "baseline (RGB only, L_H)"
-    if row["method"] == "lix_xzeros":
-        return "lix_xzeros (LIX from the X = zeros teacher)"
-    return row["method"] + (" (tuned)" if row.get("tuned") else "")
+    name = row_label(row["method"])
+    return name + (" (tuned)" if row.get("tuned") and name == row["method"] else "")
 
 
 def _tuned_line(table: Mapping[str, Any]) -> str:

@@ -38,6 +38,7 @@ GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
     "aux_x": {"distill.lambda_f": (0.3, 1.0, 3.0)},
     "dwld": {"distill.dwld.gate": ("correct", "none"), "distill.lambda_l": (0.5, 1.0)},
     "arfd": {"distill.lambda_f": (1.0, 3.0)},
+    "halluc": {"distill.halluc.target": ("x_branch", "fused"), "distill.lambda_f": (0.5, 1.0, 2.0)},
     # the first study: less logit loss was monotonically better, lambda_F flat
     "lix": {"distill.lambda_l": (0.25, 0.5, 1.0), "distill.lambda_f": (1.0, 3.0)},
 }
