@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ExperimentParser(
         prog=PROG, description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         usage="%(prog)s [-h] [--preset NAME] [--config FILE] [--seeds N] [--methods A,B,...] [--ablation NAME ...] "
-              "[--no-control] [--untuned] [--tune METHOD ...] [--budgets A,B,...] [--warm-start ITERS] [--out DIR] "
+              "[--one-seed A,B,...] [--no-control] [--untuned] [--tune METHOD ...] [--budgets A,B,...] [--warm-start ITERS] "
+              "[--warm-seeds N] [--out DIR] "
               "[--results-json PATH] [--jobs N] [--dry-run] [--report-only] [--isolate] [--SECTION.KEY VALUE ...]")
     parser.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
                         help=f"Protocol every run starts from: {', '.join(available_presets())} "
@@ -94,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                              + f"; and METHOD{XZEROS} for any method that reads a teacher (that method distilled "
                                "from the X = zeros control teacher, e.g. cwd_xzeros). The baseline is always run "
                                "(added when missing).")
+    parser.add_argument("--one-seed", default="", metavar="A,B,...",
+                        help="Rows of the main table (the preset's budget) that run at the first seed only: a "
+                             "screen of the methods outside the leaders when a run there costs several times the "
+                             "others. The table shows each row's seeds; --budgets still runs them at every seed.")
     parser.add_argument("--ablation", nargs="+", action="extend", default=[], metavar="NAME",
                         help="Ablation sets to run as well (each variant x every seed, under LIX; a variant equal to "
                              "the defaults reuses the main run): " + ablation_sets.describe()
@@ -123,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "optimiser and schedule) and trains ITERS more iterations with the row's method; the "
                              "baseline's own warm-start row continues with labels only (the fair control). They "
                              "start after the baseline runs. A table section and plots/warm_start.png.")
+    parser.add_argument("--warm-seeds", type=int, default=None, metavar="N",
+                        help="Run the warm-start track at seeds 0..N-1 only (default: every seed of --seeds).")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="Study folder (default: runs/compare/<preset>). The same folder continues a study.")
     parser.add_argument("--results-json", type=Path, default=None, metavar="PATH",
@@ -260,11 +267,20 @@ def run(args: argparse.Namespace) -> int:
     if args.warm_start is not None and args.warm_start < 1:
         raise UserError(f"--warm-start {args.warm_start}: need at least one iteration")
     methods = parse_methods(args.methods)
+    one_seed = [m.strip() for m in args.one_seed.split(",") if m.strip()]
+    stray = [m for m in one_seed if m not in methods]
+    if stray:
+        raise UserError(f"--one-seed: {stray[0]!r} is not one of the study's rows ({', '.join(methods)})")
+    if args.warm_seeds is not None and not 1 <= args.warm_seeds <= args.seeds:
+        raise UserError(f"--warm-seeds {args.warm_seeds}: between 1 and --seeds ({args.seeds})")
+    if args.warm_seeds is not None and args.warm_start is None:
+        raise UserError("--warm-seeds needs --warm-start ITERS (the track it limits)")
     tune = parse_tune(args.tune)
     budgets = parse_budgets(args.budgets)
     if tune:
         extra = [flag for flag, given in (("--budgets", budgets), ("--warm-start", args.warm_start is not None),
-                                          ("--ablation", args.ablation), ("--results-json", args.results_json))
+                                          ("--ablation", args.ablation), ("--results-json", args.results_json),
+                                          ("--one-seed", one_seed))
                  if given]
         if extra:
             raise UserError(f"--tune runs the tuning grid alone; run {extra[0]} in a call of its own")
@@ -289,12 +305,13 @@ def run(args: argparse.Namespace) -> int:
             tuned = tuned_settings(args, overrides)
             names = list(args.ablation) + ([] if args.no_control else [ablation_sets.CONTROL])
             chosen = ablation_sets.select(names)
-            specs = expand(methods, seeds, chosen, tuned)
+            specs = expand(methods, seeds, chosen, tuned, one_seed)
             if budgets:
                 specs += expand_budgets(methods, seeds, budgets, preset_iters, tuned)
             if args.warm_start is not None:
                 init = lambda seed: str(out / RUNS_DIR / f"{BASELINE}-s{seed}" / STUDENT_FILE)  # noqa: E731
-                specs += expand_warm_start(methods, seeds, args.warm_start, init, tuned)
+                warm_seeds = seeds[:args.warm_seeds] if args.warm_seeds else seeds
+                specs += expand_warm_start(methods, warm_seeds, args.warm_start, init, tuned)
             settings = ("settings: the preset's defaults (--untuned)" if args.untuned else
                         f"settings: tuned ({TUNED_NAME}): {describe_tuned(tuned)}; the rest at the preset's defaults")
     except ValueError as err:

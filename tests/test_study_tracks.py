@@ -241,6 +241,25 @@ def test_x_zeros_twins_and_the_wide_rgb_student_are_rows_of_their_own(tmp_path):
         compare.parse_methods("aux_x_xzeros")
 
 
+def test_one_seed_rows_and_warm_seeds_shrink_only_what_they_name(tmp_path, capsys):
+    specs = expand(["baseline", "kd", "cwd"], [0, 1, 2], one_seed=["kd"])
+    assert [s.name for s in specs] == ["baseline-s0", "baseline-s1", "baseline-s2", "kd-s0", "cwd-s0", "cwd-s1",
+                                       "cwd-s2"]
+    with pytest.raises(ValueError, match="one-seed row 'dkd' is not a row"):
+        expand(["baseline", "kd"], [0, 1], one_seed=["dkd"])
+    lines = _plan_lines(capsys, "--methods", "baseline,kd", "--seeds", "2", "--out", str(tmp_path), "--no-control",
+                        "--one-seed", "kd", "--budgets", "40", "--warm-start", "40", "--warm-seeds", "1")
+    assert "kd-s0" in lines and "kd-s1" not in lines
+    assert "kd-i40-s1" in lines  # the budgets still run every seed
+    assert "warm-kd-s0" in lines and "warm-kd-s1" not in lines and "warm-baseline-s1" not in lines
+    for bad, message in ((["--one-seed", "dkd"], "--one-seed: 'dkd' is not one of the study's rows"),
+                         (["--warm-start", "40", "--warm-seeds", "3"], "--warm-seeds 3: between 1 and --seeds"),
+                         (["--warm-seeds", "1"], "--warm-seeds needs --warm-start")):
+        with pytest.raises(UserError, match=message):
+            compare.run(compare.build_parser().parse_args(["--preset", "quick", "--methods", "baseline,kd", "--seeds",
+                                                           "2", "--out", str(tmp_path), "--dry-run", *bad]))
+
+
 def test_warm_start_runs_start_from_their_seeds_baseline_student(tmp_path, capsys):
     specs = expand_warm_start(["kd"], [0, 1], 40, lambda s: f"X/baseline-s{s}/student.pt")
     assert [s.name for s in specs] == ["warm-baseline-s0", "warm-baseline-s1", "warm-kd-s0", "warm-kd-s1"]

@@ -172,17 +172,23 @@ def _row_spec(row: str, seed: int, tuned: Mapping[str, Mapping[str, Any]], name:
 
 
 def expand(methods: Sequence[str], seeds: Sequence[int], ablations: Sequence[AblationSet] = (),
-           tuned: Mapping[str, Mapping[str, Any]] | None = None) -> list[RunSpec]:
+           tuned: Mapping[str, Mapping[str, Any]] | None = None, one_seed: Sequence[str] = ()) -> list[RunSpec]:
     """The study's runs: every row (method or named row) at every seed, then every ablation variant at every seed.
 
-    Teacher-only variants (the X = zeros control) run once: seeds vary students, and they have none.
-    `tuned` (method -> dotted overrides) applies under a row's and a variant's own overrides.
+    Rows in `one_seed` run at the first seed only (a screen of the methods that are not among the leaders,
+    where a run costs several times the others). Teacher-only variants (the X = zeros control) run once:
+    seeds vary students, and they have none. `tuned` (method -> dotted overrides) applies under a row's and a
+    variant's own overrides.
     """
     if not methods and not ablations:
         raise ValueError("nothing to run: give at least one method or ablation")
     _check_seeds(seeds)
+    stray = [r for r in one_seed if r not in methods]
+    if stray:
+        raise ValueError(f"one-seed row {stray[0]!r} is not a row of the study")
     tuned = tuned or {}
-    specs = [_row_spec(m, s, tuned, f"{m}-s{s}") for m in dict.fromkeys(methods) for s in seeds]
+    specs = [_row_spec(m, s, tuned, f"{m}-s{s}") for m in dict.fromkeys(methods)
+             for s in (seeds[:1] if m in one_seed else seeds)]
     for ablation in ablations:
         for variant in ablation.variants:
             base = f"{ablation.name}-{variant.label}"
