@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m lix_train.distill --run-dir $(DEMO_OUT)
+	$(PY) -m lix_train.distill --run-dir $(DEMO_OUT) --with-baseline
 	$(PY) -m lix_train.data.preview --out $(DEMO_OUT)
 
 test: setup

@@ -33,12 +33,14 @@ from lix_train.cli import (
     CONFIG_FILE, UserError, choose_run_dir, config_yaml, experiment_parser, init_runtime, prepare_run_dir,
     resolve_experiment, run_cli, shared,
 )
+from lix_train.distillers.registry import BASELINE
 from lix_train.locking import Busy, sole_user
 
 log = logging.getLogger(__name__)
 
 PROG = "python -m lix_train.distill"
 STUDENT_FILE = "student.pt"
+LABELS_ONLY = "labels_only"  # --with-baseline: the labels-only student's name, run folder and results key
 DESCRIPTION = (
     "Distil an RGB+X teacher into an RGB-only student with LIX (or another distill.method) and score both on "
     "the held-out test split. With no arguments: the quick preset on the embedded synthetic data (generated "
@@ -53,10 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         PROG, DESCRIPTION,
         run_dir_help="Run folder (default: output.runs_dir/<output.name or preset-date-time>). A folder holding a "
                      "run with the same config continues it; a different config needs --resume.",
-        usage_extra="[--teacher-checkpoint PATH]")
+        usage_extra="[--teacher-checkpoint PATH] [--with-baseline]")
     parser.add_argument("--teacher-checkpoint", type=Path, default=None, metavar="PATH",
                         help="Use this teacher (a teacher.pt or a teacher run's checkpoint) instead of the shared "
                              "store; it must match the teacher.model config and the data's classes.")
+    parser.add_argument("--with-baseline", action="store_true",
+                        help="Also train the labels-only student (distill.method baseline: the same network, data, "
+                             f"schedule and seed, no distillation terms) in RUN_DIR/{LABELS_ONLY}/ and report the "
+                             "distilled student's gain over it: summary.txt and metrics.json score both, with the "
+                             "share of the teacher gap closed. One more student training (the cheapest kind).")
     return parser
 
 
@@ -123,10 +130,6 @@ def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> 
     from lix_train.data.build import build_datasets
     from lix_train.data.precheck import check_splits
     from lix_train.data.skipping import skip_record
-    from lix_train.distillers import build_distiller
-    from lix_train.engine.checkpoint import atomic_torch_save, build_checkpoint
-    from lix_train.engine.trainer import Trainer
-    from lix_train.experiment import build_network, network_signature
     from lix_train.teachers import ensure_teacher, teacher_run_dir
 
     resume = prepare_run_dir(run_dir, cfg, args.resume, info.is_main)
@@ -145,38 +148,33 @@ def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> 
     teacher = load_teacher(cfg, teacher_path)
     times["teacher training" if teacher_trained else "teacher (reused)"] = time.perf_counter() - t0
 
-    # 2. distillation
+    # 2. distillation (and with --with-baseline, the labels-only student beside it)
     t0 = time.perf_counter()
     data = build_datasets(cfg.data, cfg.data.modality, ("train",), root)
     data.update(build_datasets(cfg.data, None, ("val",), root))  # the student's validation needs no X
-    class_set = data["train"].class_set
-    student = build_network("student", cfg.student.model, seed=cfg.student.train.seed)
-    student_signature = network_signature("student", cfg.student.model)
-    try:
-        distiller = build_distiller(cfg.distill, student, teacher, num_classes=class_set.num_classes,
-                                    x_channels=cfg.data.x_channels)
-    except ValueError as err:
-        raise UserError(f"distill.method={cfg.distill.method!r}: {err}") from None
-    try:
-        trainer = Trainer(distiller, data["train"], cfg.student.train, run_dir, signature=student_signature,
-                          eval_set=data["val"], class_names=class_set.names, run_config=cfg, resume=resume)
-    except ValueError as err:  # e.g. fewer training frames than one batch
-        raise UserError(f"student.train: {err}") from None
-    summary = trainer.run()
-    if info.is_main:
-        from lix_train.config import to_dict
-
-        atomic_torch_save(build_checkpoint(model=student, signature=student_signature, iteration=summary.iterations,
-                                           config=to_dict(cfg), metrics={"val": summary.last_eval}),
-                          run_dir / STUDENT_FILE)
+    student, summary = train_student(cfg, teacher, data, run_dir, resume, info)
     times["distillation" if summary.iterations_run else "distillation (done earlier)"] = time.perf_counter() - t0
+    others = {}
+    if getattr(args, "with_baseline", False) and cfg.distill.method != BASELINE:
+        t0 = time.perf_counter()
+        labels_cfg = labels_only_config(cfg)
+        labels_dir = run_dir / LABELS_ONLY
+        labels_resume = prepare_run_dir(labels_dir, labels_cfg, None, info.is_main)
+        labels_student, labels_summary = train_student(labels_cfg, teacher, data, labels_dir, labels_resume, info)
+        others[LABELS_ONLY] = labels_student
+        times[f"{LABELS_ONLY} student" + ("" if labels_summary.iterations_run else " (done earlier)")] = (
+            time.perf_counter() - t0)
+    elif getattr(args, "with_baseline", False):
+        log.info("--with-baseline: distill.method is already the labels-only baseline; nothing more to train")
 
     # 3. test scores (val only with eval.score_test false)
     t0 = time.perf_counter()
-    results, examples, test_split = evaluate_pair(cfg, teacher, student, data["val"], root, device, info.is_main)
+    results, examples, test_split = evaluate_pair(cfg, teacher, student, data["val"], root, device, info.is_main,
+                                                  others)
     times["test evaluation" if cfg.eval.score_test else "val evaluation"] = time.perf_counter() - t0
     times["total"] = time.perf_counter() - started
 
+    class_set = data["train"].class_set
     skipped = skip_record({"train": data["train"], "val": data["val"]}, {scored_split(cfg): test_split["skipped"]})
     if info.is_main:
         write_outputs(cfg, run_dir, args, results, examples, times, summary, teacher_path, teacher_trained,
@@ -184,18 +182,59 @@ def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> 
     return 0
 
 
+def labels_only_config(cfg):
+    """The config of the labels-only twin of a distillation run: the same everything, method baseline."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, method=BASELINE))
+
+
+def train_student(cfg, teacher, data, run_dir: Path, resume, info):
+    """(student, training summary): the student of `cfg` trained with cfg.distill.method in `run_dir` (resumed
+    from its checkpoint there), its final weights written to run_dir/student.pt atomically (rank 0)."""
+    from lix_train.distillers import build_distiller
+    from lix_train.engine.checkpoint import atomic_torch_save, build_checkpoint
+    from lix_train.engine.trainer import Trainer
+    from lix_train.experiment import build_network, network_signature
+
+    class_set = data["train"].class_set
+    student = build_network("student", cfg.student.model, seed=cfg.student.train.seed)
+    signature = network_signature("student", cfg.student.model)
+    try:
+        distiller = build_distiller(cfg.distill, student, teacher, num_classes=class_set.num_classes,
+                                    x_channels=cfg.data.x_channels)
+    except ValueError as err:
+        raise UserError(f"distill.method={cfg.distill.method!r}: {err}") from None
+    try:
+        trainer = Trainer(distiller, data["train"], cfg.student.train, run_dir, signature=signature,
+                          eval_set=data["val"], class_names=class_set.names, run_config=cfg, resume=resume)
+    except ValueError as err:  # e.g. fewer training frames than one batch
+        raise UserError(f"student.train: {err}") from None
+    summary = trainer.run()
+    if info.is_main:
+        from lix_train.config import to_dict
+
+        atomic_torch_save(build_checkpoint(model=student, signature=signature, iteration=summary.iterations,
+                                           config=to_dict(cfg), metrics={"val": summary.last_eval}),
+                          run_dir / STUDENT_FILE)
+    return student, summary
+
+
 def read_splits(cfg) -> tuple[str, ...]:
     """The splits a run reads: train and val, and test unless eval.score_test is false."""
     return ("train", "val", "test") if cfg.eval.score_test else ("train", "val")
 
 
-def evaluate_pair(cfg, teacher, student, val, root, device, is_main: bool):
+def evaluate_pair(cfg, teacher, student, val, root, device, is_main: bool, others=None):
     """Test metrics of teacher and student, the student's on `val`, the qualitative examples (rank 0), and what
     was scored.
 
     With eval.score_test false the test split is never built: teacher ("teacher_val") and student
-    ("student_val") are scored on the val split, and the examples come from it.
+    ("student_val") are scored on the val split, and the examples come from it. `others` (name -> RGB student,
+    e.g. the labels-only one) are scored like the student: on the scored split (under `name`, or `name_val` when
+    that is val) and on val.
     """
+    others = others or {}
     from lix_train.data.build import build_datasets
     from lix_train.report import evenly_spaced_indices
     from lix_train.heldout import example_predictions, score_network
@@ -207,18 +246,24 @@ def evaluate_pair(cfg, teacher, student, val, root, device, is_main: bool):
         results = {
             "teacher": score_network(teacher, "teacher", scored, cfg.eval, device, workers, progress),
             "student": score_network(student, "student", scored, cfg.eval, device, workers, progress),
+            **{name: score_network(net, "student", scored, cfg.eval, device, workers, progress)
+               for name, net in others.items()},
         }
     else:  # the teacher reads X: the val split again, with it
         scored = build_datasets(cfg.data, cfg.data.modality, ("val",), root)["val"]
         results = {"teacher_val": score_network(teacher, "teacher", scored, cfg.eval, device, workers, progress)}
-    # The student on the validation drives too (the set it was validated on during training):
+    # The students on the validation drives too (the set they were validated on during training):
     # studies choose settings on these, never on test.
     results["student_val"] = score_network(student, "student", val, cfg.eval, device, workers, progress)
+    for name, net in others.items():
+        results[f"{name}_val"] = score_network(net, "student", val, cfg.eval, device, workers, progress)
     examples = None
     if is_main and cfg.output.plots and cfg.output.qualitative_frames:
         indices = evenly_spaced_indices(len(scored), cfg.output.qualitative_frames)
-        examples = example_predictions({"teacher": (teacher, "teacher"), "student": (student, "student")}, scored,
-                                       indices, cfg.eval, device, cfg.data.transforms.mean, cfg.data.transforms.std)
+        shown = {"teacher": (teacher, "teacher"), **{name: (net, "student") for name, net in others.items()},
+                 "student": (student, "student")}
+        examples = example_predictions(shown, scored, indices, cfg.eval, device, cfg.data.transforms.mean,
+                                       cfg.data.transforms.std)
     return results, examples, split_summary(scored)
 
 
@@ -278,6 +323,12 @@ def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, t
         metrics["student"] = {**results["student"], **student_run}
     else:
         metrics["teacher_val"] = {**results["teacher_val"], **teacher_run}
+    labels = {k: v for k, v in results.items() if k.startswith(LABELS_ONLY)}
+    if labels:  # --with-baseline: the labels-only student, scored like the student, and the gain over it
+        metrics.update(labels)
+        metrics[LABELS_ONLY + "_run"] = {"checkpoint": str(run_dir / LABELS_ONLY / STUDENT_FILE),
+                                         "run_dir": str(run_dir / LABELS_ONLY)}
+        metrics["distillation_gain"] = distillation_gain(results, split)
     metrics.update({
         "student_val": results["student_val"],  # validation split (max_val_frames applies): for choosing settings
         "teacher_run": teacher_run,
@@ -293,6 +344,8 @@ def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, t
     title = (f"{cfg.data.dataset} {split} split, {cfg.data.modality} teacher -> RGB student ({cfg.distill.method}), "
              f"{cfg.data.transforms.size[0]}x{cfg.data.transforms.size[1]}, {cfg.eval.mode}-image")
     table = format_table(results, times, title=title)
+    if labels:
+        table += gain_lines(metrics["distillation_gain"], cfg.distill.method)
     write_text(run_dir / SUMMARY_FILE, table)
     if cfg.output.plots:
         draw_plots(run_dir, results, examples=examples, class_set=class_set,
@@ -300,6 +353,27 @@ def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, t
                    title=f"student loss curves ({cfg.distill.method})")
     print(table, end="", flush=True)
     print(f"run folder: {run_dir}", flush=True)
+
+
+def distillation_gain(results, split: str) -> dict:
+    """The distilled student against the labels-only one on the scored split (and on val): mIoU points (fractions
+    like the scores) and the share of the teacher-baseline gap closed, (student - labels-only) / (teacher -
+    labels-only); None where the teacher is not above the labels-only student."""
+    suffix = "" if split == "test" else "_val"
+    teacher = results["teacher" + suffix]["miou"]
+    student, labels = results["student" + suffix]["miou"], results[LABELS_ONLY + suffix]["miou"]
+    gap = teacher - labels
+    return {"split": split, "teacher": teacher, "student": student, LABELS_ONLY: labels,
+            "gain": student - labels, "gap_share": (student - labels) / gap if gap > 0 else None,
+            "gain_val": results["student_val"]["miou"] - results[LABELS_ONLY + "_val"]["miou"]}
+
+
+def gain_lines(gain: dict, method: str) -> str:
+    """The summary's last lines: what distillation added over training on the labels alone."""
+    share = "" if gain["gap_share"] is None else f", {100 * gain['gap_share']:.0f} % of the teacher's lead closed"
+    return (f"\ndistillation gain ({method} student - labels-only student, same network, data, schedule and seed): "
+            f"{100 * gain['gain']:+.1f} mIoU on {gain['split']}{share}; {100 * gain['gain_val']:+.1f} on val. "
+            "One seed: differences under about 1.5 points are noise (docs/results.md).\n")
 
 
 def main(argv: list[str] | None = None) -> int:

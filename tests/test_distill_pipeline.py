@@ -133,6 +133,31 @@ def test_the_seed_alone_decides_the_student(setup, first_run):
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
+def test_with_baseline_trains_the_labels_only_twin_and_reports_the_gain(setup, capsys):
+    """The labels-only student of --with-baseline is exactly a standalone baseline run of the same config and seed;
+    summary.txt and metrics.json score both and say the gain."""
+    base, config = setup
+    run_dir, alone = base / "with-baseline", base / "baseline-alone"
+    assert distill.main(["--config", str(config), "--run-dir", str(run_dir), "--with-baseline"]) == 0
+    assert distill.main(["--config", str(config), "--run-dir", str(alone), "--distill.method", "baseline"]) == 0
+    twin, standalone = _student_weights(run_dir / "labels_only"), _student_weights(alone)
+    assert all(torch.equal(twin[k], standalone[k]) for k in twin)
+    assert read_yaml(run_dir / "labels_only" / "config.yaml")["distill"]["method"] == "baseline"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["labels_only"]["miou"] == json.loads((alone / "metrics.json").read_text())["student"]["miou"]
+    gain = metrics["distillation_gain"]
+    assert gain["gain"] == pytest.approx(metrics["student"]["miou"] - metrics["labels_only"]["miou"])
+    assert gain["split"] == "test" and "labels_only_val" in metrics
+    summary = (run_dir / "summary.txt").read_text()
+    assert "labels_only IoU" in summary and "distillation gain (lix student - labels-only student" in summary
+    assert f"{100 * gain['gain']:+.1f} mIoU on test" in summary
+    # Continued: nothing is trained again, the same numbers come back.
+    assert distill.main(["--config", str(config), "--run-dir", str(run_dir), "--with-baseline"]) == 0
+    assert "labels_only student (done earlier)" in (run_dir / "summary.txt").read_text()
+    again = json.loads((run_dir / "metrics.json").read_text())["distillation_gain"]
+    assert again == gain
+
+
 def test_bookkeeping_options_do_not_block_continuing_a_run(setup, first_run):
     """Progress bars, logging cadence, workers: how a run is carried out, not what it computes."""
     base, config = setup

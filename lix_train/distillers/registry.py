@@ -18,6 +18,7 @@ from typing import Callable, TypeVar
 T = TypeVar("T", bound=type)
 
 _REGISTRY: dict[str, type] = {}
+BASELINE = "baseline"  # the labels-only method (L_H alone): what every distiller is measured from
 
 
 def register_distiller(name: str) -> Callable[[T], T]:

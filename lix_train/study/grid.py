@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from lix_train.distillers.registry import BASELINE
 from lix_train.study.ablations import AblationSet
 
 METHODS_GROUP = "methods"
 BUDGETS_GROUP = "budgets"
 WARM_GROUP = "warm_start"
 TUNING_GROUP = "tuning"
-BASELINE = "baseline"
 SEED_KEY = "student.train.seed"
 METHOD_KEY = "distill.method"
 ITERS_KEY = "student.train.iters"
