@@ -410,8 +410,8 @@ def test_budget_and_warm_tables_and_results_json():
     assert summary["teacher"] == 60.0 and summary["default_method"] == "lix"
     assert summary["methods"]["kd"]["test"] == [45.0, 46.0] and summary["methods"]["kd"]["val"] == [43.0, 44.0]
     assert set(summary["methods"]) == {"baseline", "kd", "lix_xzeros"}
-    assert summary["budgets"]["4"]["methods"]["baseline"]["test"] == [45.0, 46.0]
-    assert summary["budgets"]["2"]["methods"]["kd"] == summary["methods"]["kd"]
+    assert summary["budgets"]["4"]["baseline"]["test"] == [45.0, 46.0]
+    assert summary["budgets"]["2"]["kd"] == summary["methods"]["kd"]
     assert summary["warm_start"]["iters"] == 3 and summary["warm_start"]["methods"]["kd"]["test"] == [47.0, 48.0]
     assert summary["protocol"]["commit"] == "c0ffee" and summary["protocol"]["preset"] == "quick"
 
@@ -610,8 +610,8 @@ def test_gpu_study_script_parses_and_plans_on_cpu(tmp_path):
     done = subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     said = done.stdout
-    assert "3 runs, 1 teacher config(s)" in said
-    for name in ("baseline-s0", "cwd-s0", "lix-s0"):
+    assert "6 runs, 1 teacher config(s)" in said
+    for name in ("baseline-s0", "cwd-s0", "lix-s0", "baseline-i500-s0", "cwd-i500-s0", "lix-i500-s0"):
         assert name in said
     command = shlex.split(next(line for line in said.splitlines() if line.startswith("+ "))[2:])
     assert command[1:3] == ["-m", "lix_train.compare"]
@@ -621,7 +621,12 @@ def test_gpu_study_script_parses_and_plans_on_cpu(tmp_path):
     assert cfg.teacher.model.width == cfg.student.model.width == 1.0
     assert tuple(cfg.data.transforms.size) == tuple(cfg.data.transforms.crop_size) == (192, 640)
     for role in (cfg.teacher.train, cfg.student.train):
-        assert role.amp and role.device == "cuda" and role.iters == 4000 and role.batch_size >= 16
+        assert role.amp and role.device == "cuda" and role.batch_size == 16
+    # protocol v2 in training samples at twice the CPU preset's batch: the converged teacher, two budgets
+    v2 = runner.resolve_base(StudySetup(preset="synthetic", out=args.out))
+    assert cfg.teacher.train.iters * 16 == v2.teacher.train.iters * v2.teacher.train.batch_size
+    assert cfg.student.train.iters * 16 == v2.student.train.iters * v2.student.train.batch_size
+    assert compare.parse_budgets(args.budgets) == [500, cfg.student.train.iters]
     assert args.seeds == 1 and args.jobs >= 1
     header = script.read_text().split("set -euo")[0]
     assert "9-minute" in header and "GFLOP" in header  # how the time was estimated

@@ -282,11 +282,12 @@ def results_json(table: Mapping[str, Any], default_method: str) -> dict:
     }
     if table.get("budgets"):
         budgets = table["budgets"]
-        out["budgets"] = {b: {"methods": {row["method"]: {"test": pct(row["by_budget"][b]["miou"]),
-                                                          "val": pct(row["by_budget"][b]["val_miou"]),
-                                                          "seeds": row["by_budget"][b]["seeds"],
-                                                          "val_seeds": row["by_budget"][b]["val_seeds"]}
-                                          for row in budgets["rows"]}}
+        # {"1000": {row: {"test": [...], "val": [...], ...}}, ...}: every row at every budget (issue 21's shape)
+        out["budgets"] = {b: {row["method"]: {"test": pct(row["by_budget"][b]["miou"]),
+                                              "val": pct(row["by_budget"][b]["val_miou"]),
+                                              "seeds": row["by_budget"][b]["seeds"],
+                                              "val_seeds": row["by_budget"][b]["val_seeds"]}
+                              for row in budgets["rows"]}
                           for b in map(str, budgets["iters"])}
     if table.get("warm_start"):
         warm = table["warm_start"]
