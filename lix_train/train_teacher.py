@@ -1,4 +1,5 @@
-"""Train (or reuse) the RGB+X teacher alone, and score it on the held-out test split.
+"""Train (or reuse) the RGB+X teacher alone, and score it on the held-out test split (on val with
+eval.score_test false: then the test split is never built, as in a study that chooses settings).
 
     python -m lix_train.train_teacher                              # quick preset, shared store
     python -m lix_train.train_teacher --preset vkitti2 --data.root /data/vkitti2
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from lix_train.cli import shared
     from lix_train.data.build import build_datasets, resolve_root
     from lix_train.data.precheck import check_splits
-    from lix_train.distill import load_teacher
+    from lix_train.distill import load_teacher, read_splits, scored_split
     from lix_train.report import (
         METRICS_FILE, METRICS_UNITS, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text,
     )
@@ -62,20 +63,21 @@ def run(args: argparse.Namespace) -> int:
         resume = Path(args.resume) if isinstance(args.resume, str) else args.resume
         if isinstance(resume, Path) and not resume.is_file():
             raise UserError(f"--resume {resume}: checkpoint file not found")
-    check_splits(cfg.data, ("train", "val", "test"), root)  # a bad test frame must stop it before training
+    check_splits(cfg.data, read_splits(cfg), root)  # a bad test frame must stop it before training
     result = ensure_teacher(cfg, run_dir, root=root, resume=resume)
     teacher = load_teacher(cfg, result.checkpoint)
     trained_s = time.perf_counter() - started
 
     t0 = time.perf_counter()
-    test = build_datasets(cfg.data, cfg.data.modality, ("test",), root)["test"]
-    metrics = score_network(teacher, "teacher", test, cfg.eval, device, min(cfg.teacher.train.num_workers, 2),
+    split = scored_split(cfg)  # eval.score_test false: val only, the test split is never built
+    scored = build_datasets(cfg.data, cfg.data.modality, (split,), root)[split]
+    metrics = score_network(teacher, "teacher", scored, cfg.eval, device, min(cfg.teacher.train.num_workers, 2),
                             cfg.teacher.train.progress and info.is_main)
     if info.is_main:
         times = {"teacher training" if result.trained else "teacher (reused)": trained_s,
-                 "test evaluation": time.perf_counter() - t0, "total": time.perf_counter() - started}
+                 f"{split} evaluation": time.perf_counter() - t0, "total": time.perf_counter() - started}
         write_json(run_dir / METRICS_FILE, {
-            "units": METRICS_UNITS, "split": "test", "dataset": cfg.data.dataset, "modality": cfg.data.modality,
+            "units": METRICS_UNITS, "split": split, "dataset": cfg.data.dataset, "modality": cfg.data.modality,
             "resolution": list(cfg.data.transforms.size), "eval_mode": cfg.eval.mode,
             "teacher": {**metrics, "checkpoint": str(result.checkpoint), "trained_in_this_run": result.trained,
                         "train_wall_time_s": result.train_wall_time_s},
@@ -83,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
             "commit": git_commit(),  # the code that scored it (teacher.json names the code that trained it)
         })
         table = format_table({"teacher": metrics}, times,
-                             title=f"{cfg.data.dataset} test split, RGB+{cfg.data.modality} teacher")
+                             title=f"{cfg.data.dataset} {split} split, RGB+{cfg.data.modality} teacher")
         write_text(run_dir / SUMMARY_FILE, table)
         if cfg.output.plots:
-            draw_plots(run_dir, {"teacher": metrics})
+            draw_plots(run_dir, {"teacher": metrics}, split=split)
         print(table, end="")
         print(f"teacher: {result.checkpoint}", flush=True)
     return 0

@@ -187,6 +187,23 @@ def test_evaluate_reproduces_the_runs_student_score(first_run, capsys):
     assert result["student"]["confusion"] == expected["confusion"]
 
 
+def test_train_teacher_with_score_test_false_never_builds_the_test_split(setup, first_run, monkeypatch):
+    """A study that chooses settings on val (compare --tune) trains its teacher through train_teacher: with
+    eval.score_test false the teacher is scored on val and the test split is never built."""
+    import lix_train.data.build as build
+
+    base, config = setup
+    asked, real = [], build.build_datasets
+    monkeypatch.setattr(build, "build_datasets", lambda cfg, modality, splits, root, **kw: (
+        asked.extend(splits), real(cfg, modality, splits, root, **kw))[1])
+    run_dir = base / "teacher-val-only"
+    assert train_teacher.main(["--config", str(config), "--run-dir", str(run_dir), "--eval.score_test", "false"]) == 0
+    assert "test" not in asked and "val" in asked
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["split"] == "val" and "val evaluation" in metrics["wall_time_s"]
+    assert "val split" in (run_dir / "summary.txt").read_text()
+
+
 def test_evaluate_a_teacher_on_another_split(setup, first_run, tmp_path):
     base, config = setup
     teacher = _teacher_dir(config) / "teacher.pt"
