@@ -96,6 +96,33 @@ def plot_loss_curves(train_csv: str | Path, out_path: str | Path, eval_csv: str 
     return _save(fig, out_path)
 
 
+def plot_val_curves(curves: Mapping[str, Sequence[tuple[float, float]]], out_path: str | Path,
+                    finals: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+                    title: str | None = None) -> Path:
+    """Validation mIoU against iteration, one line per run (label -> [(iteration, mIoU fraction)]), and
+    optional end points of runs at other budgets (label -> [(budget, mIoU)]) as hollow markers."""
+    if not curves:
+        raise ValueError("no curves to plot")
+    fig = Figure(figsize=(7.0, 4.0))
+    ax = fig.subplots()
+    for index, (label, points) in enumerate(curves.items()):
+        colour = f"C{index}"
+        its, values = zip(*points) if points else ((), ())
+        ax.plot(its, [100 * v for v in values], marker="o", markersize=3, color=colour, label=label)
+        ends = (finals or {}).get(label) or ()
+        if ends:
+            b, v = zip(*ends)
+            ax.plot(b, [100 * x for x in v], linestyle="none", marker="D", markerfacecolor="none", color=colour,
+                    label=f"{label}: final score of a run with that budget")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("val mIoU (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return _save(fig, out_path)
+
+
 def plot_per_class_iou(results: Mapping[str, Mapping[str, float]], out_path: str | Path,
                        title: str | None = None) -> Path:
     """Grouped bars of per-class IoU (fractions) for one or several models, mIoU in the legend.
