@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ExperimentParser(
         prog=PROG, description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         usage="%(prog)s [-h] [--preset NAME] [--config FILE] [--seeds N] [--methods A,B,...] [--ablation NAME ...] "
-              "[--one-seed A,B,...] [--no-control] [--untuned] [--tune METHOD ...] [--budgets A,B,...] [--warm-start ITERS] "
+              "[--one-seed A,B,...] [--no-control] [--control-seeds N] [--untuned] [--tune METHOD ...] [--budgets A,B,...] [--warm-start ITERS] "
               "[--warm-seeds N] [--out DIR] "
               "[--results-json PATH] [--jobs N] [--dry-run] [--report-only] [--isolate] [--SECTION.KEY VALUE ...]")
     parser.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                              + f"; {ablation_sets.ALL} = every set.")
     parser.add_argument("--no-control", action="store_true",
                         help="Skip the control (the teacher architecture trained and scored on X = zeros).")
+    parser.add_argument("--control-seeds", type=int, default=1, metavar="N",
+                        help="Train the control at N teacher seeds (teacher.train.seed: the preset's, then 1..N-1; "
+                             "folders control-zero_x, control-zero_x-t1, ...) and report their mean ± std: each is a "
+                             "teacher training. The X = zeros rows (lix_xzeros, ...) distil the preset's.")
     parser.add_argument("--untuned", action="store_true",
                         help="Run every method at the preset's defaults instead of its tuned settings "
                              f"({TUNED_NAME}: method -> distill options chosen on val; shown by --dry-run and the "
@@ -271,6 +275,10 @@ def run(args: argparse.Namespace) -> int:
     stray = [m for m in one_seed if m not in methods]
     if stray:
         raise UserError(f"--one-seed: {stray[0]!r} is not one of the study's rows ({', '.join(methods)})")
+    if args.control_seeds < 1:
+        raise UserError(f"--control-seeds {args.control_seeds}: need at least one")
+    if args.control_seeds > 1 and args.no_control:
+        raise UserError("--control-seeds with --no-control: the control is not run")
     if args.warm_seeds is not None and not 1 <= args.warm_seeds <= args.seeds:
         raise UserError(f"--warm-seeds {args.warm_seeds}: between 1 and --seeds ({args.seeds})")
     if args.warm_seeds is not None and args.warm_start is None:
@@ -280,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
     if tune:
         extra = [flag for flag, given in (("--budgets", budgets), ("--warm-start", args.warm_start is not None),
                                           ("--ablation", args.ablation), ("--results-json", args.results_json),
-                                          ("--one-seed", one_seed))
+                                          ("--one-seed", one_seed), ("--control-seeds", args.control_seeds > 1))
                  if given]
         if extra:
             raise UserError(f"--tune runs the tuning grid alone; run {extra[0]} in a call of its own")
@@ -305,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
             tuned = tuned_settings(args, overrides)
             names = list(args.ablation) + ([] if args.no_control else [ablation_sets.CONTROL])
             chosen = ablation_sets.select(names)
-            specs = expand(methods, seeds, chosen, tuned, one_seed)
+            specs = expand(methods, seeds, chosen, tuned, one_seed, args.control_seeds)
             if budgets:
                 specs += expand_budgets(methods, seeds, budgets, preset_iters, tuned)
             if args.warm_start is not None:

@@ -421,6 +421,32 @@ def test_budget_and_warm_tables_and_results_json():
     assert "| lix_xzeros (LIX from the X = zeros teacher) |" in md
 
 
+def test_the_control_at_several_teacher_seeds_reports_their_mean_and_spread(tmp_path):
+    from lix_train.study import ablations
+
+    control = ablations.select(["control"])
+    specs = expand(["baseline"], [0], control, teacher_seeds=3)
+    names = [s.name for s in specs]
+    assert names == ["baseline-s0", "control-zero_x", "control-zero_x-t1", "control-zero_x-t2"]
+    assert "teacher.train.seed" not in specs[1].overrides  # the preset's seed: the folder of earlier studies
+    assert specs[3].overrides == {"data.zero_x": True, "teacher.train.seed": 2}
+    planned = {p.spec.name: p for p in plan(specs, StudySetup(preset="quick", out=tmp_path))}
+    dirs = {planned[n].teacher_dir for n in names[1:]}
+    assert len(dirs) == 3 and planned["baseline-s0"].teacher_dir not in dirs
+    scores = {"control-zero_x": 0.40, "control-zero_x-t1": 0.42, "control-zero_x-t2": 0.44}
+    results = [RunResult(s, {"teacher": {"miou": scores[s.name], "per_class_iou": {}}} if s.teacher_only
+                         else _metrics(0.41, 0.40)) for s in specs]
+    table = aggregate(results, control, _protocol(), "cmd", "c0ffee")
+    row = table["ablations"]["control"]["rows"][0]
+    assert row["teacher_miou"] == pytest.approx(0.42) and row["teacher_std"] == pytest.approx(0.02)
+    assert results_json(table, "lix")["teacher_xzeros_seeds"] == [40.0, 42.0, 44.0]
+    assert "| control: teacher architecture, X = zeros | 42.0 ± 2.0 | 40.0 / 42.0 / 44.0 (teacher seeds) |" in (
+        format_markdown(table))
+    with pytest.raises(UserError, match="--control-seeds with --no-control"):
+        compare.run(compare.build_parser().parse_args(["--preset", "quick", "--methods", "baseline", "--no-control",
+                                                       "--control-seeds", "2", "--dry-run"]))
+
+
 def test_the_table_names_the_software_each_run_computed_with():
     """Runs match bit for bit only on one software stack: the table counts the runs per stack."""
     import torch

@@ -20,6 +20,7 @@ BUDGETS_GROUP = "budgets"
 WARM_GROUP = "warm_start"
 TUNING_GROUP = "tuning"
 SEED_KEY = "student.train.seed"
+TEACHER_SEED_KEY = "teacher.train.seed"
 METHOD_KEY = "distill.method"
 ITERS_KEY = "student.train.iters"
 INIT_KEY = "student.train.init_from"
@@ -172,13 +173,15 @@ def _row_spec(row: str, seed: int, tuned: Mapping[str, Mapping[str, Any]], name:
 
 
 def expand(methods: Sequence[str], seeds: Sequence[int], ablations: Sequence[AblationSet] = (),
-           tuned: Mapping[str, Mapping[str, Any]] | None = None, one_seed: Sequence[str] = ()) -> list[RunSpec]:
+           tuned: Mapping[str, Mapping[str, Any]] | None = None, one_seed: Sequence[str] = (),
+           teacher_seeds: int = 1) -> list[RunSpec]:
     """The study's runs: every row (method or named row) at every seed, then every ablation variant at every seed.
 
     Rows in `one_seed` run at the first seed only (a screen of the methods that are not among the leaders,
-    where a run costs several times the others). Teacher-only variants (the X = zeros control) run once:
-    seeds vary students, and they have none. `tuned` (method -> dotted overrides) applies under a row's and a
-    variant's own overrides.
+    where a run costs several times the others). Teacher-only variants (the X = zeros control) have no student
+    to seed: they run at `teacher_seeds` teacher seeds, the preset's (folder <set>-<variant>) and then
+    teacher.train.seed 1, 2, ... (folders <set>-<variant>-t<seed>). `tuned` (method -> dotted overrides)
+    applies under a row's and a variant's own overrides.
     """
     if not methods and not ablations:
         raise ValueError("nothing to run: give at least one method or ablation")
@@ -193,7 +196,9 @@ def expand(methods: Sequence[str], seeds: Sequence[int], ablations: Sequence[Abl
         for variant in ablation.variants:
             base = f"{ablation.name}-{variant.label}"
             if variant.teacher_only:
-                specs.append(RunSpec(base, ablation.name, variant.label, "", None, dict(variant.overrides), True))
+                specs += [RunSpec(base, ablation.name, variant.label, "", None, dict(variant.overrides), True)]
+                specs += [RunSpec(f"{base}-t{t}", ablation.name, variant.label, "", None,
+                                  {**variant.overrides, TEACHER_SEED_KEY: t}, True) for t in range(1, teacher_seeds)]
                 continue
             chosen = {k: v for k, v in (tuned.get(ablation.method) or {}).items() if k not in variant.overrides}
             for s in seeds:

@@ -272,7 +272,8 @@ def results_json(table: Mapping[str, Any], default_method: str) -> dict:
     out: dict[str, Any] = {
         "teacher": None if not teacher else round(100 * teacher["miou"], 4),
         "teacher_xzeros": None if not control or control["teacher_miou"] is None
-        else round(100 * control["teacher_miou"], 4),
+        else round(100 * control["teacher_miou"], 4),  # the mean over its teacher seeds
+        "teacher_xzeros_seeds": pct(control.get("teacher_mious") or []) if control else [],
         "default_method": default_method,
         "protocol": {**table["protocol"], "commit": table["commit"], "command": table["command"],
                      "run_commits": table.get("run_commits", {}),
@@ -301,13 +302,13 @@ def _ablation_table(ablation: AblationSet, results: Sequence[RunResult], base_me
     rows = []
     for variant in ablation.variants:
         runs = [r for r in results if r.spec.group == ablation.name and r.spec.variant == variant.label]
-        if variant.teacher_only:
-            score = _teacher_score(runs)
-            miou = score["miou"] if score else None
+        if variant.teacher_only:  # one run per teacher seed: mean and std over them
+            scores = [r.metrics["teacher"]["miou"] for r in runs if r.metrics is not None and r.metrics.get("teacher")]
+            miou, std = mean_std(scores)
             rows.append({"variant": variant.label, "overrides": dict(variant.overrides), "teacher_only": True,
                          "runs": [r.spec.name for r in runs],
                          "missing": [r.spec.name for r in runs if r.metrics is None],
-                         "teacher_miou": miou,
+                         "teacher_miou": miou, "teacher_mious": scores, "teacher_std": std,
                          "delta_vs_baseline": None if miou is None or base_mean is None else miou - base_mean,
                          "share_of_teacher_gap": gap_share(miou, base_mean, main_teacher)})
             continue
@@ -439,7 +440,11 @@ def format_markdown(table: Mapping[str, Any]) -> str:
     control = table["ablations"].get("control")
     if control:
         for row in control["rows"]:
-            lines.append(f"| control: teacher architecture, X = zeros | {_pct(row['teacher_miou'])} | - | "
+            seeds = row.get("teacher_mious") or []
+            score = _pct(row["teacher_miou"]) + ("" if row.get("teacher_std") is None else
+                                                 f" ± {100 * row['teacher_std']:.1f}")
+            per_seed = " / ".join(f"{100 * v:.1f}" for v in seeds) + " (teacher seeds)" if len(seeds) > 1 else "-"
+            lines.append(f"| control: teacher architecture, X = zeros | {score} | {per_seed} | "
                          f"{_pct(row['delta_vs_baseline'], True)} | {_share(row['share_of_teacher_gap'])} | - |")
     for row in table["methods"]:
         lines.append(_method_line(row))
