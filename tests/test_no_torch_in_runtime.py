@@ -1,5 +1,5 @@
-"""lix_deploy.runtime (and the doctor) never import torch: robots run the student without it. Nor do the
-deployment tools other than export at import time (torch only where a PyTorch model is run)."""
+"""lix_deploy.runtime, lix_common (and the doctor) never import torch: robots run the student without it. Nor
+do the deployment tools other than export at import time (torch only where a PyTorch model is run)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", sorted(RUNTIME.rglob("*.py")) + [ROOT / "lix_deploy" / "doctor.py",
-                                                                 ROOT / "lix_deploy" / "cli.py"],
+@pytest.mark.parametrize("path", sorted(RUNTIME.rglob("*.py")) + sorted((ROOT / "lix_common").glob("*.py"))
+                         + [ROOT / "lix_deploy" / "doctor.py", ROOT / "lix_deploy" / "cli.py"],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_source_file_imports_torch(path):
     bad = {name for name in _imported_modules(path) if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)}

@@ -280,7 +280,7 @@ def test_frame_validation():
 
 def _resize_x_reference(x: np.ndarray, modality: str, size: tuple[int, int]) -> np.ndarray:
     """_resize_x as first written (transpose copy, np.linalg.norm on a strided view): the bits to keep."""
-    from lix_train.data.interpolation import image_interpolation
+    from lix_common.interpolation import image_interpolation
 
     h, w = size
     interpolation = image_interpolation(x.shape[1:], (h, w)) or cv2.INTER_LINEAR

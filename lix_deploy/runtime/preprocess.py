@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lix_train.data.interpolation import image_interpolation
+from lix_common.interpolation import image_interpolation
 
 __all__ = ["ENCODINGS", "Encoding", "to_rgb", "to_model_input", "image_from_buffer"]
 

@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 import torch
 
+from lix_common.interpolation import image_interpolation
 from lix_train.config import ConfigError, check_range, option
 from lix_train.data.classes import IGNORE_INDEX
-from lix_train.data.interpolation import image_interpolation
 from lix_train.data.modalities import MODALITY_CHANNELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -3,7 +3,7 @@
 Training and deployment must feed the network identically resampled pixels, or the deployed
 model sees a systematically different input than it learnt from. INTER_AREA when shrinking
 avoids aliasing on large downscales (1242 -> 320 px); INTER_LINEAR when enlarging.
-This module imports only OpenCV so lix_deploy.runtime can use it without torch.
+This module imports only OpenCV, so lix_deploy.runtime can use it without torch or lix_train.
 """
 
 from __future__ import annotations

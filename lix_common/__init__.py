@@ -1,0 +1,8 @@
+"""Code shared by training (lix_train) and the vehicle (lix_deploy.runtime, ros_node), torch-free.
+
+What belongs here: small rules both sides must apply identically, that import nothing but the
+standard library, numpy and OpenCV (never torch, lix_train or lix_deploy), so the runtime can use
+them without the training package and training without the deployment one.
+
+interpolation  how camera images are resized (training transforms and the runtime's preprocessing)
+"""
