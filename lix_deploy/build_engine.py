@@ -166,7 +166,7 @@ def choose_build_backend(requested: str) -> str:
     from lix_deploy.builders import tensorrt_build as trtb
 
     try:
-        trtb.import_tensorrt()
+        trtb.require_tensorrt()
         trtb.probe_gpu()
     except BuildError:
         return "onnxruntime"
@@ -208,7 +208,7 @@ def build_tensorrt_candidate(args, onnx: Path, target: Path, precision: str, fra
     """Build (or reuse from --cache-dir) the engine; returns where the candidate engine is."""
     from lix_deploy.builders import tensorrt_build as trtb
 
-    trt = trtb.import_tensorrt()
+    trt = trtb.require_tensorrt()
     gpu_name, capability = trtb.probe_gpu()
     import onnx as onnx_lib
 

@@ -70,7 +70,7 @@ def onnxruntime_conflict(installed: dict[str, str]) -> str | None:
 
 def classify_tensorrt(version: str) -> tuple[str, str]:
     """(status, description) of a TensorRT version for this project's runtime and engine builder."""
-    from lix_deploy.runtime.backends.tensorrt_backend import parse_trt_version, typing_mode
+    from lix_deploy.runtime.backends.tensorrt_common import parse_trt_version, typing_mode
 
     parsed = parse_trt_version(version)
     if parsed.major < 10:

@@ -24,9 +24,9 @@ from lix_deploy.runtime.backends import cuda_memory, tensorrt_backend
 from lix_deploy.runtime.backends.base import BackendUnavailableError, EngineMismatchError
 from lix_deploy.runtime.backends.cuda_memory import Stream, import_cudart
 from lix_deploy.runtime.backends.tensorrt_backend import (
-    TensorRTBackend, TRTVersion, check_engine_compatibility, check_runtime_version, import_tensorrt,
-    parse_trt_version, read_engine_key, typing_mode,
+    TensorRTBackend, check_engine_compatibility, check_runtime_version, read_engine_key,
 )
+from lix_deploy.runtime.backends.tensorrt_common import TRTVersion, import_tensorrt, parse_trt_version, typing_mode
 from runtime_fixtures import CLASS_NAMES, PALETTE, SIZE, expected_labels, scene
 
 ENGINE_BYTES = b"fake-serialized-engine"

@@ -16,6 +16,8 @@ from lix_deploy.builders import tensorrt_build as trtb
 from lix_deploy.builders.inspect import (InspectionError, check_precision, normalise_dtype,
                                         parse_engine_information)
 from lix_deploy.builders.onnxruntime_build import BuildError, BuildFailure
+from lix_deploy.runtime.backends import tensorrt_common
+from lix_deploy.runtime.backends.tensorrt_common import parse_trt_version
 
 SHA = "ab" * 32
 
@@ -109,12 +111,14 @@ def test_normalise_dtype(text, expected):
 @pytest.mark.parametrize("text, expected", [("10.3.0.30", (10, 3, 0)), ("11.0.0", (11, 0, 0)),
                                             ("10.13.3.9+cuda12", (10, 13, 3)), ("10", (10, 0, 0))])
 def test_parse_version(text, expected):
-    assert trtb.parse_version(text) == expected
+    assert parse_trt_version(text) == expected
 
 
-def test_parse_version_rejects_garbage():
+def test_the_builder_reads_versions_with_the_runtimes_helpers():
+    assert trtb.parse_trt_version is parse_trt_version and trtb.import_tensorrt is tensorrt_common.import_tensorrt
+    assert trtb.STRONGLY_TYPED_FROM is tensorrt_common.STRONGLY_TYPED_FROM
     with pytest.raises(BuildError, match="TensorRT version"):
-        trtb.parse_version("unknown")
+        trtb.plan_build("unknown", "fp32")
 
 
 @pytest.mark.parametrize("version, precision, kwargs, strong, flags, transform", [
@@ -450,8 +454,8 @@ def test_dynamic_batch_gets_an_optimisation_profile(tmp_path, monkeypatch):
 
 def test_missing_tensorrt_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import raises ImportError
-    with pytest.raises(BuildError, match="--backend onnxruntime"):
-        trtb.import_tensorrt()
+    with pytest.raises(BuildError, match="TensorRT is not importable.*--backend onnxruntime.*import of tensorrt"):
+        trtb.require_tensorrt()
 
 
 def test_no_gpu_is_a_clear_error(monkeypatch):

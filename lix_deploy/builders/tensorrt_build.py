@@ -31,9 +31,8 @@ check -> only then the engine is written (temp file + rename) with its sidecar J
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import json
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -45,6 +44,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from lix_deploy.artifact import PRECISIONS, ArtifactInfo, write_sidecar as write_artifact_sidecar
+from lix_deploy.runtime.backends.base import BackendUnavailableError
+from lix_deploy.runtime.backends.tensorrt_common import (ALWAYS_STRONGLY_TYPED_FROM, MIN_SUPPORTED,
+                                                         STRONGLY_TYPED_FROM, import_tensorrt, parse_trt_version)
 
 from .atomic import atomic_write_bytes
 from .cache import EngineKey
@@ -52,32 +54,22 @@ from .inspect import PrecisionSummary, PrecisionVerdict, check_precision, parse_
 from .onnxruntime_build import (CALIBRATION_METHODS, BuildError, BuildFailure, argmax_reads_dequantized,
                                 exclusions, quantize_int8, save_model)
 
-STRONGLY_TYPED_FROM = (10, 12)
-ALWAYS_STRONGLY_TYPED_FROM = (11, 0)  # the STRONGLY_TYPED creation flag is deprecated and ignored
-MIN_SUPPORTED = (10, 0)
 ONNX_TRANSFORMS = ("none", "modelopt_int8", "ort_int8", "modelopt_fp16")
 #: --calibration-method -> ModelOpt's calibration_method (it has no percentile calibration)
 MODELOPT_CALIBRATION = {"minmax": "max", "entropy": "entropy"}
 DEFAULT_CALIBRATION = {"ort_int8": "minmax", "modelopt_int8": "entropy"}
 
 
-def parse_version(text: str) -> tuple[int, int, int]:
-    """"10.3.0.30" / "11.0.0" / "10.13.3.9+cuda12" -> (major, minor, patch)."""
-    match = re.match(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?", str(text))
-    if not match:
-        raise BuildError(f"cannot read a TensorRT version from {text!r}")
-    return tuple(int(part or 0) for part in match.groups())  # type: ignore[return-value]
-
-
-def import_tensorrt():
-    """The tensorrt module, or BuildError saying how to get it (CPU machines cannot)."""
+def require_tensorrt():
+    """The tensorrt module for a build, or BuildError saying how to get it (CPU machines cannot)."""
     try:
-        return importlib.import_module("tensorrt")
-    except ImportError as err:
+        return import_tensorrt()
+    except BackendUnavailableError as err:
+        cause = err.__context__ or err  # the ImportError / OSError itself, not the runtime's install hint
         raise BuildError(
             "TensorRT is not importable here (the PyPI 'tensorrt' wheels fetch NVIDIA's libraries at install "
             "time and need a GPU machine); use --backend onnxruntime, or run on a machine with TensorRT 10/11 "
-            f"({type(err).__name__}: {err})"
+            f"({type(cause).__name__}: {cause})"
         ) from None
 
 
@@ -112,7 +104,10 @@ def plan_build(trt_version: str, precision: str, *, onnx_has_qdq: bool = False, 
     """Network typing, builder flags and ONNX preparation for `precision` on `trt_version`; see module doc."""
     if precision not in PRECISIONS:
         raise BuildError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    version = parse_version(trt_version)
+    try:
+        version = parse_trt_version(trt_version)
+    except ValueError:
+        raise BuildError(f"cannot read a TensorRT version from {trt_version!r}") from None
     if version[:2] < MIN_SUPPORTED:
         raise BuildError(f"TensorRT {trt_version} is too old: lix-seg builds with TensorRT >= 10.0 "
                          "(the tensor-based I/O API); JetPack 6 ships 10.3")
@@ -323,7 +318,7 @@ def network_flags(trt, plan: BuildPlan) -> int:
     typed and the flag is deprecated (ignored); none for a weakly typed build."""
     if not plan.strongly_typed:
         return 0
-    if parse_version(plan.trt_version)[:2] >= ALWAYS_STRONGLY_TYPED_FROM:
+    if parse_trt_version(plan.trt_version)[:2] >= ALWAYS_STRONGLY_TYPED_FROM:
         return 0
     flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
     if flag is None:
@@ -346,7 +341,7 @@ def build_tensorrt_engine(
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> EngineBuild:
     """Parse, configure, build, inspect; write the engine + sidecar only if the precision took effect."""
-    trt = import_tensorrt()
+    trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt, plan))

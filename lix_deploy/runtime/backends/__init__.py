@@ -6,7 +6,8 @@ its library when constructed, so a machine without a GPU can still import the ru
 
 from .base import Backend, BackendUnavailableError, EngineMismatchError, InferenceOutput
 from .onnxruntime_backend import OnnxRuntimeBackend, ProviderSettings, provider_config, select_providers
-from .tensorrt_backend import TensorRTBackend, parse_trt_version, typing_mode
+from .tensorrt_backend import TensorRTBackend
+from .tensorrt_common import parse_trt_version, typing_mode
 
 __all__ = [
     "Backend", "BackendUnavailableError", "EngineMismatchError", "InferenceOutput", "OnnxRuntimeBackend",

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,42 +30,9 @@ from lix_deploy.artifact import ArtifactError, ArtifactNotFoundError
 
 from .base import BackendUnavailableError, EngineMismatchError, InferenceOutput, check_batch
 from .cuda_memory import DeviceMemory, Stream, load_device_memory
+from .tensorrt_common import MIN_SUPPORTED, TRTVersion, import_tensorrt, parse_trt_version, typing_mode
 
-__all__ = [
-    "TRTVersion", "parse_trt_version", "typing_mode", "check_runtime_version", "read_engine_key",
-    "check_engine_compatibility", "import_tensorrt", "TensorRTBackend",
-]
-
-MIN_SUPPORTED = (10, 0)
-STRONGLY_TYPED_FROM = (10, 12)  # TRT >= 10.12 builds strongly typed networks; 11.x only those
-TENSORRT_HINT = ("install NVIDIA TensorRT for Python (pip install tensorrt-cu12 from NVIDIA's index, or "
-                 "JetPack's python3-libnvinfer on Jetson); build engines with python -m lix_deploy.build_engine")
-
-
-@dataclass(frozen=True, order=True)
-class TRTVersion:
-    major: int
-    minor: int
-    patch: int = 0
-
-    def __str__(self) -> str:
-        return f"{self.major}.{self.minor}.{self.patch}"
-
-
-def parse_trt_version(text: str) -> TRTVersion:
-    """'10.3.0.26' / '11.0.0' / '10.13' -> TRTVersion (the build number is ignored)."""
-    match = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", str(text))
-    if not match:
-        raise ValueError(f"not a TensorRT version: {text!r}")
-    return TRTVersion(int(match[1]), int(match[2]), int(match[3] or 0))
-
-
-def typing_mode(version: TRTVersion | str) -> str:
-    """How this TensorRT builds networks: "weakly-typed" (10.0 - 10.11) or "strongly-typed" (>= 10.12, 11.x)."""
-    version = parse_trt_version(version) if isinstance(version, str) else version
-    if (version.major, version.minor) < MIN_SUPPORTED:
-        raise ValueError(f"TensorRT {version} is not supported (needs TensorRT >= 10)")
-    return "strongly-typed" if (version.major, version.minor) >= STRONGLY_TYPED_FROM else "weakly-typed"
+__all__ = ["check_runtime_version", "read_engine_key", "check_engine_compatibility", "TensorRTBackend"]
 
 
 def check_runtime_version(text: str) -> TRTVersion:
@@ -127,22 +93,6 @@ def check_engine_compatibility(key: Mapping[str, Any] | None, runtime_version: s
             f"{engine_path}: cannot run this engine here: {'; '.join(problems)}. Rebuild it on this machine "
             "from the ONNX: python -m lix_deploy.build_engine --onnx MODEL.onnx")
     return []
-
-
-def import_tensorrt(engine_path: str | Path | None = None):
-    """The tensorrt module, or BackendUnavailableError naming what to install (and the engine that needs it)."""
-    needs = f"{engine_path} is a TensorRT engine: " if engine_path is not None else ""
-    try:
-        import tensorrt
-    except ImportError as err:
-        raise BackendUnavailableError("tensorrt", "tensorrt", f"{needs}{TENSORRT_HINT}; or run the ONNX export "
-                                      f"on ONNX Runtime instead ({err})") from None
-    except OSError as err:  # the wheel imported but libnvinfer did not load
-        raise BackendUnavailableError(
-            "tensorrt", "tensorrt",
-            f"the TensorRT libraries (libnvinfer) did not load: {err}; put TensorRT's lib directory on "
-            "LD_LIBRARY_PATH or reinstall tensorrt-cuXX-libs") from None
-    return tensorrt
 
 
 INPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
