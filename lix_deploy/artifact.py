@@ -34,13 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+# How an artefact runs (and is built): "auto" picks from the file (runtime) or the machine (builder),
+# then every backend of the one table (lix_deploy.backend_table).
+from lix_deploy.backend_table import BACKENDS  # noqa: F401  (re-exported)
+
 FORMAT_VERSION = "1"
 PREFIX = "lix."
 INPUT_LAYOUT = "NCHW-RGB-0-255"
 INPUT_NAME = "image"
 PRECISIONS = ("fp32", "fp16", "int8")
-# How an artefact runs (and is built): "auto" picks from the file (runtime) or the machine (builder).
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
 LABEL_DTYPES = ("uint8", "int32")
 SIDECAR_SUFFIX = ".json"
 

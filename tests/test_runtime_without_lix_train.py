@@ -97,10 +97,11 @@ def test_the_runtime_and_the_node_run_without_lix_train(tmp_path):
         np.save({str(tmp_path / "mask.npy")!r}, seg.segment(np.ascontiguousarray(image[:, :, ::-1]), "bgr8"))
         seg.close()
         loaded = sorted(m for m, module in sys.modules.items() if m.split(".")[0] == "lix_train" and module)
-        print("IMPORTED", len({modules!r}), "LIX_TRAIN", loaded)
+        builders = sorted(m for m in sys.modules if m.startswith("lix_deploy.builders"))
+        print("LIX_TRAIN", loaded, "BUILDERS", builders)
     """)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "LIX_TRAIN []" in done.stdout
+    assert "LIX_TRAIN [] BUILDERS []" in done.stdout  # nor does it load a builder (lix_deploy.backend_table)
     with Segmenter(model, intra_op_threads=1) as seg:  # here lix_train is importable: the same mask
         np.testing.assert_array_equal(np.load(tmp_path / "mask.npy"), seg.segment(image, "rgb8"))

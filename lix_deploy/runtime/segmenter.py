@@ -15,37 +15,36 @@ from pathlib import Path
 
 import numpy as np
 
-from lix_deploy.artifact import BACKENDS, ArtifactError, ArtifactInfo, ArtifactNotFoundError, read_metadata
+from lix_deploy import backend_table
+from lix_deploy.artifact import ArtifactError, ArtifactInfo, ArtifactNotFoundError
+from lix_deploy.backend_table import AUTO, BACKENDS
 
-from .backends.base import Backend, InferenceOutput
+from .backends.base import Backend, BackendOptions, InferenceOutput
 from .latency import LatencyStats
 from .postprocess import colorize, overlay, palette_lut, resize_mask
 from .preprocess import to_model_input, to_rgb
 
-__all__ = ["BACKENDS", "ENGINE_SUFFIXES", "Segmenter", "backend_for_artifact", "load_segmenter"]
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+__all__ = ["BACKENDS", "Segmenter", "backend_for_artifact", "load_segmenter"]
 
 
-def backend_for_artifact(path: str | Path, backend: str = "auto") -> str:
-    """The runtime backend that runs the artefact at `path`: "auto" -> "onnxruntime" for .onnx files,
-    "tensorrt" for serialized engines (.engine / .plan / .trt); an explicit one is checked against the suffix."""
+def backend_for_artifact(path: str | Path, backend: str = AUTO) -> str:
+    """The runtime backend that runs the artefact at `path` (lix_deploy.backend_table): "auto" -> the backend
+    whose suffix it has (.onnx: onnxruntime, .engine / .plan / .trt: tensorrt); an explicit one is checked
+    against the suffix."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
     suffix = Path(path).suffix.lower()
-    if backend != "auto":
-        if backend == "onnxruntime" and suffix in ENGINE_SUFFIXES:
-            raise ArtifactError(path, "a TensorRT engine cannot run on onnxruntime; use backend='tensorrt'")
-        if backend == "tensorrt" and suffix == ".onnx":
-            raise ArtifactError(path, "backend='tensorrt' needs an engine built with python -m lix_deploy.build_engine "
-                                      "(or run the ONNX on onnxruntime with providers=['tensorrt'])")
+    owner = backend_table.entry_for_suffix(suffix)
+    if backend != AUTO:
+        if owner is not None and owner.name != backend:
+            raise ArtifactError(path, f"backend={backend!r} needs {backend_table.entry(backend).needs}; "
+                                      f"{suffix} files run on backend={owner.name!r}")
         return backend
-    if suffix == ".onnx":
-        return "onnxruntime"
-    if suffix in ENGINE_SUFFIXES:
-        return "tensorrt"
-    raise ArtifactError(path, f"cannot tell the backend from the suffix {suffix!r} (expected .onnx or "
-                              f"{', '.join(ENGINE_SUFFIXES)}); pass backend='onnxruntime' or 'tensorrt'")
+    if owner is None:
+        raise ArtifactError(path, f"cannot tell the backend from the suffix {suffix!r} (expected "
+                                  f"{', '.join(backend_table.suffixes())}); pass "
+                                  + " or ".join(f"backend={name!r}" for name in backend_table.names()))
+    return owner.name
 
 
 class Segmenter:
@@ -53,7 +52,8 @@ class Segmenter:
 
     Args:
         artifact_path: an .onnx file (ONNX Runtime) or a TensorRT engine with its `<engine>.json`.
-        backend: "auto" (from the file suffix), "onnxruntime" or "tensorrt".
+        backend: "auto" (from the file suffix) or a backend of lix_deploy.backend_table ("onnxruntime",
+            "tensorrt"), whose `open_backend` gets the options below.
         providers: ONNX Runtime execution providers (None: TensorRT > CUDA > CPU, as available;
             or names / aliases such as ["cuda", "cpu"]).
         device_id: CUDA device for the GPU providers / TensorRT.
@@ -66,7 +66,7 @@ class Segmenter:
         latency_window: how many recent latencies `latency_stats()` summarises.
     """
 
-    def __init__(self, artifact_path: str | Path, backend: str = "auto", providers: Sequence[str] | None = None, *,
+    def __init__(self, artifact_path: str | Path, backend: str = AUTO, providers: Sequence[str] | None = None, *,
                  device_id: int = 0, trt_cache_dir: str | Path | None = None, fp16: bool = False,
                  intra_op_threads: int | None = None, max_batch: int = 8, cuda_library: str = "cuda-python",
                  info: ArtifactInfo | None = None, latency_window: int = 1000):
@@ -76,23 +76,11 @@ class Segmenter:
                                                    "python -m lix_deploy.export or build one with "
                                                    "python -m lix_deploy.build_engine")
         self.backend_name = backend_for_artifact(self.path, backend)
+        options = BackendOptions(providers=providers, device_id=device_id, trt_cache_dir=trt_cache_dir, fp16=fp16,
+                                 intra_op_threads=intra_op_threads, max_batch=max_batch, cuda_library=cuda_library,
+                                 info=info)
         self.backend: Backend
-        if self.backend_name == "onnxruntime":
-            self.backend = self._onnxruntime(providers, device_id, trt_cache_dir, fp16, intra_op_threads,
-                                             max_batch, info)
-            if info is None:
-                info = ArtifactInfo.from_props(self.backend.metadata, self.path)
-        else:
-            if providers is not None:
-                raise ValueError("providers apply to the onnxruntime backend only")
-            info = info or read_metadata(self.path)
-            from .backends.cuda_memory import load_device_memory
-            from .backends.tensorrt_backend import TensorRTBackend, import_tensorrt
-
-            # TensorRT first: without it, the engine is what cannot run (not a missing cuda-python)
-            trt = import_tensorrt(self.path)
-            self.backend = TensorRTBackend(self.path, device_id=device_id, info=info, trt=trt,
-                                           memory=load_device_memory(device_id, cuda_library))
+        self.backend, info = backend_table.runtime_factory(self.backend_name)(self.path, options)
         self.info: ArtifactInfo = info
         if tuple(self.info.input_size) != tuple(self.backend.input_hw):
             raise ArtifactError(self.path, f"metadata says input size {list(self.info.input_size)} but the model "
@@ -102,16 +90,6 @@ class Segmenter:
         self._mask_dtype = np.uint8 if self.info.num_classes <= 256 else np.uint16
         self._latency = LatencyStats(latency_window)
         self.last_latency_ms: float | None = None
-
-    def _onnxruntime(self, providers, device_id, trt_cache_dir, fp16, intra_op_threads, max_batch, info):
-        from .backends.onnxruntime_backend import OnnxRuntimeBackend, ProviderSettings
-
-        settings = ProviderSettings(device_id=device_id, trt_cache_dir=str(trt_cache_dir) if trt_cache_dir else None,
-                                    fp16=fp16)
-        # The metadata (and with it the precision) is read from the session itself; an explicit
-        # `info` only adds the precision flags for the TensorRT provider.
-        return OnnxRuntimeBackend(self.path, providers, settings=settings, intra_op_threads=intra_op_threads,
-                                  info=info, max_batch=max_batch)
 
     # ---- inference -------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> InferenceOutput:
@@ -202,6 +180,6 @@ class Segmenter:
                 f"classes={self.info.num_classes})")
 
 
-def load_segmenter(artifact_path: str | Path, backend: str = "auto", **options) -> Segmenter:
+def load_segmenter(artifact_path: str | Path, backend: str = AUTO, **options) -> Segmenter:
     """Segmenter(artifact_path, backend, **options): the name the bag tool and the ROS node import."""
     return Segmenter(artifact_path, backend, **options)

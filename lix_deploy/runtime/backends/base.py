@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Backend", "InferenceOutput", "BackendUnavailableError", "EngineMismatchError", "check_batch"]
+__all__ = ["Backend", "BackendOptions", "InferenceOutput", "BackendUnavailableError", "EngineMismatchError",
+           "check_batch"]
 
 
 class BackendUnavailableError(ImportError):
@@ -35,7 +38,7 @@ class InferenceOutput:
 class Backend(Protocol):
     """One loaded model. `infer` must be safe to call from several threads at once."""
 
-    name: str  # "onnxruntime" | "tensorrt"
+    name: str  # its name in lix_deploy.backend_table
     input_name: str
     output_names: tuple[str, ...]
     input_hw: tuple[int, int]  # model input (H, W)
@@ -52,6 +55,21 @@ class Backend(Protocol):
     def close(self) -> None:
         """Free native resources; the backend is unusable afterwards."""
         ...
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Segmenter's options, handed to the backend's `open_backend(path, options) -> (Backend, ArtifactInfo)`
+    (lix_deploy.backend_table); each backend reads those that apply to it and refuses ones it cannot honour."""
+
+    providers: Sequence[str] | None = None  # ONNX Runtime execution providers
+    device_id: int = 0
+    trt_cache_dir: str | Path | None = None  # ONNX Runtime's TensorRT provider caches
+    fp16: bool = False  # ONNX Runtime's TensorRT provider
+    intra_op_threads: int | None = None  # ONNX Runtime CPU threads
+    max_batch: int = 8  # for a dynamic-batch model
+    cuda_library: str = "cuda-python"  # the TensorRT backend's device memory
+    info: Any = None  # an ArtifactInfo to use instead of the artefact's own metadata
 
 
 def check_batch(batch: np.ndarray, input_hw: tuple[int, int], max_batch: int, dynamic_batch: bool = True) -> np.ndarray:

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from lix_deploy.artifact import ArtifactError, ArtifactNotFoundError
+from lix_deploy.artifact import ArtifactError, ArtifactInfo, ArtifactNotFoundError
 
-from .base import BackendUnavailableError, InferenceOutput, check_batch
+from .base import BackendOptions, BackendUnavailableError, InferenceOutput, check_batch
 
 REEXPORT_HINT = ("re-export it with python -m lix_deploy.export (or build it again with "
                  "python -m lix_deploy.build_engine)")
 
 __all__ = [
     "PROVIDER_PRIORITY", "PROVIDER_ALIASES", "ProviderSettings", "select_providers", "provider_options",
-    "provider_config", "import_onnxruntime", "OnnxRuntimeBackend",
+    "provider_config", "import_onnxruntime", "OnnxRuntimeBackend", "open_backend",
 ]
 
 TENSORRT_EP = "TensorrtExecutionProvider"
@@ -236,3 +236,16 @@ class OnnxRuntimeBackend:
 
     def close(self) -> None:
         self._session = None
+
+
+def open_backend(path: Path, options: BackendOptions) -> tuple[OnnxRuntimeBackend, ArtifactInfo]:
+    """The runtime factory (lix_deploy.backend_table): the session, and the metadata read from it.
+
+    An explicit `options.info` replaces the model's metadata; it also gives the precision flags of the
+    TensorRT provider.
+    """
+    settings = ProviderSettings(device_id=options.device_id, fp16=options.fp16,
+                                trt_cache_dir=str(options.trt_cache_dir) if options.trt_cache_dir else None)
+    backend = OnnxRuntimeBackend(path, options.providers, settings=settings, intra_op_threads=options.intra_op_threads,
+                                 info=options.info, max_batch=options.max_batch)
+    return backend, options.info or ArtifactInfo.from_props(backend.metadata, path)

@@ -26,13 +26,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lix_deploy.artifact import ArtifactError, ArtifactNotFoundError
+from lix_deploy.artifact import ArtifactError, ArtifactInfo, ArtifactNotFoundError, read_metadata
 
-from .base import BackendUnavailableError, EngineMismatchError, InferenceOutput, check_batch
+from . import cuda_memory
+from .base import BackendOptions, BackendUnavailableError, EngineMismatchError, InferenceOutput, check_batch
 from .cuda_memory import DeviceMemory, Stream, load_device_memory
 from .tensorrt_common import MIN_SUPPORTED, TRTVersion, import_tensorrt, parse_trt_version, typing_mode
 
-__all__ = ["check_runtime_version", "read_engine_key", "check_engine_compatibility", "TensorRTBackend"]
+__all__ = ["check_runtime_version", "read_engine_key", "check_engine_compatibility", "TensorRTBackend",
+           "open_backend"]
 
 
 def check_runtime_version(text: str) -> TRTVersion:
@@ -309,3 +311,14 @@ class TensorRTBackend:
                 self._memory.destroy_stream(state.stream)
                 state.context = None
             self._engine = None
+
+
+def open_backend(path: Path, options: BackendOptions) -> tuple[TensorRTBackend, ArtifactInfo]:
+    """The runtime factory (lix_deploy.backend_table): the engine, with the metadata of its `<engine>.json`."""
+    if options.providers is not None:
+        raise ValueError("providers apply to the onnxruntime backend only")
+    info = options.info or read_metadata(path)
+    # TensorRT first: without it, the engine is what cannot run (not a missing cuda-python)
+    trt = import_tensorrt(path)
+    memory = cuda_memory.load_device_memory(options.device_id, options.cuda_library)
+    return TensorRTBackend(path, device_id=options.device_id, info=info, trt=trt, memory=memory), info
