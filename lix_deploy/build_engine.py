@@ -7,7 +7,8 @@ calibrated on the calibration set, uint8 activations by default for x86 CPUs' fa
 FP16: float16 graph with float32 I/O);
 `tensorrt` writes a serialized engine plus its `<engine>.json` sidecar (see
 lix_deploy.builders.tensorrt_build for the TensorRT 10 / 11 differences); `auto` picks TensorRT
-when it and a GPU are present (`choose_build_backend`).
+when it and a GPU are present (`choose_build_backend`). Each backend's builder module (named in
+lix_deploy.backend_table) writes the candidate through the same `build_candidate(request, watch, report)`.
 
 The accuracy gate then runs the candidate and the FP32 ONNX on held-out frames (the last
 --eval-frames of the calibration set, never used for calibration, or --eval-set), on the
@@ -34,13 +35,15 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
-from lix_deploy import accuracy
-from lix_deploy.artifact import BACKENDS, PRECISIONS, ArtifactInfo, read_metadata, sha256_file
-from lix_deploy.builders import cache as engine_cache
+from lix_deploy import accuracy, backend_table
+from lix_deploy.artifact import PRECISIONS, ArtifactInfo, read_metadata, sha256_file
+from lix_deploy.backend_table import AUTO, BACKENDS
 from lix_deploy.builders import onnxruntime_build as ortb
+from lix_deploy.builders.candidate import CandidateRequest
 from lix_deploy.builders.onnxruntime_build import BuildError, BuildFailure
 from lix_deploy.builders.report import BuildReport, Stopwatch, report_path
 from lix_deploy.cli import EXIT_OK, EXIT_REFUSED, ToolParser, run_tool
@@ -55,7 +58,7 @@ def build_parser() -> ToolParser:
     parser.add_argument("--calib", required=True, type=Path,
                         help="calibration set directory (lix_deploy.calib): INT8 scales and, with labels.npy, "
                              "the accuracy gate's ground truth")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+    parser.add_argument("--backend", choices=BACKENDS, default=AUTO,
                         help="onnxruntime (ONNX file), tensorrt (engine), auto = tensorrt when importable "
                              "with a GPU, else onnxruntime")
     parser.add_argument("--out", type=Path, default=None,
@@ -161,7 +164,7 @@ def load_frames(args: argparse.Namespace, info: ArtifactInfo) -> Frames:
 
 def choose_build_backend(requested: str) -> str:
     """The backend to build for: auto -> tensorrt when TensorRT imports and a GPU answers, else onnxruntime."""
-    if requested != "auto":
+    if requested != AUTO:
         return requested
     from lix_deploy.builders import tensorrt_build as trtb
 
@@ -174,78 +177,21 @@ def choose_build_backend(requested: str) -> str:
 
 
 def default_out(onnx: Path, backend: str, precision: str) -> Path:
-    suffix = ".engine" if backend == "tensorrt" else ".onnx"
-    return onnx.with_name(f"{onnx.stem}.{precision}{suffix}")
+    """<stem>.<precision><the backend's first suffix> beside the ONNX (lix_deploy.backend_table)."""
+    return onnx.with_name(f"{onnx.stem}.{precision}{backend_table.entry(backend).suffixes[0]}")
 
 
 # --------------------------------------------------------------------------- building
 
 
-def build_onnxruntime_candidate(args, onnx: Path, target: Path, frames: Frames, watch: Stopwatch, report: BuildReport) -> None:
-    """Write the ONNX Runtime candidate to `target` (a temp path)."""
-    if args.precision == "fp32":
-        with watch("optimize"):
-            ortb.optimize_fp32(onnx, target)
-    elif args.precision == "fp16":
-        with watch("convert_fp16"):
-            ortb.convert_fp16(onnx, target)
-    else:
-        with watch("quantize"):
-            method = args.calibration_method or "minmax"
-            result = ortb.quantize_int8(onnx, target, frames.calibration, args.exclude_nodes, method,
-                                        activations=args.int8_activations)
-        report.excluded_nodes = result.excluded_nodes
-        report.extra["quantization"] = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-                                        "per_channel": True, "activations": args.int8_activations,
-                                        "symmetric_activations": args.int8_activations == "int8",
-                                        "method": method, "float_tail": result.float_tail,
-                                        "preprocessed": result.preprocessed,
-                                        "calibration_frames": result.calibration_frames}
-
-
-def build_tensorrt_candidate(args, onnx: Path, target: Path, precision: str, frames: Frames, info: ArtifactInfo,
-                   watch: Stopwatch, report: BuildReport, work: Path) -> Path:
-    """Build (or reuse from --cache-dir) the engine; returns where the candidate engine is."""
-    from lix_deploy.builders import tensorrt_build as trtb
-
-    trt = trtb.require_tensorrt()
-    gpu_name, capability = trtb.probe_gpu()
-    import onnx as onnx_lib
-
-    model = onnx_lib.load(str(onnx), load_external_data=False)
-    plan = trtb.plan_build(trt.__version__, precision, onnx_has_qdq=ortb.has_qdq(model),
-                           onnx_is_fp16=ortb.is_fp16(model), have_modelopt=trtb.modelopt_available())
-    for note in plan.notes:
-        print(f"build_engine: {note}", file=sys.stderr)
-    details: dict = {}
-    with watch("prepare_onnx"):
-        parsed, excluded = trtb.prepare_onnx(plan, onnx, work, frames.calibration, args.exclude_nodes,
-                                             info.input_name, calibration_method=args.calibration_method,
-                                             details=details)
-    input_name, batch = ortb.input_name_and_batch(model)
-    dims = [d.dim_value if d.HasField("dim_value") else None
-            for d in next(i for i in model.graph.input if i.name == input_name).type.tensor_type.shape.dim]
-    shapes = trtb.resolve_profile(dims, max_batch=args.max_batch, opt_batch=1, size=info.input_size)
-    key = engine_cache.EngineKey(str(trt.__version__), gpu_name, capability, sha256_file(parsed), precision,
-                                 {input_name: shapes})
-    report.excluded_nodes = excluded
-    report.extra.update(plan=plan.to_dict(), engine_key=key.to_dict())
-    if details:
-        report.extra["quantization" if precision == "int8" else "conversion"] = details
-    engine_path = target
-    if args.cache_dir is not None:
-        engine_path = engine_cache.cached_engine_path(args.cache_dir, onnx.stem, key)
-        decision = engine_cache.decide(engine_path, key)
-        print(f"build_engine: {decision.message}", file=sys.stderr)
-        report.extra["cache"] = {"path": str(engine_path), "reused": decision.reuse, "message": decision.message}
-        if decision.reuse:
-            return engine_path
-    with watch("tensorrt_build"):
-        built = trtb.build_tensorrt_engine(parsed, engine_path, plan, key, workspace_mb=args.workspace_mb,
-                                  timing_cache=args.timing_cache, profile={input_name: shapes}, info=info)
-    report.extra["inspection"] = {**built.summary.to_dict(), "verdict": built.verdict.to_dict()}
-    print(f"build_engine: {built.verdict.message}", file=sys.stderr)
-    return engine_path
+def candidate_request(args: argparse.Namespace, info: ArtifactInfo, frames: Frames, work: Path,
+                      target: Path) -> CandidateRequest:
+    """What the builder gets from the command line (builders.candidate)."""
+    return CandidateRequest(onnx=args.onnx, target=target, precision=args.precision, info=info,
+                            calibration=frames.calibration, work=work, exclude_nodes=args.exclude_nodes,
+                            calibration_method=args.calibration_method, int8_activations=args.int8_activations,
+                            workspace_mb=args.workspace_mb, timing_cache=args.timing_cache, cache_dir=args.cache_dir,
+                            max_batch=args.max_batch)
 
 
 def _place(candidate: Path, out: Path) -> None:
@@ -274,81 +220,100 @@ def _remove_stale(out: Path) -> list[str]:
 # --------------------------------------------------------------------------- main
 
 
-def run(args: argparse.Namespace) -> int:
-    onnx = args.onnx
-    if not onnx.is_file():
-        raise BuildError(f"--onnx {onnx}: file not found")
-    info = read_metadata(onnx)
+def check_inputs(args: argparse.Namespace) -> ArtifactInfo:
+    """The FP32 export's metadata, once the export and the numeric options are known to be usable."""
+    if not args.onnx.is_file():
+        raise BuildError(f"--onnx {args.onnx}: file not found")
+    info = read_metadata(args.onnx)
     if info.precision != "fp32":
-        raise BuildError(f"--onnx {onnx} is a {info.precision} artefact; pass the FP32 export from lix_deploy.export")
+        raise BuildError(f"--onnx {args.onnx} is a {info.precision} artefact; pass the FP32 export from "
+                         "lix_deploy.export")
     if args.workspace_mb < 1 or args.max_batch < 1:
         raise BuildError("--workspace-mb and --max-batch must be >= 1")
     for option, value in (("--min-pixel-agreement", args.min_pixel_agreement),
                           ("--min-class-agreement", args.min_class_agreement)):
         if not 0.0 <= value <= 100.0:
             raise BuildError(f"{option} {value:g} must be a percentage in [0, 100]")
-    backend = choose_build_backend(args.backend)
-    out = args.out or default_out(onnx, backend, args.precision)
-    explicit_out = args.out is not None
-    if out.resolve() == onnx.resolve():
+    return info
+
+
+def output_path(args: argparse.Namespace, backend: str) -> Path:
+    """--out, or the default name beside the ONNX; never the export itself nor a directory."""
+    out = args.out or default_out(args.onnx, backend, args.precision)
+    if out.resolve() == args.onnx.resolve():
         raise BuildError(f"--out {out} would overwrite the FP32 export; choose another path")
     if out.is_dir():
         raise BuildError(f"--out {out} is a directory; give a file name")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    info = check_inputs(args)
+    backend = choose_build_backend(args.backend)
+    out = output_path(args, backend)
     frames = load_frames(args, info)
     watch = Stopwatch()
-    report = BuildReport(backend=backend, precision=args.precision, onnx=str(onnx), onnx_sha256=sha256_file(onnx),
-                         calibration=frames.description, timings=watch.timings)
-    print(f"build_engine: {backend} {args.precision} from {onnx} ({len(frames.calibration)} calibration, "
+    report = BuildReport(backend=backend, precision=args.precision, onnx=str(args.onnx),
+                         onnx_sha256=sha256_file(args.onnx), calibration=frames.description, timings=watch.timings)
+    print(f"build_engine: {backend} {args.precision} from {args.onnx} ({len(frames.calibration)} calibration, "
           f"{len(frames.evaluation)} evaluation frames)", file=sys.stderr)
+    builder = backend_table.builder(backend)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-        work = Path(tmp)
-        target = work / out.name
-        if backend == "tensorrt":
-            candidate = build_tensorrt_candidate(args, onnx, target, args.precision, frames, info, watch, report, work)
-        else:
-            build_onnxruntime_candidate(args, onnx, target, frames, watch, report)
-            candidate = target
+        request = candidate_request(args, info, frames, Path(tmp), Path(tmp) / out.name)
+        candidate = builder.build_candidate(request, watch, report)
         with watch("accuracy_gate"):
-            result = _gate(onnx, candidate, backend, frames, info, args)
+            result = _gate(args.onnx, candidate, backend, frames, info, args)
         report.accuracy = result.to_dict()
         report.extra["gate_basis"] = result.basis
         print(f"build_engine: {result.summary()}", file=sys.stderr)
         if result.passed:
-            _place(candidate, out)
-            report.artefact = str(out)
-            report.decision = f"accepted: {args.precision} artefact written to {out}"
-            report.write(report_path(out))
-            print(f"build_engine: wrote {out} and {report_path(out)}", file=sys.stderr)
-            return EXIT_OK
-        # the FP32 fallback goes where the caller asked for the artefact (--out), so whatever
-        # deploys that path gets a working model; without --out, to the default FP32 name
-        if args.precision == "fp32":
-            fallback = None
-        else:
-            fallback = out if explicit_out else default_out(onnx, backend, "fp32")
-        removed = _remove_stale(out) if out.exists() and fallback != out else []
-        if fallback is not None:
-            with watch("fp32_fallback"):
-                if backend == "tensorrt":
-                    scratch = BuildReport(backend=backend, precision="fp32", onnx=str(onnx),
-                                          onnx_sha256=report.onnx_sha256)
-                    built = build_tensorrt_candidate(args, onnx, work / f"fp32-{fallback.name}", "fp32", frames, info,
-                                           watch, scratch, work)
-                    _place(built, fallback)
-                    report.extra["fp32_fallback"] = scratch.extra
-                else:
-                    ortb.optimize_fp32(onnx, fallback)
-        kept = fallback or onnx
-        report.artefact = str(kept)
-        report.extra["fallback"] = {"precision": "fp32", "path": str(kept), "at_out": kept == out,
-                                    "rejected_precision": args.precision}
-        report.decision = (f"rejected: {args.precision} {result.reason()} (basis: {result.basis_text()}); "
-                           f"{kept} is the FP32 fallback" + (f"; removed the stale {', '.join(removed)}"
-                                                             if removed else ""))
-        report.write(report_path(out))
-        print(f"build_engine: {report.decision}", file=sys.stderr)
-        return EXIT_REFUSED
+            return _accept(candidate, out, report)
+        return _reject(args, result, builder, request, out, report, watch)
+
+
+def _accept(candidate: Path, out: Path, report: BuildReport) -> int:
+    _place(candidate, out)
+    report.artefact = str(out)
+    report.decision = f"accepted: {report.precision} artefact written to {out}"
+    report.write(report_path(out))
+    print(f"build_engine: wrote {out} and {report_path(out)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _reject(args: argparse.Namespace, result: accuracy.GateResult, builder: ModuleType, request: CandidateRequest,
+            out: Path, report: BuildReport, watch: Stopwatch) -> int:
+    """Keep an FP32 artefact instead of the rejected candidate, and say so in the report."""
+    # the FP32 fallback goes where the caller asked for the artefact (--out), so whatever
+    # deploys that path gets a working model; without --out, to the default FP32 name
+    if args.precision == "fp32":
+        fallback = None
+    else:
+        fallback = out if args.out is not None else default_out(args.onnx, report.backend, "fp32")
+    removed = _remove_stale(out) if out.exists() and fallback != out else []
+    if fallback is not None:
+        with watch("fp32_fallback"):
+            _build_fallback(builder, request, fallback, report)
+    kept = fallback or args.onnx
+    report.artefact = str(kept)
+    report.extra["fallback"] = {"precision": "fp32", "path": str(kept), "at_out": kept == out,
+                                "rejected_precision": args.precision}
+    report.decision = (f"rejected: {args.precision} {result.reason()} (basis: {result.basis_text()}); "
+                       f"{kept} is the FP32 fallback" + (f"; removed the stale {', '.join(removed)}"
+                                                         if removed else ""))
+    report.write(report_path(out))
+    print(f"build_engine: {report.decision}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+def _build_fallback(builder: ModuleType, request: CandidateRequest, fallback: Path, report: BuildReport) -> None:
+    """The FP32 artefact at `fallback`, built like any candidate; its build details (if any) go to the report's
+    fp32_fallback (its steps are timed as a whole, by the caller's fp32_fallback lap)."""
+    scratch = BuildReport(backend=report.backend, precision="fp32", onnx=report.onnx, onnx_sha256=report.onnx_sha256)
+    built = builder.build_candidate(request.fp32(request.work / f"fp32-{fallback.name}"), Stopwatch(), scratch)
+    _place(built, fallback)
+    if scratch.extra:
+        report.extra["fp32_fallback"] = scratch.extra
 
 
 def _gate(onnx: Path, candidate: Path, backend: str, frames: Frames, info: ArtifactInfo, args: argparse.Namespace):

@@ -452,6 +452,38 @@ def test_dynamic_batch_gets_an_optimisation_profile(tmp_path, monkeypatch):
     assert profile.shapes["image"] == ((1, 3, 64, 128), (1, 3, 64, 128), (4, 3, 64, 128))
 
 
+def test_build_candidate_builds_then_reuses_the_cached_engine(tmp_path, monkeypatch):
+    """build_engine's interface: the plan, the profile from the ONNX input, the engine cache, the report."""
+    pytest.importorskip("onnx", reason="reading the ONNX input needs the [deploy] extra")
+    import numpy as np
+    from runtime_fixtures import SIZE, make_tiny_onnx
+
+    from lix_deploy.builders.candidate import CandidateRequest
+    from lix_deploy.builders.report import BuildReport, Stopwatch
+
+    trt = make_fake_trt("10.3.0", input_shape=(1, 3) + SIZE)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(trtb, "probe_gpu", lambda: ("Fake Orin", "8.7"))
+    monkeypatch.setattr(trtb, "modelopt_available", lambda: False)
+    onnx = make_tiny_onnx(tmp_path / "tiny.onnx")
+    (tmp_path / "work").mkdir()
+    request = CandidateRequest(onnx=onnx, target=tmp_path / "work" / "tiny.fp16.engine", precision="fp16",
+                               info=read_metadata(onnx), calibration=np.zeros((0, 3) + SIZE, np.float32),
+                               work=tmp_path / "work", cache_dir=tmp_path / "cache")
+    reports = []
+    for _ in range(2):
+        watch, report = Stopwatch(), BuildReport(backend="tensorrt", precision="fp16", onnx=str(onnx), onnx_sha256="")
+        engine = trtb.build_candidate(request, watch, report)
+        reports.append((engine, watch.timings, report.extra))
+    (first, built_timings, built), (second, reused_timings, reused) = reports
+    assert first == second and first.parent == tmp_path / "cache" and first.read_bytes() == b"engine:fp16"
+    assert built["plan"]["builder_flags"] == ("FP16",)
+    assert built["engine_key"]["input_shapes"] == {"image": [[1, 3, *SIZE]] * 3}
+    assert not built["cache"]["reused"] and built["inspection"]["verdict"]["passed"]
+    assert reused["cache"]["reused"] and "inspection" not in reused
+    assert set(built_timings) == {"prepare_onnx", "tensorrt_build"} and set(reused_timings) == {"prepare_onnx"}
+
+
 def test_missing_tensorrt_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import raises ImportError
     with pytest.raises(BuildError, match="TensorRT is not importable.*--backend onnxruntime.*import of tensorrt"):

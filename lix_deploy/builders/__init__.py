@@ -1,5 +1,6 @@
 """Artefact builders behind `python -m lix_deploy.build_engine` (lix_train/engine/ is the training loop).
 
+candidate          build_candidate(request, watch, report): what build_engine asks each builder for
 onnxruntime_build  FP32 optimisation, INT8 Q/DQ quantisation (CPU, testable in CI), FP16 conversion
 tensorrt_build     TensorRT 10/11 engines: version gate, flags, profiles, timing cache, inspection
 cache              engine cache keys (TensorRT version, GPU, ONNX hash, precision, shapes)

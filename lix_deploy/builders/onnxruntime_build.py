@@ -41,6 +41,9 @@ import numpy as np
 
 from lix_deploy.artifact import atomic_output
 
+from .candidate import CandidateRequest
+from .report import BuildReport, Stopwatch
+
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -382,3 +385,26 @@ def convert_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
     model = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
     copy_metadata(source, model, "fp16")
     return save_model(model, out_path)
+
+
+def build_candidate(request: CandidateRequest, watch: Stopwatch, report: BuildReport) -> Path:
+    """build_engine's builder interface (builders.candidate): the ONNX Runtime artefact at request.target."""
+    if request.precision == "fp32":
+        with watch("optimize"):
+            optimize_fp32(request.onnx, request.target)
+    elif request.precision == "fp16":
+        with watch("convert_fp16"):
+            convert_fp16(request.onnx, request.target)
+    else:
+        with watch("quantize"):
+            method = request.calibration_method or "minmax"
+            result = quantize_int8(request.onnx, request.target, request.calibration, request.exclude_nodes, method,
+                                   activations=request.int8_activations)
+        report.excluded_nodes = result.excluded_nodes
+        report.extra["quantization"] = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+                                        "per_channel": True, "activations": request.int8_activations,
+                                        "symmetric_activations": request.int8_activations == "int8",
+                                        "method": method, "float_tail": result.float_tail,
+                                        "preprocessed": result.preprocessed,
+                                        "calibration_frames": result.calibration_frames}
+    return request.target

@@ -43,16 +43,18 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from lix_deploy.artifact import PRECISIONS, ArtifactInfo, write_sidecar as write_artifact_sidecar
+from lix_deploy.artifact import PRECISIONS, ArtifactInfo, sha256_file, write_sidecar as write_artifact_sidecar
 from lix_deploy.runtime.backends.base import BackendUnavailableError
 from lix_deploy.runtime.backends.tensorrt_common import (ALWAYS_STRONGLY_TYPED_FROM, MIN_SUPPORTED,
                                                          STRONGLY_TYPED_FROM, import_tensorrt, parse_trt_version)
 
 from .atomic import atomic_write_bytes
-from .cache import EngineKey
+from .cache import EngineKey, cached_engine_path, decide
+from .candidate import CandidateRequest
 from .inspect import PrecisionSummary, PrecisionVerdict, check_precision, parse_engine_information
 from .onnxruntime_build import (CALIBRATION_METHODS, BuildError, BuildFailure, argmax_reads_dequantized,
-                                exclusions, quantize_int8, save_model)
+                                exclusions, has_qdq, input_name_and_batch, is_fp16, quantize_int8, save_model)
+from .report import BuildReport, Stopwatch
 
 ONNX_TRANSFORMS = ("none", "modelopt_int8", "ort_int8", "modelopt_fp16")
 #: --calibration-method -> ModelOpt's calibration_method (it has no percentile calibration)
@@ -411,3 +413,53 @@ def write_sidecar(engine_path: Path, info: ArtifactInfo, key: EngineKey, plan: B
     extra["lix.engine_layers"] = json.dumps(summary.to_dict(), sort_keys=True)
     engine_info = dataclasses.replace(info, precision=plan.precision, extra=extra)
     return write_artifact_sidecar(engine_path, engine_info)
+
+
+# --------------------------------------------------------------------------- build_engine's interface
+
+
+def build_candidate(request: CandidateRequest, watch: Stopwatch, report: BuildReport) -> Path:
+    """build_engine's builder interface (builders.candidate): the engine (+ sidecar) at request.target, or the
+    one in request.cache_dir built from the same key (TensorRT, GPU, parsed ONNX, precision, shapes)."""
+    import onnx
+
+    trt = require_tensorrt()
+    gpu_name, capability = probe_gpu()
+    model = onnx.load(str(request.onnx), load_external_data=False)
+    plan = plan_build(trt.__version__, request.precision, onnx_has_qdq=has_qdq(model), onnx_is_fp16=is_fp16(model),
+                      have_modelopt=modelopt_available())
+    for note in plan.notes:
+        print(f"build_engine: {note}", file=sys.stderr)
+    details: dict = {}
+    with watch("prepare_onnx"):
+        parsed, excluded = prepare_onnx(plan, request.onnx, request.work, request.calibration, request.exclude_nodes,
+                                        request.info.input_name, calibration_method=request.calibration_method,
+                                        details=details)
+    profile = input_profile(model, request.max_batch, request.info.input_size)
+    key = EngineKey(str(trt.__version__), gpu_name, capability, sha256_file(parsed), request.precision, profile)
+    report.excluded_nodes = excluded
+    report.extra.update(plan=plan.to_dict(), engine_key=key.to_dict())
+    if details:
+        report.extra["quantization" if request.precision == "int8" else "conversion"] = details
+    engine_path = request.target
+    if request.cache_dir is not None:
+        engine_path = cached_engine_path(request.cache_dir, request.onnx.stem, key)
+        decision = decide(engine_path, key)
+        print(f"build_engine: {decision.message}", file=sys.stderr)
+        report.extra["cache"] = {"path": str(engine_path), "reused": decision.reuse, "message": decision.message}
+        if decision.reuse:
+            return engine_path
+    with watch("tensorrt_build"):
+        built = build_tensorrt_engine(parsed, engine_path, plan, key, workspace_mb=request.workspace_mb,
+                                      timing_cache=request.timing_cache, profile=profile, info=request.info)
+    report.extra["inspection"] = {**built.summary.to_dict(), "verdict": built.verdict.to_dict()}
+    print(f"build_engine: {built.verdict.message}", file=sys.stderr)
+    return engine_path
+
+
+def input_profile(model, max_batch: int, size: tuple[int, int]) -> dict[str, list[list[int]]]:
+    """{input name: [min, opt, max] shape} for the ONNX model's one input (resolve_profile)."""
+    input_name, _ = input_name_and_batch(model)
+    graph_input = next(i for i in model.graph.input if i.name == input_name)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+    return {input_name: resolve_profile(dims, max_batch=max_batch, opt_batch=1, size=size)}
