@@ -357,7 +357,8 @@ def report(planned, chosen, args: argparse.Namespace, out: Path, tuned: dict | N
     from lix_train.report import git_commit, write_json
     from lix_train.study.plots import draw_study_plots
     from lix_train.study.runner import load_metrics
-    from lix_train.study.table import RESULTS_JSON, RunResult, aggregate, protocol_of, results_json, write_tables
+    from lix_train.study.table import RESULTS_JSON, RunResult, aggregate, protocol_of, results_json
+    from lix_train.study.table_md import write_tables
 
     results = [RunResult(p.spec, load_metrics(p)) for p in planned]
     students = [p for p in planned if not p.spec.teacher_only]
@@ -382,7 +383,8 @@ def report_tuning(planned, args: argparse.Namespace, out: Path) -> None:
     """Aggregate the tuning runs (val only) into tuning.md / tuning.json and print them."""
     from lix_train.report import git_commit
     from lix_train.study.runner import load_metrics
-    from lix_train.study.table import RunResult, aggregate_tuning, protocol_of, write_tuning
+    from lix_train.study.table import RunResult, aggregate_tuning, protocol_of
+    from lix_train.study.table_md import write_tuning
 
     results = [RunResult(p.spec, load_metrics(p)) for p in planned]
     protocol = protocol_of(planned[0].cfg, args.preset, list(range(args.seeds)), None)

@@ -35,9 +35,8 @@ from lix_train.study.grid import (  # noqa: E402
     ITERS_KEY, RunSpec, expand, expand_budgets, expand_warm_start, nest,
 )
 from lix_train.study.runner import StudySetup, is_finished, plan  # noqa: E402
-from lix_train.study.table import (  # noqa: E402
-    RunResult, aggregate, aggregate_tuning, format_markdown, format_tuning, results_json,
-)
+from lix_train.study.table import RunResult, aggregate, aggregate_tuning, results_json  # noqa: E402
+from lix_train.study.table_md import format_markdown, format_tuning  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

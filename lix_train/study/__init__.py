@@ -6,8 +6,9 @@
     tuning     the per-method tuning grids (val only) and the chosen settings, tuned.yaml
     runner     plan the specs (one run folder each, one shared teacher per teacher config) and run
                them through the same entry points as `lix_train.train_teacher` / `lix_train.distill`
-    table      mean +- std over seeds, share of the teacher gap closed, per-class gains, budgets, warm start
-               -> table.md / .json, results.json; the tuning table -> tuning.md / .json
+    table      the tables as plain data: mean +- std over seeds, share of the teacher gap closed, per-class
+               gains, budgets, warm start (table.json), results.json, the tuning table (tuning.json)
+    table_md   the same tables as Markdown: table.md (test, or val-only), tuning.md; writes each with its .json
     plots      mIoU bars with per-seed points, per-class gains, ablation panels, mIoU vs budget, warm start,
                the geometry-classes qualitative grid
 
