@@ -192,7 +192,7 @@ def parse_budgets(text: str) -> list[int]:
 def tuned_settings(args: argparse.Namespace, overrides: dict) -> dict[str, dict]:
     """tuned.yaml's settings for the known methods, less every option the study sets itself (--config, --KEY)."""
     from lix_train.config import read_yaml
-    from lix_train.study.runner import flatten
+    from lix_train.study.planning import flatten
 
     if args.untuned:
         return {}
@@ -220,7 +220,7 @@ def study_overrides(args: argparse.Namespace) -> dict:
 
 
 def _status(run) -> str:
-    from lix_train.study.runner import check_finished_run
+    from lix_train.study.planning import check_finished_run
 
     if run.same_as:
         return f"same as {run.same_as}"
@@ -234,7 +234,7 @@ def _status(run) -> str:
 
 
 def print_plan(planned, preset: str, settings: str = "") -> None:
-    from lix_train.study.runner import teacher_complete
+    from lix_train.study.records import teacher_complete
 
     teachers = {}
     for run in planned:
@@ -258,7 +258,8 @@ def print_plan(planned, preset: str, settings: str = "") -> None:
 def run(args: argparse.Namespace) -> int:
     from lix_train.config import ConfigError
     from lix_train.distill import STUDENT_FILE
-    from lix_train.study.runner import RUNS_DIR, StudySetup, execute, plan, resolve_base
+    from lix_train.study.planning import RUNS_DIR, StudySetup, plan, resolve_base
+    from lix_train.study.runner import execute
 
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds}: need at least one seed")
@@ -356,7 +357,7 @@ def report(planned, chosen, args: argparse.Namespace, out: Path, tuned: dict | N
     from lix_train.distillers.config import DistillConfig
     from lix_train.report import git_commit, write_json
     from lix_train.study.plots import draw_study_plots
-    from lix_train.study.runner import load_metrics
+    from lix_train.study.records import load_metrics
     from lix_train.study.table import RESULTS_JSON, RunResult, aggregate, protocol_of, results_json
     from lix_train.study.table_md import write_tables
 
@@ -382,7 +383,7 @@ def report(planned, chosen, args: argparse.Namespace, out: Path, tuned: dict | N
 def report_tuning(planned, args: argparse.Namespace, out: Path) -> None:
     """Aggregate the tuning runs (val only) into tuning.md / tuning.json and print them."""
     from lix_train.report import git_commit
-    from lix_train.study.runner import load_metrics
+    from lix_train.study.records import load_metrics
     from lix_train.study.table import RunResult, aggregate_tuning, protocol_of
     from lix_train.study.table_md import write_tuning
 
