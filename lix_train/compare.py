@@ -192,7 +192,7 @@ def parse_budgets(text: str) -> list[int]:
 def tuned_settings(args: argparse.Namespace, overrides: dict) -> dict[str, dict]:
     """tuned.yaml's settings for the known methods, less every option the study sets itself (--config, --KEY)."""
     from lix_train.config import read_yaml
-    from lix_train.study.runner import flatten
+    from lix_train.study.planning import flatten
 
     if args.untuned:
         return {}
@@ -220,7 +220,7 @@ def study_overrides(args: argparse.Namespace) -> dict:
 
 
 def _status(run) -> str:
-    from lix_train.study.runner import check_finished_run
+    from lix_train.study.planning import check_finished_run
 
     if run.same_as:
         return f"same as {run.same_as}"
@@ -234,7 +234,7 @@ def _status(run) -> str:
 
 
 def print_plan(planned, preset: str, settings: str = "") -> None:
-    from lix_train.study.runner import teacher_complete
+    from lix_train.study.records import teacher_complete
 
     teachers = {}
     for run in planned:
@@ -257,9 +257,35 @@ def print_plan(planned, preset: str, settings: str = "") -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lix_train.config import ConfigError
-    from lix_train.distill import STUDENT_FILE
-    from lix_train.study.runner import RUNS_DIR, StudySetup, execute, plan, resolve_base
+    from lix_train.study.planning import StudySetup, plan
+    from lix_train.study.runner import execute
 
+    methods, one_seed, tune, budgets = check_args(args)
+    out = args.out or Path("runs/compare") / args.preset
+    setup = StudySetup(preset=args.preset, out=out, config_file=args.config, overrides=study_overrides(args),
+                       isolate=args.isolate, jobs=args.jobs)
+    specs, chosen, tuned, settings = study_specs(args, setup, methods, one_seed, tune, budgets)
+    try:
+        planned = plan(specs, setup)
+    except ValueError as err:  # a config error of one run: say which
+        raise ConfigError(str(err)) from None
+    if args.dry_run:
+        print_plan(planned, args.preset, settings)
+        return 0
+    if args.report_only and not any(p.done for p in planned):
+        raise UserError(f"--report-only: no finished runs of this study under {out}; run it first (without "
+                        "--report-only)")
+    if not args.report_only:
+        execute(planned, setup)
+    if tune:
+        report_tuning(planned, args, out)
+    else:
+        report(planned, chosen, args, out, tuned=tuned, budgets=budgets)
+    return 0
+
+
+def check_args(args: argparse.Namespace) -> tuple[list[str], list[str], list[str], list[int]]:
+    """Refuse a bad request before any work; returns (rows, --one-seed rows, --tune methods, --budgets)."""
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds}: need at least one seed")
     if args.jobs < 1:
@@ -292,11 +318,18 @@ def run(args: argparse.Namespace) -> int:
                  if given]
         if extra:
             raise UserError(f"--tune runs the tuning grid alone; run {extra[0]} in a call of its own")
+    return methods, one_seed, tune, budgets
+
+
+def study_specs(args: argparse.Namespace, setup, methods: list[str], one_seed: list[str], tune: list[str],
+                budgets: list[int]) -> tuple[list, list, dict[str, dict], str]:
+    """The study's run specs: the tuning grids (--tune), or the table's rows x seeds with the ablations and the
+    control, the budgets and the warm-start track. Returns (specs, ablation sets, tuned settings, settings line)."""
+    from lix_train.config import ConfigError
+    from lix_train.distill import STUDENT_FILE
+    from lix_train.study.planning import RUNS_DIR, resolve_base
+
     seeds = list(range(args.seeds))
-    out = args.out or Path("runs/compare") / args.preset
-    overrides = study_overrides(args)
-    setup = StudySetup(preset=args.preset, out=out, config_file=args.config, overrides=overrides,
-                       isolate=args.isolate, jobs=args.jobs)
     preset_iters = None
     if budgets:  # the preset's own budget (after --config and --student.train.iters) is the main table
         try:
@@ -310,37 +343,21 @@ def run(args: argparse.Namespace) -> int:
             settings = ("settings: each tuning point over the preset's defaults (tuned.yaml is not applied); "
                         "val only, the test split is never read")
         else:
-            tuned = tuned_settings(args, overrides)
+            tuned = tuned_settings(args, setup.overrides)
             names = list(args.ablation) + ([] if args.no_control else [ablation_sets.CONTROL])
             chosen = ablation_sets.select(names)
             specs = expand(methods, seeds, chosen, tuned, one_seed, args.control_seeds)
             if budgets:
                 specs += expand_budgets(methods, seeds, budgets, preset_iters, tuned)
             if args.warm_start is not None:
-                init = lambda seed: str(out / RUNS_DIR / f"{BASELINE}-s{seed}" / STUDENT_FILE)  # noqa: E731
+                init = lambda seed: str(setup.out / RUNS_DIR / f"{BASELINE}-s{seed}" / STUDENT_FILE)  # noqa: E731
                 warm_seeds = seeds[:args.warm_seeds] if args.warm_seeds else seeds
                 specs += expand_warm_start(methods, warm_seeds, args.warm_start, init, tuned)
             settings = ("settings: the preset's defaults (--untuned)" if args.untuned else
                         f"settings: tuned ({TUNED_NAME}): {describe_tuned(tuned)}; the rest at the preset's defaults")
     except ValueError as err:
         raise UserError(f"--ablation / --methods: {err}") from None
-    try:
-        planned = plan(specs, setup)
-    except ValueError as err:  # a config error of one run: say which
-        raise ConfigError(str(err)) from None
-    if args.dry_run:
-        print_plan(planned, args.preset, settings)
-        return 0
-    if args.report_only and not any(p.done for p in planned):
-        raise UserError(f"--report-only: no finished runs of this study under {out}; run it first (without "
-                        "--report-only)")
-    if not args.report_only:
-        execute(planned, setup)
-    if tune:
-        report_tuning(planned, args, out)
-    else:
-        report(planned, chosen, args, out, tuned=tuned, budgets=budgets)
-    return 0
+    return specs, chosen, tuned, settings
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -356,8 +373,9 @@ def report(planned, chosen, args: argparse.Namespace, out: Path, tuned: dict | N
     from lix_train.distillers.config import DistillConfig
     from lix_train.report import git_commit, write_json
     from lix_train.study.plots import draw_study_plots
-    from lix_train.study.runner import load_metrics
-    from lix_train.study.table import RESULTS_JSON, RunResult, aggregate, protocol_of, results_json, write_tables
+    from lix_train.study.records import load_metrics
+    from lix_train.study.table import RESULTS_JSON, RunResult, aggregate, protocol_of, results_json
+    from lix_train.study.table_md import write_tables
 
     results = [RunResult(p.spec, load_metrics(p)) for p in planned]
     students = [p for p in planned if not p.spec.teacher_only]
@@ -381,8 +399,9 @@ def report(planned, chosen, args: argparse.Namespace, out: Path, tuned: dict | N
 def report_tuning(planned, args: argparse.Namespace, out: Path) -> None:
     """Aggregate the tuning runs (val only) into tuning.md / tuning.json and print them."""
     from lix_train.report import git_commit
-    from lix_train.study.runner import load_metrics
-    from lix_train.study.table import RunResult, aggregate_tuning, protocol_of, write_tuning
+    from lix_train.study.records import load_metrics
+    from lix_train.study.table import RunResult, aggregate_tuning, protocol_of
+    from lix_train.study.table_md import write_tuning
 
     results = [RunResult(p.spec, load_metrics(p)) for p in planned]
     protocol = protocol_of(planned[0].cfg, args.preset, list(range(args.seeds)), None)

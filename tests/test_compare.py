@@ -21,7 +21,8 @@ from lix_train.engine.logging import read_csv  # noqa: E402
 from lix_train.experiment import ExperimentConfig  # noqa: E402
 from lix_train.study import ablations  # noqa: E402
 from lix_train.study.grid import expand, nest  # noqa: E402
-from lix_train.study.runner import METRICS_FILE, RUNS_DIR, StudySetup, plan  # noqa: E402
+from lix_train.report import METRICS_FILE  # noqa: E402
+from lix_train.study.planning import RUNS_DIR, StudySetup, plan  # noqa: E402
 from lix_train.study.table import class_gains, gap_share, geometry_classes, mean_std  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -335,7 +336,7 @@ def test_a_run_without_val_in_its_metrics_takes_it_from_evaluate_output(tmp_path
     from types import SimpleNamespace
 
     from lix_train.evaluate import eval_file_name
-    from lix_train.study.runner import load_metrics
+    from lix_train.study.records import load_metrics
 
     run = SimpleNamespace(run_dir=tmp_path, cfg=SimpleNamespace(eval=SimpleNamespace(mode="whole")))
     assert load_metrics(run) is None

@@ -10,7 +10,7 @@ import pytest
 
 from lix_train.cli import UserError
 from lix_train.study import archive
-from lix_train.study.runner import is_finished, teacher_complete
+from lix_train.study.records import is_finished, teacher_complete
 
 
 def _study(tmp_path: Path) -> tuple[Path, Path]:

@@ -22,7 +22,7 @@ from engine_fakes import NUM_CLASSES, FakeDistiller, SyntheticSegmentation  # no
 from test_trainer import SIG, _cfg as trainer_cfg  # noqa: E402
 from lix_train import compare  # noqa: E402
 from lix_train.cli import UserError  # noqa: E402
-from lix_train.config import from_dict  # noqa: E402
+from lix_train.config import from_dict, to_dict  # noqa: E402
 from lix_train.distillers import DISTILLERS  # noqa: E402
 from lix_train.distillers.config import METHODS, DistillConfig  # noqa: E402
 from lix_train.engine.checkpoint import CheckpointError, load_checkpoint, model_signature  # noqa: E402
@@ -34,10 +34,10 @@ from lix_train.study import grid, runner, tuning  # noqa: E402
 from lix_train.study.grid import (  # noqa: E402
     ITERS_KEY, RunSpec, expand, expand_budgets, expand_warm_start, nest,
 )
-from lix_train.study.runner import StudySetup, is_finished, plan  # noqa: E402
-from lix_train.study.table import (  # noqa: E402
-    RunResult, aggregate, aggregate_tuning, format_markdown, format_tuning, results_json,
-)
+from lix_train.study.planning import StudySetup, plan, resolve_base  # noqa: E402
+from lix_train.study.records import is_finished  # noqa: E402
+from lix_train.study.table import RunResult, aggregate, aggregate_tuning, results_json  # noqa: E402
+from lix_train.study.table_md import format_markdown, format_tuning  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -175,7 +175,7 @@ def test_a_finished_run_of_another_study_with_the_same_config_serves_a_val_only_
     [first] = plan(expand(["kd"], [0]), val_only)
     other = tmp_path / "runs" / "tune-kd-x-s0"  # e.g. a --tune point that repeats this config
     other.mkdir(parents=True)
-    (other / "config.yaml").write_text(yaml.safe_dump(yaml.safe_load(yaml.safe_dump(runner.to_dict(first.cfg)))))
+    (other / "config.yaml").write_text(yaml.safe_dump(yaml.safe_load(yaml.safe_dump(to_dict(first.cfg)))))
     (other / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": 0.4}}))
     [served] = plan(expand(["kd"], [0]), val_only)
     assert served.same_as == "tune-kd-x-s0" and served.run_dir == other and served.done
@@ -625,7 +625,7 @@ def test_tuning_never_scores_test_and_names_what_to_copy(tiny, capsys, monkeypat
     assert "copy into lix_train/study/tuned.yaml" in said and "test mIoU" not in said
     assert not (out / "table.md").exists() and not (out / "results.json").exists()
     # a main-table run must not take a val-only result for its own: the same config, scored on test
-    assert not runner.is_finished(out / "runs" / "tune-kd-lambda_l0.5-s0", needs_test=True)
+    assert not is_finished(out / "runs" / "tune-kd-lambda_l0.5-s0", needs_test=True)
 
 
 # --- the GPU study script ------------------------------------------------------------------------------
@@ -643,13 +643,13 @@ def test_gpu_study_script_parses_and_plans_on_cpu(tmp_path):
     assert command[1:3] == ["-m", "lix_train.compare"]
     args = compare.build_parser().parse_args(command[3:])
     setup = StudySetup(preset=args.preset, out=args.out, overrides=compare.study_overrides(args))
-    cfg = runner.resolve_base(setup)
+    cfg = resolve_base(setup)
     assert cfg.teacher.model.width == cfg.student.model.width == 1.0
     assert tuple(cfg.data.transforms.size) == tuple(cfg.data.transforms.crop_size) == (192, 640)
     for role in (cfg.teacher.train, cfg.student.train):
         assert role.amp and role.device == "cuda" and role.batch_size == 16
     # protocol v2 in training samples at twice the CPU preset's batch: the converged teacher, two budgets
-    v2 = runner.resolve_base(StudySetup(preset="synthetic", out=args.out))
+    v2 = resolve_base(StudySetup(preset="synthetic", out=args.out))
     assert cfg.teacher.train.iters * 16 == v2.teacher.train.iters * v2.teacher.train.batch_size
     assert cfg.student.train.iters * 16 == v2.student.train.iters * v2.student.train.batch_size
     assert compare.parse_budgets(args.budgets) == [500, cfg.student.train.iters]

@@ -145,7 +145,18 @@ class Trainer:
         seed_everything(cfg.seed + self.info.rank)
         device = process_device(select_device(cfg.device), self.info)
         self.runtime: Runtime = make_runtime(device, cfg.amp, cfg.amp_dtype, cfg.channels_last)
+        self._set_up_task(task, network, device)
+        self._set_up_optimisation(device)
+        self._set_up_loaders(train_set, eval_set, collate_fn, device)
+        self.checkpoints = ckpt_io.CheckpointDir(self.run_dir / CHECKPOINT_DIR, cfg.keep_last)
+        self.best_miou: float | None = None
+        self.last_eval: dict | None = None
+        self.last_losses: dict[str, float] = {}
 
+    # -- setup helpers ----------------------------------------------------------------------
+
+    def _set_up_task(self, task: nn.Module, network: nn.Module | None, device: torch.device) -> None:
+        """The task on its device; everything but its learnable and extra parameters frozen."""
         self.task = task
         self.network = network if network is not None else trained_network(task)
         self.extras = extra_modules(task, self.network)
@@ -156,6 +167,9 @@ class Trainer:
             task.to(memory_format=torch.channels_last)
         self.trainable = [p for p in trainable if p.requires_grad]
 
+    def _set_up_optimisation(self, device: torch.device) -> None:
+        """Optimizer, schedule, AMP scaler and the module one step runs (wrapped in DDP on several processes)."""
+        cfg, task = self.cfg, self.task
         self.optimizer = make_optimizer(
             task.get_learnable_parameters(), task.get_extra_parameters(), name=cfg.optimizer, lr=cfg.lr,
             weight_decay=cfg.weight_decay, momentum=cfg.momentum, betas=cfg.betas,
@@ -167,6 +181,10 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
 
+    def _set_up_loaders(self, train_set: Dataset, eval_set: Dataset | None, collate_fn: Callable | None,
+                        device: torch.device) -> None:
+        """The resumable training loader (its order set by (seed, epoch) alone) and the eval loader, if any."""
+        cfg = self.cfg
         self.sampler = ResumableSampler(train_set, self.info, shuffle=True, seed=cfg.seed)
         self.steps_per_epoch = self.sampler.num_samples // cfg.batch_size
         if self.steps_per_epoch == 0:
@@ -188,12 +206,6 @@ class Trainer:
             # run's weights do not depend on how often it was validated.
             self.eval_loader = DataLoader(eval_set, batch_size=cfg.eval.batch_size, sampler=ShardSampler(eval_set, self.info),
                                           generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
-        self.checkpoints = ckpt_io.CheckpointDir(self.run_dir / CHECKPOINT_DIR, cfg.keep_last)
-        self.best_miou: float | None = None
-        self.last_eval: dict | None = None
-        self.last_losses: dict[str, float] = {}
-
-    # -- setup helpers ----------------------------------------------------------------------
 
     def _freeze_all_but(self, trainable: list[nn.Parameter]) -> None:
         """Parameters the optimizer does not own (a frozen teacher) get no gradients at all."""

@@ -2,8 +2,8 @@
 
 Every variant distils the set's `method` (LIX unless said otherwise) with the same schedule,
 data and seeds as the main comparison; only the overrides differ. A variant whose overrides
-equal the defaults reproduces the main run of that method, and the runner reuses that run
-instead of training it twice.
+equal the defaults reproduces the main run of that method, and the plan (planning.py) reuses
+that run instead of training it twice.
 
 Grids are sized for the CPU protocol, where each point costs about ten minutes of a 2-core machine:
 DWC depth is sampled at 1, 3 and 5 layers, the loss weights at half, once and twice the default.

@@ -26,7 +26,7 @@ from pathlib import Path
 from lix_train.cli import OneLineParser, UserError, run_cli
 
 PROG = "python -m lix_train.study.archive"
-RUNS_DIR = "runs"  # a study's run folders (study/runner.py)
+RUNS_DIR = "runs"  # a study's run folders (study/planning.py)
 TEACHERS_DIR = "teachers"
 RUN_FILES = ("config.yaml", "metrics.json", "summary.txt", "eval.csv")
 WEIGHT_FILES = ("student.pt",)
