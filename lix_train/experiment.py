@@ -43,7 +43,7 @@ BOOKKEEPING = ("progress", "num_workers", "tensorboard", "log_every", "ckpt_ever
 # eval.score_test is one of them: it says which splits the final scoring reads, never what is trained,
 # so a run continues across it (a finished val-only run scores test when continued with it on). A
 # finished run without test scores must not stand in for one that needs them: the study checks
-# that itself (runner.is_finished with needs_test).
+# that itself (records.is_finished with needs_test).
 NOT_RESULT_AFFECTING = ("output.", "runtime.", "data.x_cache", "data.frame_cache", "eval.score_test") + tuple(
     f"{role}.train.{key}" for role in ("teacher", "student") for key in BOOKKEEPING)
 # Data options that do not change the teacher's training frames (where caches live, eval subsets).
