@@ -19,40 +19,17 @@ from typing import Any, Callable
 
 import yaml
 
-from lix_train.config import ConfigError, add_config_arguments, overrides_from_args, resolve, to_dict, write_yaml
+from lix_train.config import (
+    EXIT_USER_ERROR, ConfigError, HelpFormatter, OneLineParser, add_config_arguments, overrides_from_args, resolve,
+    to_dict, write_yaml,
+)
 from lix_train.experiment import DEFAULT_PRESET, NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig, load_stored_config
 
-EXIT_USER_ERROR = 2
 CONFIG_FILE = "config.yaml"
 
 
 class UserError(Exception):
     """A problem with what the user asked for; the message says what and how to fix it."""
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults in --help once: none appended for options whose help already says it or that default to unset."""
-
-    def _get_help_string(self, action):
-        if action.default is None or "(default:" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage dump) and exit status 2.
-
-    Abbreviations are off: `--student.train.iter` must not silently mean `...iters`.
-    """
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        if kwargs.get("formatter_class") is argparse.ArgumentDefaultsHelpFormatter:
-            kwargs["formatter_class"] = HelpFormatter  # the config options' help already names their default
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
 # The config options a first run is most likely to set: `--help` lists these; --help-all lists all.

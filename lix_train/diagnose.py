@@ -28,7 +28,8 @@ import json
 import shlex
 from pathlib import Path
 
-from lix_train.cli import OneLineParser, UserError, run_cli
+from lix_train.cli import UserError, run_cli
+from lix_train.config import OneLineParser
 
 PROG = "python -m lix_train.diagnose"
 OUT_FILE = "diagnosis.json"

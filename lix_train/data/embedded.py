@@ -24,16 +24,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from lix_train.config import option
 from lix_train.data.errors import DatasetError
-from lix_train.data.synthetic import (GENERATOR_VERSION, SIDEWALK_NOTE, DriveConfig, SyntheticConfig, write_atomic,
-                                       write_dataset)
+from lix_train.data.synthetic import (
+    GENERATOR_VERSION, SIDEWALK_NOTE, SPLITS_FILE, DriveConfig, SyntheticConfig, split_scenes, write_atomic,
+    write_dataset,
+)
 from lix_train.locking import exclusive
 
 CACHE_ENV = "LIX_SEG_CACHE"
-SPLITS_FILE = "splits.json"
 MANIFEST_FILE = "embedded.json"
 SPLITS = ("train", "val", "test")
 
@@ -75,18 +74,6 @@ def default_cache_dir() -> Path:
     """$LIX_SEG_CACHE, else ~/.cache/lix-seg."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lix-seg"
-
-
-def split_scenes(names: list[str], val: int, test: int, seed: int) -> dict[str, list[str]]:
-    """Disjoint train / val / test lists of scene names covering all of them, by a seeded shuffle."""
-    if val < 0 or test < 0 or val + test >= len(names):
-        raise ValueError(f"cannot take {val} val + {test} test scenes from {len(names)} and keep one for train")
-    order = [names[i] for i in np.random.default_rng([seed, 0x5B117]).permutation(len(names))]
-    return {
-        "train": sorted(order[val + test:]),
-        "val": sorted(order[:val]),
-        "test": sorted(order[val:val + test]),
-    }
 
 
 def embedded_splits(root: str | Path) -> dict[str, list[str]]:
