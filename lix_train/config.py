@@ -15,8 +15,9 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -40,6 +41,36 @@ def option(default: Any, help: str, choices: tuple | None = None) -> Any:
 def section(cls: type, help: str = "") -> Any:
     """A nested config section, built from its own defaults."""
     return dataclasses.field(default_factory=cls, metadata={"help": help, "choices": None})
+
+
+class LiveNames(Sequence):
+    """The names `read()` gives (a registry's keys), as a tuple-like sequence read each time it is used: the choices
+    of an option whose values are registered (distill.method, data.dataset), current for --help, argparse and
+    validation alike."""
+
+    def __init__(self, read: Callable[[], Iterable[str]]):
+        self._read = read
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(self._read())
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+    def __eq__(self, other) -> bool:
+        return tuple(self) == tuple(other)
+
+    def __repr__(self) -> str:
+        return repr(self._names())
 
 
 def check_choice(name: str, value: Any, choices) -> None:

@@ -127,8 +127,7 @@ def run_lock_path(run_dir: Path) -> Path:
 
 def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> int:
     """Teacher (reused or trained), distillation, test scores and outputs, in `run_dir` (held by this process)."""
-    from lix_train.data.build import build_datasets
-    from lix_train.data.precheck import check_splits
+    from lix_train.data.build import build_datasets, check_splits
     from lix_train.data.skipping import skip_record
     from lix_train.teachers import ensure_teacher, teacher_run_dir
 

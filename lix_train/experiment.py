@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 from lix_train.config import ConfigError, check_range, option, read_yaml, section, to_dict
-from lix_train.data.build import DataConfig, root_identity
+from lix_train.data.build import root_identity
+from lix_train.data.config import DataConfig
 from lix_train.distillers.config import DistillConfig, upgrade_distill_section
 from lix_train.engine.config import EvalConfig, TrainConfig
 from lix_train.models.base import SIZE_DIVISOR

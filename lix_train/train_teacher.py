@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
     info, device = init_runtime(cfg, cfg.teacher.train.device)
 
     from lix_train.cli import shared
-    from lix_train.data.build import build_datasets, resolve_root
-    from lix_train.data.precheck import check_splits
+    from lix_train.data.build import build_datasets, check_splits, resolve_root
     from lix_train.distill import load_teacher, read_splits, scored_split
     from lix_train.report import (
         METRICS_FILE, METRICS_UNITS, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text,
