@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lix_train.data.build import FrameSubset, build_sources, evenly_spaced, resolve_root, source_identity
+from lix_train.data.build import build_sources, resolve_root, source_identity
 from lix_train.data.dataset import SegmentationDataset
 from lix_train.data.frame_cache import _crc, cache_dataset_frames
 from lix_train.data.io import read_color_label, read_depth_cm_png, read_rgb
+from lix_train.data.sources import FrameSubset, evenly_spaced
 from lix_train.data.transforms import build_eval_transforms, build_train_transforms
 from lix_train.data.vkitti2 import category_table
 from lix_train.data.x_cache import XCache, x_key

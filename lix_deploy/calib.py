@@ -34,6 +34,9 @@ import numpy as np
 
 from lix_deploy.artifact import sha256_bytes, sha256_file
 from lix_deploy.cli import EXIT_OK, ToolParser, UsageError, count, run_tool
+from lix_train.config import ConfigError
+from lix_train.data.errors import DatasetError
+from lix_train.data.registry import DATASETS, dataset_spec
 
 MANIFEST = "manifest.json"
 INPUTS = "inputs.npy"
@@ -41,8 +44,6 @@ LABELS = "labels.npy"
 PREPROCESSING = "lix_deploy.runtime.preprocess.to_model_input"
 ENCODING = "rgb8"
 FORMAT_VERSION = 1
-DATASETS = ("synthetic", "vkitti2", "kitti_semantics", "nuimages")
-VKITTI2_FORMAT = ("synthetic", "vkitti2")
 
 
 class CalibrationError(ValueError):
@@ -93,7 +94,8 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _source_record(dataset: str, root: Path | None, sample, index: int) -> dict[str, Any]:
     """Where a frame came from and its hash: the RGB file for vKITTI2-format data, else the decoded pixels."""
     meta = sample.meta or {}
-    if dataset in VKITTI2_FORMAT and root is not None and {"scene", "variation", "camera", "frame"} <= set(meta):
+    vkitti2_format = dataset_spec(dataset).vkitti2_format
+    if vkitti2_format and root is not None and {"scene", "variation", "camera", "frame"} <= set(meta):
         relative = Path(meta["scene"]) / meta["variation"] / "frames" / "rgb" / meta["camera"] / \
             f"rgb_{int(meta['frame']):05d}.jpg"
         if (root / relative).is_file():
@@ -141,7 +143,8 @@ def write_calibration_set(
     from tqdm import tqdm
 
     from lix_deploy.runtime.preprocess import to_model_input
-    from lix_train.data.build import DataConfig, build_sources, resolve_root, root_identity
+    from lix_train.data.build import build_sources, resolve_root, root_identity  # torch: only when a set is written
+    from lix_train.data.config import DataConfig
 
     out = Path(out)
     height, width = int(size[0]), int(size[1])
@@ -290,9 +293,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lix_train.config import ConfigError
-    from lix_train.data.errors import DatasetError
-
     return run_tool(build_parser(), argv, run, bad_input=(CalibrationError, ConfigError, DatasetError))
 
 

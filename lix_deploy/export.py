@@ -33,15 +33,16 @@ from lix_deploy.artifact import INPUT_NAME, ArtifactInfo, atomic_output, sha256_
 from lix_deploy.cli import EXIT_OK, EXIT_REFUSED, ToolParser, UsageError, report, run_tool
 from lix_deploy.verify import Tolerance, VerificationError, VerificationReport, load_verification_frames, verify_onnx
 from lix_train.config import ConfigError
-from lix_train.data.classes import CITYSCAPES, VKITTI2, ClassSet
+from lix_train.data.classes import ClassSet
 from lix_train.data.errors import DatasetError
+from lix_train.data.registry import CLASS_SETS, class_sets, dataset_spec
 from lix_train.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lix_train.engine.checkpoint import CheckpointError, load_checkpoint, restore_checkpoint
 from lix_train.models import SIZE_DIVISOR, ExportWrapper, create_model, export_dynamic_shapes
 
 MIN_OPSET = 18
 LABEL_DTYPES = ("uint8", "int32")
-CLASS_SETS_BY_NAME = ("vkitti2", "cityscapes", "nuimages")
+CLASS_SETS_BY_NAME = CLASS_SETS  # the registered datasets' class sets, by name (lix_train/data/registry.py)
 MAX_BATCH = 64
 
 
@@ -49,23 +50,14 @@ class ExportError(ValueError):
     """A user-facing problem with the export's inputs (options, checkpoint, output location)."""
 
 
-def _nuimages() -> ClassSet:
-    from lix_train.data.nuimages import NUIMAGES
-
-    return NUIMAGES
-
-
 def class_set_named(name: str) -> ClassSet:
-    """A class set by its name (vkitti2, cityscapes, nuimages)."""
-    if name == "nuimages":
-        return _nuimages()
-    return {"vkitti2": VKITTI2, "cityscapes": CITYSCAPES}[name]
+    """A registered dataset's class set by its name (vkitti2, cityscapes, nuimages, ...)."""
+    return class_sets()[name]
 
 
 def class_set_of_dataset(dataset: str) -> ClassSet:
-    """The classes a training dataset (DataConfig.dataset) is labelled with."""
-    return class_set_named({"synthetic": "vkitti2", "vkitti2": "vkitti2", "kitti_semantics": "cityscapes",
-                            "nuimages": "nuimages"}[dataset])
+    """The classes a training dataset (DataConfig.dataset) is labelled with: its DatasetSpec's."""
+    return dataset_spec(dataset).class_set
 
 
 def size_suggestion(value: int) -> str:
@@ -173,7 +165,11 @@ def load_student(path: str | Path, classes: str | None = None) -> LoadedStudent:
     if classes is not None:
         class_set = class_set_named(classes)
     elif dataset:
-        class_set = class_set_of_dataset(dataset)
+        try:
+            class_set = class_set_of_dataset(dataset)
+        except ConfigError as err:
+            raise ExportError(f"{path}: {err}: its class names are unknown; pass --classes "
+                              f"{'|'.join(CLASS_SETS_BY_NAME)}") from None
     else:
         raise ExportError(f"{path}: the checkpoint's config records no data.dataset, so its class names are "
                           f"unknown; pass --classes {'|'.join(CLASS_SETS_BY_NAME)}")

@@ -19,40 +19,22 @@ from typing import Any, Callable
 
 import yaml
 
-from lix_train.config import ConfigError, add_config_arguments, overrides_from_args, resolve, to_dict, write_yaml
+from lix_train.config import (
+    EXIT_USER_ERROR, ConfigError, HelpFormatter, OneLineParser, add_config_arguments, from_dict, merge,
+    overrides_from_args, read_yaml, resolve, show_defaults, to_dict, write_yaml,
+)
+from lix_train.data.errors import DatasetError, worker_error_message
+from lix_train.engine.checkpoint import CheckpointError, signature_differences
+from lix_train.engine.device import select_device
+from lix_train.engine.distributed import all_gather_objects, cleanup, get_info, init_distributed, process_device
+from lix_train.engine.trainer import CHECKPOINT_DIR, NonFiniteLossError
 from lix_train.experiment import DEFAULT_PRESET, NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig, load_stored_config
 
-EXIT_USER_ERROR = 2
 CONFIG_FILE = "config.yaml"
 
 
 class UserError(Exception):
     """A problem with what the user asked for; the message says what and how to fix it."""
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults in --help once: none appended for options whose help already says it or that default to unset."""
-
-    def _get_help_string(self, action):
-        if action.default is None or "(default:" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage dump) and exit status 2.
-
-    Abbreviations are off: `--student.train.iter` must not silently mean `...iters`.
-    """
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        if kwargs.get("formatter_class") is argparse.ArgumentDefaultsHelpFormatter:
-            kwargs["formatter_class"] = HelpFormatter  # the config options' help already names their default
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
 # The config options a first run is most likely to set: `--help` lists these; --help-all lists all.
@@ -130,8 +112,6 @@ class ExperimentParser(OneLineParser):
         formatter.end_section()
 
     def _show_preset_defaults(self, argv: list[str]) -> None:
-        from lix_train.config import show_defaults
-
         preset = self.get_default("preset") or DEFAULT_PRESET
         for i, arg in enumerate(argv):
             if arg == "--preset" and i + 1 < len(argv):
@@ -190,8 +170,6 @@ def resolve_experiment(args: argparse.Namespace, base: dict | None = None) -> Ex
     """Defaults -> preset (or `base`) -> --config file -> --section.key overrides."""
     overrides = overrides_from_args(args)
     if base is not None and args.preset is None:
-        from lix_train.config import from_dict, merge, read_yaml
-
         data = dict(base)
         if args.config:
             data = merge(data, read_yaml(args.config))
@@ -211,10 +189,6 @@ def setup_logging(is_main: bool) -> None:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that are the user's to fix (reported in one line, exit 2)."""
-    from lix_train.data.errors import DatasetError
-    from lix_train.engine.checkpoint import CheckpointError
-    from lix_train.engine.trainer import NonFiniteLossError
-
     return (UserError, ConfigError, DatasetError, CheckpointError, NonFiniteLossError)
 
 
@@ -225,8 +199,6 @@ def one_line(err: BaseException) -> str:
 def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,
             body: Callable[[argparse.Namespace], int]) -> int:
     """Parse, run `body`, and turn user errors into one line on stderr + exit status 2."""
-    from lix_train.data.errors import worker_error_message
-
     args = parser.parse_args(argv)
     errors = user_errors()
     finished = False
@@ -239,22 +211,16 @@ def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,
         message = worker_error_message(err, [t.__name__ for t in errors])
         if message is None and not isinstance(err, errors):
             raise
-        from lix_train.engine.distributed import get_info
-
         info = get_info()
         where = f" [rank {info.rank}]" if info.world_size > 1 else ""
         print(f"{parser.prog}: error{where}: {message or one_line(err)}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     finally:
-        from lix_train.engine.distributed import cleanup
-
         cleanup(finished)
 
 
 def shared(obj: Any) -> Any:
     """Rank 0's value of `obj` on every rank (the value itself in one process)."""
-    from lix_train.engine.distributed import all_gather_objects
-
     return all_gather_objects(obj)[0]
 
 
@@ -276,8 +242,6 @@ def choose_run_dir(args: argparse.Namespace, cfg: ExperimentConfig) -> Path:
 
 def _config_differences(path: Path, cfg: ExperimentConfig) -> list[str]:
     """Dotted option names whose values differ between the YAML at `path` and `cfg` (empty = same)."""
-    from lix_train.engine.checkpoint import signature_differences
-
     try:
         stored = load_stored_config(path)  # a run made before an option moved reads as now
     except (OSError, yaml.YAMLError) as err:
@@ -306,8 +270,6 @@ RESULT_FILES = ("student.pt", "teacher.pt", "metrics.json")
 
 def holds_results(run_dir: Path) -> bool:
     """Whether `run_dir` holds anything trained: a checkpoint or a finished run's weights / metrics."""
-    from lix_train.engine.trainer import CHECKPOINT_DIR
-
     if any((run_dir / name).is_file() for name in RESULT_FILES):
         return True
     checkpoints = run_dir / CHECKPOINT_DIR
@@ -323,8 +285,6 @@ def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: Any, is_main: 
     failed before its first checkpoint) takes the new config: there is nothing to protect.
     `--resume` without a checkpoint to resume is an error.
     """
-    from lix_train.engine.trainer import CHECKPOINT_DIR
-
     explicit: Path | None = None
     latest = run_dir / CHECKPOINT_DIR / "latest.pt"
     if isinstance(resume, (str, Path)):
@@ -348,8 +308,6 @@ def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: Any, is_main: 
 
 def run_dir_of_checkpoint(path: Path) -> Path:
     """The run folder a checkpoint belongs to (RUN/checkpoints/latest.pt or RUN/student.pt -> RUN)."""
-    from lix_train.engine.trainer import CHECKPOINT_DIR
-
     parent = path.parent
     return parent.parent if parent.name == CHECKPOINT_DIR else parent
 
@@ -357,9 +315,6 @@ def run_dir_of_checkpoint(path: Path) -> Path:
 def init_runtime(cfg: ExperimentConfig, preference: str):
     """(DistInfo, torch.device) of this process: joins the torchrun group if launched by torchrun."""
     import torch
-
-    from lix_train.engine.device import select_device
-    from lix_train.engine.distributed import init_distributed, process_device
 
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)

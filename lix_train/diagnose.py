@@ -28,7 +28,20 @@ import json
 import shlex
 from pathlib import Path
 
-from lix_train.cli import OneLineParser, UserError, run_cli
+from lix_train.cli import UserError, run_cli
+from lix_train.config import ConfigError, OneLineParser, from_dict
+from lix_train.data.build import build_datasets
+from lix_train.distill import load_teacher
+from lix_train.distillers import build_distiller
+from lix_train.engine.checkpoint import load_checkpoint, restore_checkpoint
+from lix_train.experiment import ExperimentConfig, network_from_signature, read_stored_config
+from lix_train.losses.arfd import to_tokens, unit_columns
+from lix_train.losses.cka import linear_cka
+from lix_train.losses.common import valid_mask
+from lix_train.losses.dkd import decoupled_parts
+from lix_train.losses.dwld import confidence_weights, teacher_gate
+from lix_train.losses.kernels import effective_count, regression_weights
+from lix_train.report import evenly_spaced_indices, write_json, write_text
 
 PROG = "python -m lix_train.diagnose"
 OUT_FILE = "diagnosis.json"
@@ -65,11 +78,6 @@ def parse_scales(text: str) -> list[float]:
 
 def load_run(run_dir: Path):
     """(config, teacher, student) of a finished run, with clear errors for what is missing."""
-    from lix_train.config import ConfigError, from_dict
-    from lix_train.distill import load_teacher
-    from lix_train.engine.checkpoint import load_checkpoint, restore_checkpoint
-    from lix_train.experiment import ExperimentConfig, network_from_signature, read_stored_config
-
     for name in ("config.yaml", "student.pt", "metrics.json"):
         if not (run_dir / name).is_file():
             raise UserError(f"--run-dir {run_dir}: no {name}; is it a finished distillation run?")
@@ -88,8 +96,6 @@ def load_run(run_dir: Path):
 
 def trained_extras(run_dir: Path) -> dict:
     """The distiller's extra modules' weights from RUN/checkpoints/latest.pt ({} if there is none)."""
-    from lix_train.engine.checkpoint import load_checkpoint
-
     latest = run_dir / "checkpoints" / "latest.pt"
     return dict(load_checkpoint(latest).get("extra") or {}) if latest.is_file() else {}
 
@@ -97,9 +103,6 @@ def trained_extras(run_dir: Path) -> dict:
 def frames_batch(cfg, split: str, count: int):
     """`count` evenly spaced frames of the split with X, as one batch (evaluation transforms)."""
     import torch
-
-    from lix_train.data.build import build_datasets
-    from lix_train.report import evenly_spaced_indices
 
     dataset = build_datasets(cfg.data, cfg.data.modality, (split,))[split]
     items = [dataset[i] for i in evenly_spaced_indices(len(dataset), count)]
@@ -117,10 +120,6 @@ def pixel_groups(student_logits, teacher_logits, target, ignore_index: int) -> d
 
 def logit_report(cfg, student_logits, teacher_logits, target) -> dict:
     """Per group: pixel share, mean TCKD / NCKD, share of the DKD total, confidence-rule weights."""
-    from lix_train.losses.dkd import decoupled_parts
-    from lix_train.losses.common import valid_mask
-    from lix_train.losses.dwld import confidence_weights, teacher_gate
-
     ignore, w = cfg.distill.ignore_index, cfg.distill.dwld  # the run's own DWLD settings (T, means, gate)
     groups = pixel_groups(student_logits, teacher_logits, target, ignore)
     tckd, nckd, valid, conf = decoupled_parts(student_logits, teacher_logits, target, w.temperature, ignore)
@@ -142,10 +141,6 @@ def logit_report(cfg, student_logits, teacher_logits, target) -> dict:
 
 def feature_report(cfg, student_feats, teacher_feats, scales: list[float]) -> list[dict]:
     """Per distilled stage: tokens, CKA as is, and per bandwidth the effective channels and CKA after recalibration."""
-    from lix_train.losses.arfd import to_tokens, unit_columns
-    from lix_train.losses.cka import linear_cka
-    from lix_train.losses.kernels import effective_count, regression_weights
-
     a = cfg.distill.arfd
     rows = []
     for k in a.stages:
@@ -170,8 +165,6 @@ def gradient_report(cfg, teacher, student, batch, num_classes: int, extras: dict
     end of training. `extras` are the distiller's trained parts ({} when the run kept none).
     """
     import torch
-
-    from lix_train.distillers import build_distiller
 
     distiller = build_distiller(cfg.distill, student, teacher, num_classes=num_classes,
                                 x_channels=cfg.data.x_channels)
@@ -279,8 +272,6 @@ def diagnose_run(run_dir: Path, loaded: tuple, split: str, frames: int, scales: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from lix_train.report import write_json, write_text
-
     if args.frames < 1:
         raise UserError(f"--frames {args.frames}: need at least one")
     scales = parse_scales(args.bandwidths)

@@ -33,8 +33,23 @@ from lix_train.cli import (
     CONFIG_FILE, UserError, choose_run_dir, config_yaml, experiment_parser, init_runtime, prepare_run_dir,
     resolve_experiment, run_cli, shared,
 )
+from lix_train.config import to_dict
+from lix_train.data.build import build_datasets, check_splits, resolve_root
+from lix_train.data.skipping import skip_record
+from lix_train.distillers import build_distiller
 from lix_train.distillers.registry import BASELINE
+from lix_train.engine.checkpoint import (
+    CheckpointError, atomic_torch_save, build_checkpoint, check_signature, load_checkpoint, load_model_weights,
+)
+from lix_train.engine.trainer import Trainer
+from lix_train.experiment import build_network, network_signature
+from lix_train.heldout import example_predictions, score_network
 from lix_train.locking import Busy, sole_user
+from lix_train.report import (
+    METRICS_FILE, METRICS_UNITS, SUMMARY_FILE, draw_plots, evenly_spaced_indices, format_table, git_commit,
+    software_environment, write_json, write_text,
+)
+from lix_train.teachers import ensure_teacher, teacher_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_teacher(cfg, path: Path):
     """The teacher network with weights from `path`, checked against the configured architecture."""
-    from lix_train.engine.checkpoint import CheckpointError, load_model_weights
-    from lix_train.experiment import build_network, network_signature
-
     if not Path(path).is_file():
         raise CheckpointError(path, "teacher checkpoint not found")
     teacher = build_network("teacher", cfg.teacher.model)
@@ -85,16 +97,12 @@ def run(args: argparse.Namespace) -> int:
         print(config_yaml(cfg), end="")
         return 0
     if args.teacher_checkpoint is not None and not args.teacher_checkpoint.is_file():
-        from lix_train.engine.checkpoint import CheckpointError
-
         raise CheckpointError(args.teacher_checkpoint, "teacher checkpoint not found (--teacher-checkpoint)")
     requested_dir = choose_run_dir(args, cfg)
     if cfg.student.train.init_from is not None and not (requested_dir / "checkpoints" / "latest.pt").is_file():
         check_init_from(cfg)  # a run that continues from its own checkpoint no longer reads it
     started = time.perf_counter()
     info, device = init_runtime(cfg, cfg.student.train.device)
-
-    from lix_train.data.build import resolve_root
 
     root = resolve_root(cfg.data, progress=info.is_main)
     run_dir = Path(shared(str(requested_dir)))  # rank 0's timestamp names the folder for every rank
@@ -108,9 +116,6 @@ def run(args: argparse.Namespace) -> int:
 def check_init_from(cfg) -> None:
     """student.train.init_from must be a checkpoint of this student network: checked before the teacher
     is trained or loaded (the trainer loads it, signature-checked again, when training starts)."""
-    from lix_train.engine.checkpoint import CheckpointError, check_signature, load_checkpoint
-    from lix_train.experiment import network_signature
-
     path = Path(cfg.student.train.init_from)
     if not path.is_file():
         raise CheckpointError(path, "student.train.init_from: checkpoint file not found")
@@ -127,11 +132,6 @@ def run_lock_path(run_dir: Path) -> Path:
 
 def distill_in(run_dir: Path, args, cfg, info, device, root, started: float) -> int:
     """Teacher (reused or trained), distillation, test scores and outputs, in `run_dir` (held by this process)."""
-    from lix_train.data.build import build_datasets
-    from lix_train.data.precheck import check_splits
-    from lix_train.data.skipping import skip_record
-    from lix_train.teachers import ensure_teacher, teacher_run_dir
-
     resume = prepare_run_dir(run_dir, cfg, args.resume, info.is_main)
     times: dict[str, float | None] = {}
     check_splits(cfg.data, read_splits(cfg), root)  # a bad test frame must stop the run before training
@@ -192,10 +192,6 @@ def labels_only_config(cfg):
 def train_student(cfg, teacher, data, run_dir: Path, resume, info):
     """(student, training summary): the student of `cfg` trained with cfg.distill.method in `run_dir` (resumed
     from its checkpoint there), its final weights written to run_dir/student.pt atomically (rank 0)."""
-    from lix_train.distillers import build_distiller
-    from lix_train.engine.checkpoint import atomic_torch_save, build_checkpoint
-    from lix_train.engine.trainer import Trainer
-    from lix_train.experiment import build_network, network_signature
 
     class_set = data["train"].class_set
     student = build_network("student", cfg.student.model, seed=cfg.student.train.seed)
@@ -212,8 +208,6 @@ def train_student(cfg, teacher, data, run_dir: Path, resume, info):
         raise UserError(f"student.train: {err}") from None
     summary = trainer.run()
     if info.is_main:
-        from lix_train.config import to_dict
-
         atomic_torch_save(build_checkpoint(model=student, signature=signature, iteration=summary.iterations,
                                            config=to_dict(cfg), metrics={"val": summary.last_eval}),
                           run_dir / STUDENT_FILE)
@@ -235,10 +229,6 @@ def evaluate_pair(cfg, teacher, student, val, root, device, is_main: bool, other
     that is val) and on val.
     """
     others = others or {}
-    from lix_train.data.build import build_datasets
-    from lix_train.report import evenly_spaced_indices
-    from lix_train.heldout import example_predictions, score_network
-
     workers = min(cfg.student.train.num_workers, 2)
     progress = cfg.student.train.progress and is_main
     if cfg.eval.score_test:
@@ -278,8 +268,6 @@ def student_train_time(run_dir: Path, summary) -> float | None:
     """This call's training time; for a run that was already complete, the time its metrics.json recorded."""
     if summary.iterations_run:
         return summary.wall_time_s
-    from lix_train.report import METRICS_FILE
-
     try:
         metrics = json.loads((run_dir / METRICS_FILE).read_text())
         return (metrics.get("student_run") or metrics["student"])["train_wall_time_s"]
@@ -294,11 +282,6 @@ def scored_split(cfg) -> str:
 
 def write_outputs(cfg, run_dir: Path, args, results, examples, times, summary, teacher_path, teacher_trained,
                   teacher_record, teacher_dir, class_set, test_split: dict, skipped: dict | None = None) -> None:
-    from lix_train.report import (
-        METRICS_FILE, METRICS_UNITS, SUMMARY_FILE, draw_plots, format_table, git_commit, software_environment,
-        write_json, write_text,
-    )
-
     split = "test" if cfg.eval.score_test else "val"
     teacher_run = {"checkpoint": str(teacher_path), "trained_in_this_run": teacher_trained,
                    "train_wall_time_s": teacher_record.get("train_wall_time_s")}

@@ -20,6 +20,11 @@ from pathlib import Path
 from lix_train.cli import (
     config_yaml, experiment_parser, init_runtime, resolve_experiment, run_cli, run_dir_of_checkpoint,
 )
+from lix_train.data.build import build_datasets
+from lix_train.engine.checkpoint import CheckpointError, load_checkpoint, restore_checkpoint
+from lix_train.experiment import network_from_signature
+from lix_train.heldout import score_network
+from lix_train.report import format_table, write_json
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +60,6 @@ def eval_file_name(role: str, split: str, mode: str) -> str:
 
 def check_compatible(path: Path, signature: dict, cfg, role: str) -> None:
     """The checkpoint's class count and X channels must fit the data it is evaluated on."""
-    from lix_train.engine.checkpoint import CheckpointError
-
     classes = cfg.data.class_set
     if int(signature.get("num_classes", -1)) != classes.num_classes:
         raise CheckpointError(path, f"the {role} has {signature.get('num_classes')} classes, but data.dataset="
@@ -68,8 +71,6 @@ def check_compatible(path: Path, signature: dict, cfg, role: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lix_train.engine.checkpoint import CheckpointError, load_checkpoint, restore_checkpoint
-
     ckpt = load_checkpoint(args.checkpoint)
     signature = ckpt["signature"]
     role = signature.get("name")
@@ -90,11 +91,6 @@ def run(args: argparse.Namespace) -> int:
     check_compatible(args.checkpoint, signature, cfg, role)
 
     info, device = init_runtime(cfg, cfg.student.train.device)
-
-    from lix_train.data.build import build_datasets
-    from lix_train.experiment import network_from_signature
-    from lix_train.report import format_table, write_json
-    from lix_train.heldout import score_network
 
     try:
         network = network_from_signature(signature)

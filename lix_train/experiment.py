@@ -24,9 +24,13 @@ from typing import Any
 import yaml
 
 from lix_train.config import ConfigError, check_range, option, read_yaml, section, to_dict
-from lix_train.data.build import DataConfig, root_identity
+from lix_train.data.build import root_identity
+from lix_train.data.config import DataConfig
 from lix_train.distillers.config import DistillConfig, upgrade_distill_section
+from lix_train.engine.checkpoint import model_signature
 from lix_train.engine.config import EvalConfig, TrainConfig
+from lix_train.engine.rng import seed_everything
+from lix_train.models import create_model
 from lix_train.models.base import SIZE_DIVISOR
 from lix_train.models.config import ModelConfig
 
@@ -146,8 +150,6 @@ def load_stored_config(path: Path) -> dict:
 
 def network_signature(role: str, model: ModelConfig) -> dict:
     """Checkpoint signature of the teacher or student network: name, architecture options, classes."""
-    from lix_train.engine.checkpoint import model_signature
-
     arch = {k: v for k, v in model.kwargs_for(role).items() if k not in NON_ARCHITECTURE}
     return model_signature(role, arch, model.num_classes)
 
@@ -158,9 +160,6 @@ def build_network(role: str, model: ModelConfig, seed: int | None = None):
     `seed` seeds every generator first, so the initial weights (and whatever is built next from
     the same generators, such as the DWC) follow from the run's seed rather than the process.
     """
-    from lix_train.engine.rng import seed_everything
-    from lix_train.models import create_model
-
     if seed is not None:
         seed_everything(seed)
     kwargs = model.kwargs_for(role)
@@ -171,8 +170,6 @@ def build_network(role: str, model: ModelConfig, seed: int | None = None):
 
 def network_from_signature(signature: dict):
     """The network a checkpoint's signature describes (evaluation and export need no config)."""
-    from lix_train.models import create_model
-
     return create_model(signature["name"], **signature["config"])
 
 

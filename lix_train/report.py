@@ -15,6 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from lix_train.data.sources import evenly_spaced
+
 PLOTS_DIR = "plots"
 VAL_SUFFIX = "_val"  # results scored on the val split (student_val): never drawn as the test split's
 UNITS_NOTE = "IoU and pixel accuracy in percent (metrics.json holds the same scores as fractions in [0, 1])"
@@ -117,8 +119,6 @@ def draw_plots(run_dir: Path, results: Mapping[str, Mapping[str, Any]], *, examp
 
 def evenly_spaced_indices(count: int, k: int) -> Sequence[int]:
     """k indices spread over range(count), for picking qualitative examples across the split."""
-    from lix_train.data.build import evenly_spaced
-
     return evenly_spaced(count, k) if k > 0 else []
 
 

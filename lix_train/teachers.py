@@ -23,8 +23,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lix_train.cli import UserError, shared
 from lix_train.config import to_dict, write_yaml
+from lix_train.data.build import build_datasets
+from lix_train.engine.checkpoint import atomic_torch_save, build_checkpoint
+from lix_train.engine.distributed import barrier, get_info
+from lix_train.engine.task import SupervisedTask
+from lix_train.engine.trainer import Trainer
 from lix_train.experiment import ExperimentConfig, build_network, network_signature, teacher_hash, teacher_key
+from lix_train.heldout import TEACHER_INPUTS
 from lix_train.locking import exclusive
 from lix_train.report import git_commit, software_environment, write_json
 
@@ -73,14 +80,6 @@ def ensure_teacher(cfg: ExperimentConfig, run_dir: Path, *, root: Path, resume: 
     Every process of a torchrun job calls this (training is collective); only rank 0 writes.
     `resume` True / a path retrains from that checkpoint even when teacher.pt exists.
     """
-    from lix_train.cli import shared
-    from lix_train.data.build import build_datasets
-    from lix_train.engine.checkpoint import atomic_torch_save, build_checkpoint
-    from lix_train.engine.distributed import barrier, get_info
-    from lix_train.engine.task import SupervisedTask
-    from lix_train.engine.trainer import Trainer
-    from lix_train.heldout import TEACHER_INPUTS
-
     info = get_info()
     run_dir = Path(run_dir)
     final = run_dir / TEACHER_FILE
@@ -101,8 +100,6 @@ def ensure_teacher(cfg: ExperimentConfig, run_dir: Path, *, root: Path, resume: 
                               eval_set=data["val"], class_names=data["train"].class_set.names, run_config=cfg,
                               resume=explicit)
         except ValueError as err:  # e.g. fewer training frames than one batch
-            from lix_train.cli import UserError
-
             raise UserError(f"teacher.train: {err}") from None
         summary = trainer.run()
         record = {

@@ -19,8 +19,15 @@ import time
 from pathlib import Path
 
 from lix_train.cli import (
-    UserError, config_yaml, experiment_parser, init_runtime, prepare_run_dir, resolve_experiment, run_cli,
+    UserError, config_yaml, experiment_parser, init_runtime, prepare_run_dir, resolve_experiment, run_cli, shared,
 )
+from lix_train.data.build import build_datasets, check_splits, resolve_root
+from lix_train.distill import load_teacher, read_splits, scored_split
+from lix_train.heldout import score_network
+from lix_train.report import (
+    METRICS_FILE, METRICS_UNITS, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text,
+)
+from lix_train.teachers import ensure_teacher, teacher_run_dir
 
 PROG = "python -m lix_train.train_teacher"
 DESCRIPTION = (
@@ -44,16 +51,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     started = time.perf_counter()
     info, device = init_runtime(cfg, cfg.teacher.train.device)
-
-    from lix_train.cli import shared
-    from lix_train.data.build import build_datasets, resolve_root
-    from lix_train.data.precheck import check_splits
-    from lix_train.distill import load_teacher, read_splits, scored_split
-    from lix_train.report import (
-        METRICS_FILE, METRICS_UNITS, SUMMARY_FILE, draw_plots, format_table, git_commit, write_json, write_text,
-    )
-    from lix_train.heldout import score_network
-    from lix_train.teachers import ensure_teacher, teacher_run_dir
 
     root = resolve_root(cfg.data, progress=info.is_main)
     run_dir = Path(shared(str(args.run_dir or teacher_run_dir(cfg))))

@@ -100,7 +100,8 @@ def test_error_in_a_loader_worker_is_one_line(damaged, tmp_path, capsys):
 def test_skip_drops_bad_frames_and_names_them(damaged, tmp_path):
     """data.on_error skip: a truncated frame is left out (not replaced by a duplicate) and named."""
     from lix_train.config import from_dict
-    from lix_train.data.build import DataConfig, build_datasets
+    from lix_train.data.build import build_datasets
+    from lix_train.data.config import DataConfig
 
     root, files = damaged
     bad = files("Scene01")[0]

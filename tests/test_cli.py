@@ -13,8 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cli_fixtures import FRAMES, HEIGHT, SCENES, TRAIN_SIZE, WIDTH, write_tiny_synthetic  # noqa: E402
 from lix_train import distill, evaluate, train_teacher  # noqa: E402
 from lix_train.config import ConfigError, from_dict, resolve  # noqa: E402
-from lix_train.data.build import DataConfig, build_datasets, evenly_spaced  # noqa: E402
+from lix_train.data.build import build_datasets  # noqa: E402
 from lix_train.data.classes import VKITTI2  # noqa: E402
+from lix_train.data.config import DataConfig  # noqa: E402
+from lix_train.data.sources import evenly_spaced  # noqa: E402
 from lix_train.experiment import PRESETS_DIR, ExperimentConfig, teacher_hash, teacher_key  # noqa: E402
 
 TOOLS = {"distill": distill, "train_teacher": train_teacher, "evaluate": evaluate}

@@ -191,11 +191,13 @@ def test_train_teacher_with_score_test_false_never_builds_the_test_split(setup, 
     """A study that chooses settings on val (compare --tune) trains its teacher through train_teacher: with
     eval.score_test false the teacher is scored on val and the test split is never built."""
     import lix_train.data.build as build
+    import lix_train.teachers as teachers
 
     base, config = setup
     asked, real = [], build.build_datasets
-    monkeypatch.setattr(build, "build_datasets", lambda cfg, modality, splits, root, **kw: (
-        asked.extend(splits), real(cfg, modality, splits, root, **kw))[1])
+    for user in (train_teacher, teachers):  # the modules that build train_teacher's datasets
+        monkeypatch.setattr(user, "build_datasets", lambda cfg, modality, splits, root, **kw: (
+            asked.extend(splits), real(cfg, modality, splits, root, **kw))[1])
     run_dir = base / "teacher-val-only"
     assert train_teacher.main(["--config", str(config), "--run-dir", str(run_dir), "--eval.score_test", "false"]) == 0
     assert "test" not in asked and "val" in asked

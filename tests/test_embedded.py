@@ -14,10 +14,9 @@ from lix_train.data.embedded import (
     default_cache_dir,
     embedded_splits,
     ensure_embedded_dataset,
-    split_scenes,
 )
 from lix_train.data.errors import DatasetError
-from lix_train.data.synthetic import GENERATOR_VERSION
+from lix_train.data.synthetic import GENERATOR_VERSION, split_scenes
 
 TINY = EmbeddedConfig(scenes=4, frames=2, height=32, width=96, variations=("clone",), val_scenes=1, test_scenes=1)
 

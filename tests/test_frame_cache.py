@@ -16,8 +16,9 @@ from fixtures import vkitti2_path, write_image, write_vkitti2_tree
 from torch.utils.data import DataLoader
 
 from lix_train.config import from_dict
-from lix_train.data.build import DataConfig, ZeroX, build_datasets
+from lix_train.data.build import ZeroX, build_datasets
 from lix_train.data.classes import VKITTI2
+from lix_train.data.config import DataConfig
 from lix_train.data.dataset import SegmentationDataset
 from lix_train.data.errors import DatasetError
 from lix_train.data.frame_cache import INDEX_FILE, FrameCacheError, cache_dataset_frames, ensure_cache

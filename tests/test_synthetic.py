@@ -316,7 +316,8 @@ def test_cli_renders_a_tiny_dataset(tmp_path, capsys):
 def test_cli_output_is_a_data_root_with_a_drive_split(tmp_path):
     """The README's generator command must give a folder `--data.root DIR` can train on (splits.json)."""
     from lix_train.config import from_dict
-    from lix_train.data.build import DataConfig, build_datasets
+    from lix_train.data.build import build_datasets
+    from lix_train.data.config import DataConfig
 
     out = tmp_path / "gen"
     assert main(["--out", str(out), "--scenes", "4", "--frames", "2", "--height", "32", "--width", "96",

@@ -8,6 +8,10 @@ concurrent callers neither corrupt nor duplicate it. The root holds vKITTI2-form
 `splits.json` (train / val / test scene names: frames of one drive never leak across splits) and
 `embedded.json` (config, timings, class pixel counts).
 
+The dataset `synthetic` (SPEC) is this set when data.root is empty, or any generated set with a
+splits.json (python -m lix_train.data.synthetic): vKITTI2-format data, read with data.vkitti2's
+layout, its scenes from splits.json unless data.*_scenes name them.
+
     python -m lix_train.data.embedded            # generate (if needed) and print a summary
 """
 
@@ -21,19 +25,27 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from lix_train.config import option
+from lix_train.data.classes import VKITTI2
 from lix_train.data.errors import DatasetError
-from lix_train.data.synthetic import (GENERATOR_VERSION, SIDEWALK_NOTE, DriveConfig, SyntheticConfig, write_atomic,
-                                       write_dataset)
+from lix_train.data.registry import DatasetSpec
+from lix_train.data.synthetic import (
+    GENERATOR_VERSION, SIDEWALK_NOTE, SPLITS_FILE, DriveConfig, SyntheticConfig, split_scenes, write_atomic,
+    write_dataset,
+)
+from lix_train.data.vkitti2 import OPTIONS as VKITTI2_OPTIONS
+from lix_train.data.vkitti2 import vkitti2_format_sources
 from lix_train.locking import exclusive
 
+if TYPE_CHECKING:
+    from lix_train.data.config import DataConfig
+
 CACHE_ENV = "LIX_SEG_CACHE"
-SPLITS_FILE = "splits.json"
 MANIFEST_FILE = "embedded.json"
 SPLITS = ("train", "val", "test")
 
@@ -75,18 +87,6 @@ def default_cache_dir() -> Path:
     """$LIX_SEG_CACHE, else ~/.cache/lix-seg."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lix-seg"
-
-
-def split_scenes(names: list[str], val: int, test: int, seed: int) -> dict[str, list[str]]:
-    """Disjoint train / val / test lists of scene names covering all of them, by a seeded shuffle."""
-    if val < 0 or test < 0 or val + test >= len(names):
-        raise ValueError(f"cannot take {val} val + {test} test scenes from {len(names)} and keep one for train")
-    order = [names[i] for i in np.random.default_rng([seed, 0x5B117]).permutation(len(names))]
-    return {
-        "train": sorted(order[val + test:]),
-        "val": sorted(order[:val]),
-        "test": sorted(order[val:val + test]),
-    }
 
 
 def embedded_splits(root: str | Path) -> dict[str, list[str]]:
@@ -164,6 +164,26 @@ def dataset_size_bytes(root: Path) -> int:
             seen.add((st.st_dev, st.st_ino))
             total += st.st_size
     return total
+
+
+def splits_file_scenes(root: Path) -> dict[str, tuple[str, ...]]:
+    """Scenes per split from a generated set's splits.json: synthetic's default data.*_scenes."""
+    if not (root / SPLITS_FILE).is_file():
+        raise DatasetError(root / SPLITS_FILE, "missing; a synthetic set needs its splits.json, or give "
+                           "data.train_scenes, data.val_scenes and data.test_scenes")
+    return {k: tuple(v) for k, v in embedded_splits(root).items()}
+
+
+def synthetic_sources(cfg: DataConfig, root: Path, splits: Sequence[str]) -> dict:
+    """{split: VKITTI2Source} of a generated set: scenes from data.*_scenes, else its splits.json."""
+    return vkitti2_format_sources(cfg, root, splits, default_scenes=splits_file_scenes)
+
+
+SPEC = DatasetSpec(
+    "synthetic", VKITTI2, synthetic_sources, options=VKITTI2_OPTIONS, vkitti2_format=True,
+    default_root=lambda cfg, progress: ensure_embedded_dataset(cfg.cache_dir, progress=progress),
+    default_root_identity=lambda cfg: f"embedded/{EmbeddedConfig().dirname()}",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

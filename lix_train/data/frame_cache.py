@@ -40,7 +40,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lix_train.data.errors import DatasetError
+from lix_train.data.modalities import MODALITY_CHANNELS
 from lix_train.data.transforms import Frame
+from lix_train.data.x_cache import FORMAT_VERSION as X_FORMAT_VERSION
 from lix_train.locking import exclusive
 
 log = logging.getLogger(__name__)
@@ -232,8 +234,6 @@ def _build(directory: Path, identity: dict, fingerprint: str, count: int, modali
            load: Callable[[int], Frame], on_error: str, progress: bool, what: str) -> dict:
     from tqdm import tqdm
 
-    from lix_train.data.modalities import MODALITY_CHANNELS
-
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     names, sizes, crcs, errors = [], [], [], {}
     channels = MODALITY_CHANNELS[modality] if modality is not None else 0
@@ -378,8 +378,6 @@ def cache_dataset_frames(dataset, root: Path, identity: dict, *, progress: bool 
     `identity` names the data (dataset, root, source options); the split's frame names and
     everything X depends on are added here, so a changed frame list or X setting gets a new key.
     """
-    from lix_train.data.x_cache import FORMAT_VERSION as X_FORMAT_VERSION
-
     source = dataset.source
     names = [str(n) for n in getattr(source, "names", range(len(source)))]
     key = {"identity": identity, "x_format": X_FORMAT_VERSION, "modality": dataset.modality,

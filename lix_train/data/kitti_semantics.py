@@ -24,15 +24,22 @@ KITTI Semantics has no depth of its own. X comes from one of (at most one):
 
 Without any, has_depth is False and Sample.depth is None. Sample.intrinsics is the rectified K
 of image_2 when a calibration is available, else None.
+
+The dataset `kitti_semantics` (SPEC): the last data.kitti.test_frames (sorted by name) are test, the
+data.kitti.val_frames before them val; X from data.kitti.* (KittiOptions).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lix_train.config import ConfigError, check_range, option
 from lix_train.data.classes import CITYSCAPES, ClassSet, cityscapes_id_lut
 from lix_train.data.errors import DatasetError
 from lix_train.data.io import (
@@ -48,7 +55,9 @@ from lix_train.data.io import (
     read_rgb,
     write_png_atomic,
 )
+from lix_train.data.registry import DatasetOptions, DatasetSpec
 from lix_train.data.sample import Sample
+from lix_train.data.sources import FrameSubset, open_source
 from lix_train.data.stereo import (
     SGBMConfig,
     StereoCalibration,
@@ -56,6 +65,9 @@ from lix_train.data.stereo import (
     depth_from_disparity,
     stereo_calibration,
 )
+
+if TYPE_CHECKING:
+    from lix_train.data.config import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -255,3 +267,57 @@ def _calib_files(calib_root: Path) -> dict[str, Path]:
         calib_root, f"no training/{' or training/'.join(CALIB_DIRS)} folder; expected {STEREO_LAYOUT} "
         "(data_scene_flow_calib.zip)"
     )
+
+
+@dataclass
+class KittiOptions:
+    """KITTI Semantics: where X comes from (at most one of stereo_root, depth_dir, disparity_dir) and the split."""
+
+    stereo_root: Path | None = option(None, "KITTI stereo 2015 folder (image_3 + calibration): X from SGBM disparity.")
+    depth_dir: Path | None = option(None, "Folder of per-image depth files named like the images.")
+    depth_format: str = option("png_mm", "Depth file format.", choices=("png_mm", "png_256", "npy"))
+    disparity_dir: Path | None = option(None, "Folder of per-image disparity files (needs calib_root).")
+    disparity_format: str = option("png_256", "Disparity file format.", choices=("png_256", "npy"))
+    calib_root: Path | None = option(None, "KITTI stereo 2015 folder whose calibration gives K, f and B; "
+                                     "none = stereo_root.")
+    sgbm_cache: Path | None = option(None, "Where SGBM disparities are cached; none = no cache.")
+    val_frames: int = option(20, "Frames (sorted by name, just before the test frames) held out for validation.")
+    test_frames: int = option(40, "Last frames (sorted by name) held out for the test score.")
+
+    def __post_init__(self):
+        check_range("data.kitti.val_frames", self.val_frames, low=1)
+        check_range("data.kitti.test_frames", self.test_frames, low=1)
+        given = [n for n in ("stereo_root", "depth_dir", "disparity_dir") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ConfigError(f"data.kitti: give at most one source of X, got {', '.join(given)}")
+
+
+def kitti_sources(cfg: DataConfig, root: Path, splits: Sequence[str]) -> dict:
+    """{split: frames}: the last data.kitti.test_frames (by name) test, the val_frames before them val, the rest
+    train."""
+    k = cfg.kitti
+    try:
+        source = open_source(
+            KITTISemanticsSource, root=root, stereo_root=k.stereo_root, depth_dir=k.depth_dir,
+            depth_format=k.depth_format, disparity_dir=k.disparity_dir, disparity_format=k.disparity_format,
+            calib_root=k.calib_root, cache_dir=k.sgbm_cache, on_error=cfg.on_error,
+        )
+    except ValueError as err:
+        raise ConfigError(f"data.kitti: {err}") from None
+    n = len(source)
+    if k.val_frames + k.test_frames >= n:
+        raise ConfigError(f"data.kitti.val_frames + test_frames = {k.val_frames + k.test_frames} leaves no "
+                          f"training frame of the {n} found under {root}")
+    order = sorted(range(n), key=lambda i: source.names[i])
+    cut_val, cut_test = n - k.test_frames - k.val_frames, n - k.test_frames
+    parts = {"train": order[:cut_val], "val": order[cut_val:cut_test], "test": order[cut_test:]}
+    return {split: FrameSubset(source, parts[split]) for split in splits}
+
+
+SPEC = DatasetSpec(
+    "kitti_semantics", CITYSCAPES, kitti_sources,
+    root_hint="the data_semantics folder (training/image_2, training/semantic)",
+    x_hint="set data.kitti.stereo_root (SGBM disparity), data.kitti.disparity_dir (+ calib_root) or "
+           "data.kitti.depth_dir",
+    options=DatasetOptions("kitti", KittiOptions, "KITTI Semantics options."), reader=KITTISemanticsSource,
+)

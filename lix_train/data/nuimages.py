@@ -18,20 +18,31 @@ Sample.intrinsics is the devkit's camera_intrinsic; nuImages images are not undi
 
 Only load_devkit() and the few table look-ups in _index touch the devkit; the mapping and the
 depth matching are plain functions.
+
+The dataset `nuimages` (SPEC): train = data.nuimages.train_version; val / test are the even / odd
+frames (sorted by name) of data.nuimages.eval_version, as nuImages test has no labels.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lix_train.config import ConfigError, option
 from lix_train.data.classes import IGNORE_INDEX, ClassSet
 from lix_train.data.errors import DatasetError
 from lix_train.data.io import DEPTH_MAP, BadInputPolicy, index_by_stem, read_float_map, read_rgb
+from lix_train.data.registry import DatasetOptions, DatasetSpec
 from lix_train.data.sample import Sample
+from lix_train.data.sources import FrameSubset, open_source
+
+if TYPE_CHECKING:
+    from lix_train.data.config import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -236,3 +247,48 @@ class NuImagesSource:
             depth = read_float_map(path, fmt, DEPTH_MAP, rgb.shape[:2])
         meta = {"channel": item["channel"], "sample_data_token": item["token"]}
         return Sample(rgb, label, depth, item["intrinsics"].copy(), item["name"], meta)
+
+
+@dataclass
+class NuImagesOptions:
+    """nuImages versions, cameras and the user-supplied depth for X."""
+
+    train_version: str = option("v1.0-train", "Table version the training frames come from.")
+    eval_version: str = option("v1.0-val", "Table version split into val (even frames) and test (odd frames).")
+    cameras: tuple[str, ...] = option((), "Camera channels to keep (e.g. CAM_FRONT); empty = all.")
+    depth_dir: Path | None = option(None, "Folder of per-image depth (<stem>.png or .npy), e.g. from a "
+                                    "monocular depth network; needed for teacher training.")
+    depth_png_format: str = option("png_mm", "How .png depth is stored.", choices=("png_mm", "png_256"))
+
+    def __post_init__(self):
+        self.cameras = tuple(self.cameras)
+
+
+def nuimages_sources(cfg: DataConfig, root: Path, splits: Sequence[str]) -> dict:
+    """{split: frames}: train from data.nuimages.train_version, val / test the even / odd frames of eval_version."""
+    o = cfg.nuimages
+
+    def load(version: str):
+        try:
+            return open_source(NuImagesSource, root=root, version=version, cameras=list(o.cameras) or None,
+                               depth_dir=o.depth_dir, depth_png_format=o.depth_png_format, on_error=cfg.on_error)
+        except NuImagesDevkitMissing as err:
+            raise ConfigError(f"data.dataset='nuimages': {err}") from None
+
+    out = {}
+    if "train" in splits:
+        out["train"] = load(o.train_version)
+    if {"val", "test"} & set(splits):
+        evaluation = load(o.eval_version)
+        order = sorted(range(len(evaluation)), key=lambda i: evaluation.names[i])
+        for split, start in (("val", 0), ("test", 1)):
+            if split in splits:
+                out[split] = FrameSubset(evaluation, order[start::2])
+    return out
+
+
+SPEC = DatasetSpec(
+    "nuimages", NUIMAGES, nuimages_sources, root_hint="the nuImages dataroot (v1.0-train/, samples/)",
+    x_hint="set data.nuimages.depth_dir to per-image depth (e.g. from a monocular depth network)",
+    options=DatasetOptions("nuimages", NuImagesOptions, "nuImages options."), reader=NuImagesSource,
+)

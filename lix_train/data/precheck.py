@@ -5,7 +5,7 @@ and its last bytes: a missing, empty or truncated JPEG / PNG (no end marker), a 
 the image its name says, and partner images of one frame (RGB, depth, labels, disparity) of
 different sizes. What only a decode finds (e.g. a label colour missing from colors.txt) is still
 reported when the frame is read, one line naming the file. Sources without `frame_files` (their
-files are not known up front) are not checked.
+files are not known up front) are not checked. build.check_splits checks the splits a run reads.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lix_train.data.errors import DatasetError
+from lix_train.data.sources import FrameSubset
 
 log = logging.getLogger(__name__)
 
@@ -113,23 +114,11 @@ def check_sources(sources: dict) -> int:
     return checked
 
 
-def check_splits(cfg, splits: Sequence[str], root: Path | None = None) -> None:
-    """Header-check the frames of `splits` (DatasetError naming the first bad file); on_error="skip" skips it."""
-    if cfg.on_error == "skip":
-        return
-    from lix_train.data.build import build_sources
-
-    checked = check_sources(build_sources(cfg, splits, root))
-    log.debug("checked the files of %d frames (%s)", checked, ", ".join(splits))
-
-
 def drop_unreadable(source, split: str):
     """(source without the frames a header check finds bad, {frame name: error}) for on_error="skip".
 
     Dropping, not replacing, keeps every other frame once per epoch; the record goes to metrics.json.
     """
-    from lix_train.data.build import FrameSubset
-
     dropped: dict[str, str] = {}
     files_of = getattr(source, "frame_files", None)
     if files_of is None:

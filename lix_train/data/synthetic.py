@@ -35,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lix_train.config import option
+from lix_train.config import OneLineParser, option
 from lix_train.data.classes import VKITTI2_CATEGORIES
 from lix_train.data.procedural.appearance import LIGHTINGS, VARIATIONS, shade, surface_albedo
 from lix_train.data.procedural.camera import STEREO_BASELINE_M, kitti_like_intrinsics, world_to_camera
@@ -46,6 +46,7 @@ from lix_train.data.procedural.street import build_scene
 # Bump when the generator's output changes for the same config (the embedded cache keys on it).
 GENERATOR_VERSION = 1
 SIDEWALK_NOTE = "vKITTI2 has no sidewalk category: sidewalks are labelled Road."
+SPLITS_FILE = "splits.json"  # {"train": [scene, ...], "val": [...], "test": [...]}: whole drives per split
 CATEGORY_COLOURS = np.array([c for _, c in VKITTI2_CATEGORIES], np.uint8)
 DEPTH_SKY = 65535
 DEPTH_MAX_CM = 65534
@@ -329,10 +330,20 @@ def class_frequencies(summary: dict) -> dict[str, float]:
     return {name: c / total for name, c in counts.items()}
 
 
+def split_scenes(names: list[str], val: int, test: int, seed: int) -> dict[str, list[str]]:
+    """Disjoint train / val / test lists of scene names covering all of them, by a seeded shuffle."""
+    if val < 0 or test < 0 or val + test >= len(names):
+        raise ValueError(f"cannot take {val} val + {test} test scenes from {len(names)} and keep one for train")
+    order = [names[i] for i in np.random.default_rng([seed, 0x5B117]).permutation(len(names))]
+    return {
+        "train": sorted(order[val + test:]),
+        "val": sorted(order[:val]),
+        "test": sorted(order[val:val + test]),
+    }
+
+
 def drive_splits(config: SyntheticConfig, val: int | None = None, test: int | None = None) -> dict[str, list[str]]:
     """Whole drives per split for splits.json: by default about 15% each to val and test, at least one."""
-    from lix_train.data.embedded import split_scenes
-
     share = max(1, round(0.15 * config.scenes))
     val, test = share if val is None else val, share if test is None else test
     if val < 1 or test < 1 or config.scenes - val - test < 1:
@@ -342,8 +353,6 @@ def drive_splits(config: SyntheticConfig, val: int | None = None, test: int | No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lix_train.cli import OneLineParser  # lazily: lix_train.cli reaches the data modules
-
     parser = OneLineParser(
         prog="python -m lix_train.data.synthetic",
         description="Generate procedural driving drives (RGB, depth, class labels) in the exact vKITTI2 "
@@ -381,8 +390,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     summary = write_dataset(args.out, config, workers=args.workers, progress=not args.no_progress)
-    from lix_train.data.embedded import SPLITS_FILE
-
     write_atomic(Path(args.out) / SPLITS_FILE, (json.dumps(splits, indent=2) + "\n").encode())
     print(
         f"wrote {summary['images_written']} images ({config.scenes} scenes x {config.frames} frames x "

@@ -15,18 +15,24 @@ the release (extrinsic.txt, pose.txt, ...) are ignored.
 Label colours are mapped by category *name* (colors.txt) to the canonical VKITTI2 train ids, so
 the order of colors.txt does not matter; "Undefined" becomes IGNORE_INDEX. Depth is converted to
 metres; sky (65535 cm) stays a real far value, 655.35 m.
+
+The dataset `vkitti2` (SPEC) splits by whole scenes, DEFAULT_VKITTI2_SPLITS unless data.*_scenes
+say otherwise; its options are data.vkitti2 (VKITTI2Options), shared with `synthetic`, which is
+vKITTI2-format data too (lix_train/data/embedded.py).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lix_train.config import ConfigError, option
 from lix_train.data.classes import IGNORE_INDEX, VKITTI2, VKITTI2_CATEGORIES, VKITTI2_IGNORED, ClassSet
 from lix_train.data.errors import DatasetError
 from lix_train.data.io import (
@@ -39,7 +45,12 @@ from lix_train.data.io import (
     read_vkitti2_intrinsics,
     subdirs,
 )
+from lix_train.data.registry import SPLITS, DatasetOptions, DatasetSpec
 from lix_train.data.sample import Sample
+from lix_train.data.sources import open_source
+
+if TYPE_CHECKING:
+    from lix_train.data.config import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -260,3 +271,68 @@ def _select(kind: str, requested: Sequence[str] | None, available: list[str], wh
     if unknown:
         raise DatasetError(where, f"unknown {kind}(s) {', '.join(unknown)}; available: {', '.join(available)}")
     return list(requested)
+
+
+# [choice] The paper's vKITTI2 split is not public. Whole scenes per split (no drive in two
+# splits); the two largest drives train, the smallest two score.
+DEFAULT_VKITTI2_SPLITS = {
+    "train": ("Scene01", "Scene06", "Scene20"),
+    "val": ("Scene02",),
+    "test": ("Scene18",),
+}
+
+
+@dataclass
+class VKITTI2Options:
+    """vKITTI2-format layout options (datasets synthetic and vkitti2)."""
+
+    cameras: tuple[str, ...] = option(("Camera_0",), "Cameras to read: Camera_0 (left), Camera_1 (right).")
+    rgb_root: Path | None = option(None, "Root of the extracted rgb tarball if kept apart from data.root.")
+    depth_root: Path | None = option(None, "Root of the extracted depth tarball if kept apart from data.root.")
+    seg_root: Path | None = option(None, "Root of the extracted classSegmentation tarball if kept apart.")
+    text_root: Path | None = option(None, "Root of the extracted textgt tarball (colors.txt, intrinsic.txt).")
+
+    def __post_init__(self):
+        self.cameras = tuple(self.cameras)
+        bad = [c for c in self.cameras if c not in CAMERAS]
+        if not self.cameras or bad:
+            raise ConfigError(f"data.vkitti2.cameras={self.cameras!r}: expected some of Camera_0, Camera_1")
+
+
+OPTIONS = DatasetOptions("vkitti2", VKITTI2Options, "vKITTI2-format layout (synthetic, vkitti2).")
+SceneDefaults = Callable[[Path], Mapping[str, Sequence[str]]]
+
+
+def configured_scenes(cfg: DataConfig, root: Path, default_scenes: SceneDefaults) -> dict[str, tuple[str, ...]]:
+    """Scenes per split for vKITTI2-format data: the config's lists, else default_scenes(root) (read only if needed)."""
+    given = {"train": cfg.train_scenes, "val": cfg.val_scenes, "test": cfg.test_scenes}
+    defaults = {} if all(given.values()) else default_scenes(root)
+    scenes = {split: tuple(given[split]) or tuple(defaults[split]) for split in SPLITS}
+    for a in SPLITS:
+        for b in SPLITS:
+            shared = sorted(set(scenes[a]) & set(scenes[b])) if a < b else []
+            if shared:
+                raise ConfigError(f"data: scene(s) {', '.join(shared)} are in both the {a} and the {b} split; "
+                                  "a drive must not leak across splits")
+    return scenes
+
+
+def vkitti2_format_sources(cfg: DataConfig, root: Path, splits: Sequence[str],
+                           default_scenes: SceneDefaults = lambda root: DEFAULT_VKITTI2_SPLITS) -> dict:
+    """{split: VKITTI2Source} of the split's scenes (data.*_scenes, else default_scenes) with data.vkitti2's layout."""
+    scenes = configured_scenes(cfg, root, default_scenes)
+    opts = cfg.vkitti2
+    return {
+        split: open_source(
+            VKITTI2Source, root=root, scenes=list(scenes[split]), variations=list(cfg.variations) or None,
+            cameras=opts.cameras, rgb_root=opts.rgb_root, depth_root=opts.depth_root, seg_root=opts.seg_root,
+            text_root=opts.text_root, on_error=cfg.on_error,
+        )
+        for split in splits
+    }
+
+
+SPEC = DatasetSpec(
+    "vkitti2", VKITTI2, vkitti2_format_sources, root_hint="the folder holding Scene01, Scene02, ...",
+    options=OPTIONS, reader=VKITTI2Source, vkitti2_format=True,
+)

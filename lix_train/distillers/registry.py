@@ -3,7 +3,7 @@
     @register_distiller("kd")
     class KD(Distiller): ...
 
-A leaf module (it imports nothing of the package), so both the config, which needs the names
+A leaf module (of the package it imports only the config's LiveNames), so both the config, which needs the names
 for `distill.method`, and the method files can use it without an import cycle. The names are
 the registration order of `lix_train/distillers/__init__.py`'s imports; `METHODS` is a live view
 of them that imports the package on first use.
@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from typing import Callable, TypeVar
+
+from lix_train.config import LiveNames
 
 T = TypeVar("T", bound=type)
 
@@ -40,26 +42,4 @@ def registered() -> dict[str, type]:
     return dict(_REGISTRY)
 
 
-class _MethodNames(Sequence):
-    """The registered method names as a tuple-like sequence, resolved when first read."""
-
-    def _names(self) -> tuple[str, ...]:
-        return tuple(registered())
-
-    def __getitem__(self, index):
-        return self._names()[index]
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-    def __contains__(self, name) -> bool:
-        return name in self._names()
-
-    def __eq__(self, other) -> bool:
-        return tuple(self) == tuple(other)
-
-    def __repr__(self) -> str:
-        return repr(self._names())
-
-
-METHODS: Sequence[str] = _MethodNames()
+METHODS: Sequence[str] = LiveNames(registered)  # the registered names, read when used

@@ -23,7 +23,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lix_train.cli import OneLineParser, UserError, run_cli
+from lix_train.cli import UserError, run_cli
+from lix_train.config import OneLineParser
 
 PROG = "python -m lix_train.study.archive"
 RUNS_DIR = "runs"  # a study's run folders (study/planning.py)
