@@ -19,8 +19,9 @@ from typing import Any, Callable
 
 import yaml
 
+from lix_common.cli import EXIT_BAD_INPUT, HelpFormatter, OneLineParser, one_line
 from lix_train.config import (
-    EXIT_USER_ERROR, ConfigError, HelpFormatter, OneLineParser, add_config_arguments, from_dict, merge,
+    ConfigError, add_config_arguments, from_dict, merge,
     overrides_from_args, read_yaml, resolve, show_defaults, to_dict, write_yaml,
 )
 from lix_train.data.errors import DatasetError, worker_error_message
@@ -192,9 +193,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, ConfigError, DatasetError, CheckpointError, NonFiniteLossError)
 
 
-def one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
 
 def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,
             body: Callable[[argparse.Namespace], int]) -> int:
@@ -214,7 +212,7 @@ def run_cli(parser: argparse.ArgumentParser, argv: list[str] | None,
         info = get_info()
         where = f" [rank {info.rank}]" if info.world_size > 1 else ""
         print(f"{parser.prog}: error{where}: {message or one_line(err)}", file=sys.stderr, flush=True)
-        return EXIT_USER_ERROR
+        return EXIT_BAD_INPUT
     finally:
         cleanup(finished)
 

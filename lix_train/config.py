@@ -5,7 +5,7 @@ so `--help` documents every option from the same place the code reads it. Values
 this order, later wins: dataclass defaults -> preset YAML -> user YAML (`--config FILE`) ->
 command-line overrides (`--train.lr 0.01`). Unknown keys are errors that list the valid ones,
 and every dataclass validates itself in `__post_init__`, so a bad value fails before any work.
-Every tool's parser is a OneLineParser: a bad argument is one line and exit status 2.
+Every tool's parser is a lix_common.cli.OneLineParser: a bad argument is one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -90,34 +90,6 @@ def check_positive(name: str, value: float) -> None:
     """Raise ConfigError unless value > 0 (a temperature, a ratio, a scale)."""
     if not value > 0:
         raise ConfigError(f"{name}={value!r} must be > 0")
-
-
-EXIT_USER_ERROR = 2  # a bad option, file or value: one line on stderr, never a traceback
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults in --help once: none appended for options whose help already says it or that default to unset."""
-
-    def _get_help_string(self, action):
-        if action.default is None or "(default:" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage dump) and exit status 2.
-
-    Abbreviations are off: `--student.train.iter` must not silently mean `...iters`.
-    """
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        if kwargs.get("formatter_class") is argparse.ArgumentDefaultsHelpFormatter:
-            kwargs["formatter_class"] = HelpFormatter  # the config options' help already names their default
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _hints(cls: type) -> dict[str, Any]:

@@ -29,7 +29,8 @@ import shlex
 from pathlib import Path
 
 from lix_train.cli import UserError, run_cli
-from lix_train.config import ConfigError, OneLineParser, from_dict
+from lix_common.cli import OneLineParser
+from lix_train.config import ConfigError, from_dict
 from lix_train.data.build import build_datasets
 from lix_train.distill import load_teacher
 from lix_train.distillers import build_distiller

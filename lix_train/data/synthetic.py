@@ -35,7 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lix_train.config import OneLineParser, option
+from lix_common.cli import OneLineParser
+from lix_train.config import option
 from lix_train.data.classes import VKITTI2_CATEGORIES
 from lix_train.data.procedural.appearance import LIGHTINGS, VARIATIONS, shade, surface_albedo
 from lix_train.data.procedural.camera import STEREO_BASELINE_M, kitti_like_intrinsics, world_to_camera

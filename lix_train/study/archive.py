@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from lix_train.cli import UserError, run_cli
-from lix_train.config import OneLineParser
+from lix_common.cli import OneLineParser
 
 PROG = "python -m lix_train.study.archive"
 RUNS_DIR = "runs"  # a study's run folders (study/planning.py)

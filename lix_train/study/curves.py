@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from lix_train.cli import UserError, run_cli
-from lix_train.config import OneLineParser
+from lix_common.cli import OneLineParser
 from lix_train.engine.logging import read_csv
 
 PROG = "python -m lix_train.study.curves"
