@@ -17,7 +17,7 @@ Per distilled stage k:
    are all about sqrt(2) apart, every row averages nearly all student channels, and the
    recalibrated features have effective rank close to 1: CKA then compares the teacher with a
    near-constant map. ``bandwidth perplexity`` (default) picks sigma per row so that each row
-   averages `perplexity` keys (tests/test_arfd.py measures the effective rank).
+   averages `perplexity` keys (tests/losses/test_arfd.py measures the effective rank).
 3. L_F = sum_k gamma_k (1 - CKA(S_rec, T)) (or an MSE, for the ablation), CKA over all valid
    tokens of the batch (``cka_scope batch``: 240 tokens at stride 32 for a batch of 8 96x320
    crops instead of 30 per image) or per image, averaged over images.
