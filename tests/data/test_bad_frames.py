@@ -8,23 +8,18 @@ from pathlib import Path
 import cv2
 import pytest
 
-from cli_fixtures import tiny_config, write_config, write_tiny_synthetic
+from cli_fixtures import tiny_config, write_config
 from lix_train import distill, train_teacher
 from lix_train.data.errors import DatasetError
 from lix_train.data.precheck import check_frame_files
 from lix_train.data.vkitti2 import VKITTI2Source
 
 
-@pytest.fixture(scope="module")
-def clean_root(tmp_path_factory):
-    return write_tiny_synthetic(tmp_path_factory.mktemp("frames") / "synth")
-
-
 @pytest.fixture
-def damaged(clean_root, tmp_path):
+def damaged(tiny_synthetic, tmp_path):
     """A copy of the tiny set and the files of its frame `index` of scene `scene`."""
     root = tmp_path / "synth"
-    shutil.copytree(clean_root, root)
+    shutil.copytree(tiny_synthetic, root)
 
     def files(scene: str, index: int = 1):
         return VKITTI2Source(root, scenes=[scene]).frame_files(index)

@@ -19,7 +19,6 @@ pytest.importorskip("onnxruntime", reason="segmenting needs ONNX Runtime ([deplo
 pytest.importorskip("onnx", reason="the tiny test model is built with onnx ([deploy] extra)")
 
 from lix_deploy.bag import BagError, main, make_demo_bag, segment_bag  # noqa: E402
-from runtime_fixtures import artifact, segmenter  # noqa: E402,F401  (module-scoped pytest fixtures)
 from repo_paths import ROOT  # noqa: E402
 
 SIZE = (40, 56)  # demo frames (H, W): tiny, and not the model's 32x48

@@ -38,14 +38,6 @@ def train(run_dir: Path, delay: float = 0.0):
     return task, trainer.run()
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_killed_run_resumes_to_the_same_result(tmp_path, one_thread):
     reference_task, reference = train(tmp_path / "reference")
 

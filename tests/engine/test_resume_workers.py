@@ -78,14 +78,11 @@ def _weights(task: FakeDistiller) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture
-def one_thread(monkeypatch):
+def one_thread(one_thread, monkeypatch):
+    """The room's one_thread, on a machine that says it has 8 CPUs."""
     from lix_train.engine import device
 
     monkeypatch.setattr(device, "available_cpus", lambda: 8)  # really 2 workers, even on a 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_resumed_run_with_two_workers_is_bit_identical(tmp_path, one_thread):

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 CLASS_NAMES = ["red", "green", "blue", "bright", "dark"]
 PALETTE = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [40, 40, 40]]
@@ -87,17 +86,3 @@ def gray_scene(height: int = 64, width: int = 96) -> np.ndarray:
     image[height // 3: height // 2] = 90
     return image
 
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory) -> Path:
-    """The tiny model on disk, once per test module (import this fixture by name)."""
-    return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
-def segmenter(artifact):
-    """A single-threaded Segmenter over `artifact`, closed after the module."""
-    from lix_deploy.runtime import Segmenter
-
-    with Segmenter(artifact, intra_op_threads=1) as seg:
-        yield seg

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime_fixtures import artifact, segmenter  # noqa: F401  (module-scoped pytest fixtures)
 from ros_helpers import colcon_build, require_netns, require_rclpy, resolve_executable, run_driver, workspace_env
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

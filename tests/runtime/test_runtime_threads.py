@@ -12,7 +12,6 @@ pytest.importorskip("onnx", reason="building the tiny test model needs the [depl
 pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs the [deploy] extra")
 
 from lix_deploy.runtime import Segmenter  # noqa: E402
-from runtime_fixtures import make_tiny_onnx  # noqa: E402
 
 ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 
@@ -28,11 +27,6 @@ def _frames(count: int = 12):
         image = rng.integers(0, 256, shape + (channels,), dtype=np.uint8)
         frames.append((image[:, :, 0] if channels == 1 else image, encoding))
     return frames
-
-
-@pytest.fixture(scope="module")
-def segmenter(tmp_path_factory):
-    return Segmenter(make_tiny_onnx(tmp_path_factory.mktemp("m") / "tiny.onnx"), intra_op_threads=1)
 
 
 def test_worker_thread_matches_the_calling_thread(segmenter):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_fixtures import tiny_config, write_config, write_tiny_synthetic
+from cli_fixtures import tiny_config
 from lix_train import compare
 from lix_train.config import from_dict, read_yaml
 from lix_train.engine.logging import read_csv
@@ -157,14 +157,8 @@ def test_class_gains_and_geometry_classes():
 # --- one tiny real study -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    base = tmp_path_factory.mktemp("compare")
-    root = write_tiny_synthetic(base / "synth")
-    config = tiny_config(root, base, ITERS)
-    for role in ("teacher", "student"):
-        config[role]["train"]["tensorboard"] = False
-    config["output"]["plots"] = False  # the per-run figures; the study's own are always drawn
-    path = write_config(base / "tiny.yaml", config)
+def study(tiny_experiment):
+    base, path = tiny_experiment("compare", ITERS, quiet=True)
     out = base / "study"
     argv = ["--preset", "quick", "--config", str(path), "--seeds", str(len(SEEDS)), "--methods", ",".join(METHODS),
             "--out", str(out)]

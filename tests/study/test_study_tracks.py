@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_fixtures import tiny_config, write_config, write_tiny_synthetic
 from engine_fakes import NUM_CLASSES, SIG, FakeDistiller, SyntheticSegmentation, train_config
 from lix_train import compare
 from lix_train.cli import UserError
@@ -539,13 +538,8 @@ def _protocol() -> dict:
 # --- one tiny real study with every track, and one tiny tuning grid --------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    base = tmp_path_factory.mktemp("tracks")
-    config = tiny_config(write_tiny_synthetic(base / "synth"), base, ITERS)
-    for role in ("teacher", "student"):
-        config[role]["train"]["tensorboard"] = False
-    config["output"]["plots"] = False
-    return base, write_config(base / "tiny.yaml", config)
+def tiny(tiny_experiment):
+    return tiny_experiment("tracks", ITERS, quiet=True)
 
 
 def _load(out: Path, name: str) -> dict:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import yaml
 
-from cli_fixtures import FRAMES, HEIGHT, SCENES, TRAIN_SIZE, WIDTH, write_tiny_synthetic
+from cli_fixtures import FRAMES, HEIGHT, SCENES, TRAIN_SIZE, WIDTH
 from lix_train import distill, evaluate, train_teacher
 from lix_train.config import ConfigError, from_dict, resolve
 from lix_train.data.build import build_datasets
@@ -19,11 +17,6 @@ from lix_train.experiment import PRESETS_DIR, ExperimentConfig, teacher_hash, te
 
 TOOLS = {"distill": distill, "train_teacher": train_teacher, "evaluate": evaluate}
 PRESETS = ("quick", "synthetic", "synthetic_v1", "vkitti2", "kitti", "nuimages")
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    return write_tiny_synthetic(tmp_path_factory.mktemp("data") / "synth")
 
 
 @pytest.mark.parametrize("tool", sorted(TOOLS))
@@ -155,8 +148,8 @@ def test_teacher_hash_follows_what_shapes_the_teacher_only():
     assert teacher_key(base)["data"]["root"].startswith("embedded/")
 
 
-def test_datasets_split_by_scene_and_downscale_after_x(tiny_root):
-    cfg = from_dict(DataConfig, {"root": str(tiny_root), "train_scenes": [SCENES["train"]],
+def test_datasets_split_by_scene_and_downscale_after_x(tiny_synthetic):
+    cfg = from_dict(DataConfig, {"root": str(tiny_synthetic), "train_scenes": [SCENES["train"]],
                                  "val_scenes": [SCENES["val"]], "test_scenes": [SCENES["test"]],
                                  "transforms": {"size": TRAIN_SIZE, "crop_size": TRAIN_SIZE}})
     data = build_datasets(cfg, "normals")
@@ -172,9 +165,9 @@ def test_datasets_split_by_scene_and_downscale_after_x(tiny_root):
     assert "x" not in student_items[0]
 
 
-def test_sky_is_unknown_in_x(tiny_root):
+def test_sky_is_unknown_in_x(tiny_synthetic):
     """vKITTI2-format sky (65535 cm) is beyond max_depth: its normals are exactly zero, the road's are not."""
-    cfg = from_dict(DataConfig, {"root": str(tiny_root), "train_scenes": ["Scene01"], "val_scenes": ["Scene02"],
+    cfg = from_dict(DataConfig, {"root": str(tiny_synthetic), "train_scenes": ["Scene01"], "val_scenes": ["Scene02"],
                                  "test_scenes": ["Scene03"], "transforms": {"size": [HEIGHT, WIDTH]}})
     item = build_datasets(cfg, "normals", ("test",))["test"][0]  # evaluation resize to the stored size: exact
     x, label = item["x"].numpy(), item["label"].numpy()
@@ -184,29 +177,29 @@ def test_sky_is_unknown_in_x(tiny_root):
     assert np.all(np.linalg.norm(x[:, road], axis=0) > 0.5)
 
 
-def test_synthetic_root_without_split_lists_reads_splits_json(tiny_root, tmp_path):
-    cfg = from_dict(DataConfig, {"root": str(tiny_root)})
+def test_synthetic_root_without_split_lists_reads_splits_json(tiny_synthetic, tmp_path):
+    cfg = from_dict(DataConfig, {"root": str(tiny_synthetic)})
     with pytest.raises(Exception, match="splits.json"):
         build_datasets(cfg, None, ("train",))
-    (tiny_root / "splits.json").write_text('{"train": ["Scene01", "Scene02"], "val": ["Scene03"], "test": []}')
+    (tiny_synthetic / "splits.json").write_text('{"train": ["Scene01", "Scene02"], "val": ["Scene03"], "test": []}')
     try:
         sizes = {split: len(ds) for split, ds in build_datasets(cfg, None, ("train", "val")).items()}
     finally:
-        (tiny_root / "splits.json").unlink()
+        (tiny_synthetic / "splits.json").unlink()
     assert sizes == {"train": 2 * FRAMES, "val": FRAMES}
 
 
-def test_a_scene_in_two_splits_is_refused(tiny_root):
-    cfg = from_dict(DataConfig, {"root": str(tiny_root), "train_scenes": ["Scene01"], "val_scenes": ["Scene01"],
+def test_a_scene_in_two_splits_is_refused(tiny_synthetic):
+    cfg = from_dict(DataConfig, {"root": str(tiny_synthetic), "train_scenes": ["Scene01"], "val_scenes": ["Scene01"],
                                  "test_scenes": ["Scene03"]})
     with pytest.raises(ConfigError, match="Scene01 are in both the train and the val split"):
         build_datasets(cfg, None, ("train",))
 
 
-def test_frame_limits_spread_over_the_split(tiny_root):
+def test_frame_limits_spread_over_the_split(tiny_synthetic):
     assert evenly_spaced(10, 3) == [0, 4, 9]
     assert evenly_spaced(4, 0) == [0, 1, 2, 3] and evenly_spaced(4, 9) == [0, 1, 2, 3]
-    cfg = from_dict(DataConfig, {"root": str(tiny_root), "train_scenes": ["Scene01"], "val_scenes": ["Scene02"],
+    cfg = from_dict(DataConfig, {"root": str(tiny_synthetic), "train_scenes": ["Scene01"], "val_scenes": ["Scene02"],
                                  "test_scenes": ["Scene03"], "max_train_frames": 2})
     train = build_datasets(cfg, None, ("train",))["train"]
     assert [n.rsplit("/", 1)[1] for n in train.source.names] == ["00000", "00002"]  # first and last frame

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli_fixtures import tiny_config, write_config, write_tiny_synthetic
 from data_trees import write_kitti_semantics_tree
 from lix_train import distill, evaluate, train_teacher
 from lix_train.engine.checkpoint import atomic_torch_save, build_checkpoint, load_checkpoint
@@ -21,10 +20,8 @@ from repo_paths import ROOT
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    base = tmp_path_factory.mktemp("errors")
-    root = write_tiny_synthetic(base / "synth")
-    return base, write_config(base / "tiny.yaml", tiny_config(root, base))
+def tiny(tiny_experiment):
+    return tiny_experiment("errors")
 
 
 def _error_line(capsys) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_fixtures import FRAMES, tiny_config, write_config, write_tiny_synthetic
+from cli_fixtures import FRAMES
 from lix_train import distill, evaluate, train_teacher
 from lix_train.config import from_dict, read_yaml, resolve
 from lix_train.data.classes import VKITTI2
@@ -27,11 +27,8 @@ ITERS = 3
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    base = tmp_path_factory.mktemp("pipeline")
-    root = write_tiny_synthetic(base / "synth")
-    config = write_config(base / "tiny.yaml", tiny_config(root, base, ITERS))
-    return base, config
+def setup(tiny_experiment):
+    return tiny_experiment("pipeline", ITERS)
 
 
 @pytest.fixture(scope="module")
