@@ -11,11 +11,11 @@ import dataclasses
 import torch.nn as nn
 
 from lix_train.distillers.base import Distiller
-from lix_train.distillers.config import DistillConfig
-from lix_train.distillers.registry import METHODS, register_distiller, registered
+from lix_train.distillers.registry import METHODS, MethodOptions, register_distiller, registered
 
 # The methods register themselves (registry.py); importing them here, in this order, is the
-# table's and the study's order. A new method is one file plus its line here.
+# table's and the study's order. A new method is one file plus its line here (a method with settings
+# of its own declares their group in its decorator, and DistillConfig, imported below, gains it).
 from lix_train.distillers.baseline import Baseline  # noqa: E402,I001
 from lix_train.distillers.kd import KD  # noqa: E402
 from lix_train.distillers.dkd import DKD  # noqa: E402
@@ -27,6 +27,8 @@ from lix_train.distillers.lix import LIX  # noqa: E402
 from lix_train.distillers.mgd import MGD  # noqa: E402
 from lix_train.distillers.aux_x import AuxX  # noqa: E402
 from lix_train.distillers.halluc import Halluc  # noqa: E402
+
+from lix_train.distillers.config import DistillConfig  # noqa: E402 - built from the groups registered above
 
 DISTILLERS: dict[str, type[Distiller]] = registered()
 
@@ -60,4 +62,5 @@ def build_distiller(
     return cls(student, teacher, cfg, **{option: known[option] for option in cls.build_options})
 
 
-__all__ = ["DISTILLERS", "Distiller", "DistillConfig", "METHODS", "build_distiller", "register_distiller"] + [c.__name__ for c in DISTILLERS.values()]
+__all__ = ["DISTILLERS", "Distiller", "DistillConfig", "METHODS", "MethodOptions", "build_distiller",
+           "register_distiller"] + [c.__name__ for c in DISTILLERS.values()]

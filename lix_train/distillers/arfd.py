@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
-from lix_train.distillers.registry import register_distiller
+from lix_train.distillers.registry import MethodOptions, register_distiller
 from lix_train.distillers.channels import stage_channels
-from lix_train.losses.arfd import ARFDLoss
+from lix_train.losses.arfd import ARFDConfig, ARFDLoss
 
 
 def arfd_loss_for(cfg, student, teacher) -> ARFDLoss:
@@ -14,7 +14,8 @@ def arfd_loss_for(cfg, student, teacher) -> ARFDLoss:
     return ARFDLoss(cfg.arfd, *widths, cfg.ignore_index)
 
 
-@register_distiller("arfd")
+@register_distiller("arfd", MethodOptions("arfd", ARFDConfig,
+                                        "Adaptively-recalibrated feature distillation (methods arfd and lix)."))
 class ARFD(Distiller):
     uses_teacher_features = True
     reads = ("arfd",)

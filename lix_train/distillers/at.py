@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
-from lix_train.distillers.registry import register_distiller
-from lix_train.losses.at import at_loss
+from lix_train.distillers.registry import MethodOptions, register_distiller
+from lix_train.losses.at import ATConfig, at_loss
 
 
-@register_distiller("at")
+@register_distiller("at", MethodOptions("at", ATConfig, "Attention transfer (method at)."))
 class AT(Distiller):
     uses_teacher_features = True
     reads = ("at",)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
-from lix_train.distillers.registry import register_distiller
+from lix_train.distillers.registry import MethodOptions, register_distiller
 from lix_train.distillers.channels import DEFAULT_X_CHANNELS, stage_channels
-from lix_train.losses.aux_x import AuxXLoss
+from lix_train.losses.aux_x import AuxXConfig, AuxXLoss
 
 
-@register_distiller("aux_x")
+@register_distiller("aux_x", MethodOptions("aux_x", AuxXConfig,
+                                        "Auxiliary X prediction head, no teacher (method aux_x)."))
 class AuxX(Distiller):
     """Multi-task learning with privileged information: X is a training target, never an input.
 

@@ -7,14 +7,18 @@ runs the networks, adds L_H and the warm-up, and keeps the teacher frozen.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
-from lix_train.distillers.config import SCHEDULE_OPTIONS, DistillConfig
+from lix_train.distillers.registry import SCHEDULE_OPTIONS
 from lix_train.losses.balance import balanced
 from lix_train.losses.ce import pixel_cross_entropy
 from lix_train.losses.common import pool_logits_and_labels
+
+if TYPE_CHECKING:  # the config is built from the registered methods, this base among their imports
+    from lix_train.distillers.config import DistillConfig
 
 TeacherOutput = tuple[torch.Tensor | None, Sequence[torch.Tensor] | None]
 

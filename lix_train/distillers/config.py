@@ -13,20 +13,9 @@ from dataclasses import dataclass
 
 from lix_train.config import check_choice, check_positive, check_range, option, section
 from lix_train.data.classes import IGNORE_INDEX
-from lix_train.losses.arfd import ARFDConfig
-from lix_train.losses.at import ATConfig
-from lix_train.losses.aux_x import AuxXConfig
-from lix_train.losses.cwd import CWDConfig
-from lix_train.losses.dkd import DKDConfig
-from lix_train.losses.dwld import DWLDConfig
-from lix_train.losses.halluc import HallucConfig
-from lix_train.losses.kd import KDConfig
-from lix_train.losses.mgd import MGDConfig
 
 DECAYS = ("none", "linear")
 BALANCES = ("none", "cap", "match")
-# Options of the distillation terms' schedule and balance: read by every method that has a term.
-SCHEDULE_OPTIONS = ("warmup", "start", "decay", "balance", "balance_ratio")
 # The flat options of configs written before the per-method groups, and the groups that took them
 # over (with the option's name there).
 LEGACY_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -35,10 +24,23 @@ LEGACY_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "beta": (("dkd", "dwld"), "beta"),
     "at_stages": (("at",), "stages"),
 }
-from lix_train.distillers.registry import METHODS  # the registered names, read on first use
+from lix_train.distillers.registry import METHODS, SCHEDULE_OPTIONS, option_groups  # noqa: F401 (re-exported)
+
+
+def with_method_options(cls: type) -> type:
+    """Add each registered method's option group (register_distiller's MethodOptions) as a section of `cls`,
+    after its own fields, in registration order."""
+    for group in option_groups():
+        if group.section in cls.__annotations__ or group.section in vars(cls):
+            raise ValueError(f"method option group distill.{group.section} would replace DistillConfig's own "
+                             "option or attribute of that name")
+        cls.__annotations__[group.section] = group.cls
+        setattr(cls, group.section, section(group.cls, group.help))
+    return cls
 
 
 @dataclass
+@with_method_options
 class DistillConfig:
     """Total loss L = L_H + ramp * (lambda_l L_L + lambda_f L_F), ramp rising linearly over `warmup`."""
 
@@ -58,16 +60,7 @@ class DistillConfig:
                                "labels of pure cells only; 4 = the networks' output stride, 16x less work than 1 "
                                "(full resolution). L_H stays at full resolution.")
     ignore_index: int = option(IGNORE_INDEX, "Label value excluded from every loss.")
-    kd: KDConfig = section(KDConfig, "Pixel-wise KD (method kd).")
-    dkd: DKDConfig = section(DKDConfig, "Decoupled KD (method dkd).")
-    cwd: CWDConfig = section(CWDConfig, "Channel-wise distillation of the logit maps (method cwd).")
-    at: ATConfig = section(ATConfig, "Attention transfer (method at).")
-    dwld: DWLDConfig = section(DWLDConfig, "Dynamically-weighted logit distillation (methods dwld and lix).")
-    arfd: ARFDConfig = section(ARFDConfig, "Adaptively-recalibrated feature distillation (methods arfd and lix).")
-    mgd: MGDConfig = section(MGDConfig, "Masked generative distillation (method mgd).")
-    aux_x: AuxXConfig = section(AuxXConfig, "Auxiliary X prediction head, no teacher (method aux_x).")
-    halluc: HallucConfig = section(HallucConfig, "Modality hallucination of the teacher's X-branch or fused features "
-                                   "(method halluc).")
+    # Then one section per method option group, in registration order: kd, dkd, cwd, at, dwld, arfd, ...
 
     def __post_init__(self):
         check_choice("distill.method", self.method, METHODS)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
-from lix_train.distillers.registry import register_distiller
+from lix_train.distillers.registry import MethodOptions, register_distiller
 from lix_train.losses.common import feature_valid_mask
-from lix_train.losses.cwd import cwd_loss
+from lix_train.losses.cwd import CWDConfig, cwd_loss
 
 
-@register_distiller("cwd")
+@register_distiller("cwd", MethodOptions("cwd", CWDConfig, "Channel-wise distillation of the logit maps (method cwd)."))
 class CWD(Distiller):
     uses_teacher_logits = True
     reads = ("cwd",)

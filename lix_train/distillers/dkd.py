@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
-from lix_train.distillers.registry import register_distiller
-from lix_train.losses.dkd import dkd_loss
+from lix_train.distillers.registry import MethodOptions, register_distiller
+from lix_train.losses.dkd import DKDConfig, dkd_loss
 
 
-@register_distiller("dkd")
+@register_distiller("dkd", MethodOptions("dkd", DKDConfig, "Decoupled KD (method dkd)."))
 class DKD(Distiller):
     uses_teacher_logits = True
     reads = ("dkd",)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
-from lix_train.distillers.registry import register_distiller
-from lix_train.losses.dwld import DWLDLoss
+from lix_train.distillers.registry import MethodOptions, register_distiller
+from lix_train.losses.dwld import DWLDConfig, DWLDLoss
 
 
 def dwld_loss_for(cfg, num_classes: int | None) -> DWLDLoss:
@@ -12,7 +12,8 @@ def dwld_loss_for(cfg, num_classes: int | None) -> DWLDLoss:
     return DWLDLoss(cfg.dwld, num_classes, cfg.ignore_index)
 
 
-@register_distiller("dwld")
+@register_distiller("dwld", MethodOptions("dwld", DWLDConfig,
+                                        "Dynamically-weighted logit distillation (methods dwld and lix)."))
 class DWLD(Distiller):
     build_options = ("num_classes",)  # what build_distiller passes to __init__
     uses_teacher_logits = True

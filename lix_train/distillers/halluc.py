@@ -6,11 +6,12 @@ import torch
 
 from lix_train.distillers.base import Distiller
 from lix_train.distillers.channels import DEFAULT_X_CHANNELS, stage_channels, x_branch_channels
-from lix_train.distillers.registry import register_distiller
-from lix_train.losses.halluc import HallucLoss
+from lix_train.distillers.registry import MethodOptions, register_distiller
+from lix_train.losses.halluc import HallucConfig, HallucLoss
 
 
-@register_distiller("halluc")
+@register_distiller("halluc", MethodOptions("halluc", HallucConfig, "Modality hallucination of the teacher's "
+                                                                   "X-branch or fused features (method halluc)."))
 class Halluc(Distiller):
     """The student's stage features, through training-only projectors, regress the teacher's X-branch features
     (distill.halluc.target x_branch, the paper's setting) or its fused stage features (target fused).

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
-from lix_train.distillers.registry import register_distiller
-from lix_train.losses.kd import kd_loss
+from lix_train.distillers.registry import MethodOptions, register_distiller
+from lix_train.losses.kd import KDConfig, kd_loss
 
 
-@register_distiller("kd")
+@register_distiller("kd", MethodOptions("kd", KDConfig, "Pixel-wise KD (method kd)."))
 class KD(Distiller):
     uses_teacher_logits = True
     reads = ("kd",)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from lix_train.distillers.base import Distiller
-from lix_train.distillers.registry import register_distiller
+from lix_train.distillers.registry import MethodOptions, register_distiller
 from lix_train.distillers.channels import DEFAULT_X_CHANNELS, stage_channels
-from lix_train.losses.mgd import MGDLoss
+from lix_train.losses.mgd import MGDConfig, MGDLoss
 
 
-@register_distiller("mgd")
+@register_distiller("mgd", MethodOptions("mgd", MGDConfig, "Masked generative distillation (method mgd)."))
 class MGD(Distiller):
     """The student's masked stage features must regenerate the teacher's; the generators are not exported.
 

@@ -242,3 +242,29 @@ def test_a_new_method_is_one_registered_class(monkeypatch):
     assert isinstance(distiller, HalfKD) and distiller.num_classes == C  # from the student, as declared
     with pytest.raises(ValueError, match="already registered"):
         registry.register_distiller("kd")(HalfKD)
+
+
+def test_a_methods_option_group_is_a_distill_section_declared_in_its_decorator(monkeypatch):
+    """A method with settings of its own declares their group where it registers: DistillConfig's sections are
+    the registered groups in registration order, and a group that arrives after DistillConfig was built is refused
+    with the fix, never silently dropped."""
+    from lix_train.distillers import registry
+    from lix_train.distillers.base import Distiller
+
+    sections = [f.name for f in dataclasses.fields(DistillConfig)][-len(registry.option_groups()):]
+    assert sections == [g.section for g in registry.option_groups()] == [
+        "kd", "dkd", "cwd", "at", "dwld", "arfd", "mgd", "aux_x", "halluc"]
+    assert all(isinstance(getattr(DistillConfig(), g.section), g.cls) for g in registry.option_groups())
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_OPTIONS", dict(registry._OPTIONS))
+
+    @dataclasses.dataclass
+    class LateConfig:
+        weight: float = 1.0
+
+    with pytest.raises(ValueError, match="comes after DistillConfig was built; import its file"):
+        registry.register_distiller("late", registry.MethodOptions("late", LateConfig, "too late"))(
+            type("Late", (Distiller,), {}))
+    with pytest.raises(ValueError, match="distill.kd is already the option group of another method"):
+        registry.register_distiller("kd2", registry.MethodOptions("kd", LateConfig, "clash"))(
+            type("KD2", (Distiller,), {}))
