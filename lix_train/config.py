@@ -43,6 +43,32 @@ def section(cls: type, help: str = "") -> Any:
     return dataclasses.field(default_factory=cls, metadata={"help": help, "choices": None})
 
 
+@dataclasses.dataclass(frozen=True)
+class OptionSection:
+    """A registered thing's own settings: the section `<parent>.<section>`, its config dataclass, its help."""
+
+    section: str
+    cls: type
+    help: str = ""
+
+
+def with_sections(registered: Callable[[], Sequence[OptionSection]], parent: str) -> Callable[[type], type]:
+    """Class decorator: add each registered OptionSection as a section of the config class, after its own fields,
+    in registration order (data.<dataset options>, distill.<method options>): a new dataset or method brings its
+    settings with it instead of an edit of the config class."""
+
+    def decorate(cls: type) -> type:
+        for group in registered():
+            if group.section in cls.__annotations__ or group.section in vars(cls):
+                raise ValueError(f"option section {parent}.{group.section} would replace {cls.__name__}'s own option "
+                                 "or attribute of that name")
+            cls.__annotations__[group.section] = group.cls
+            setattr(cls, group.section, section(group.cls, group.help))
+        return cls
+
+    return decorate
+
+
 class LiveNames(Sequence):
     """The names `read()` gives (a registry's keys), as a tuple-like sequence read each time it is used: the choices
     of an option whose values are registered (distill.method, data.dataset), current for --help, argparse and

@@ -2,7 +2,8 @@
 
 candidate          build_candidate(request, watch, report): what build_engine asks each builder for
 onnxruntime_build  FP32 optimisation, INT8 Q/DQ quantisation (CPU, testable in CI), FP16 conversion
-tensorrt_build     TensorRT 10/11 engines: version gate, flags, profiles, timing cache, inspection
+tensorrt_plan      the TensorRT 10/11 version gate (pure): typing, flags and ONNX preparation per precision
+tensorrt_build     TensorRT 10/11 engines: ONNX preparation, flags, profiles, timing cache, inspection
 cache              engine cache keys (TensorRT version, GPU, ONNX hash, precision, shapes)
 inspect            IEngineInspector JSON -> per-layer precision histogram -> pass / fail
 report             the JSON build report written next to each artefact

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lix_train.config import ConfigError, check_choice, check_range, option, section
+from lix_train.config import ConfigError, check_choice, check_range, option, section, with_sections
 from lix_train.data.classes import ClassSet
 from lix_train.data.registry import DATASETS, SPLITS, dataset_spec, option_sections
 from lix_train.data.transforms import TransformConfig
@@ -25,19 +25,8 @@ SCENE_OPTIONS = ("train_scenes", "val_scenes", "test_scenes", "variations")  # v
 __all__ = ["DATASETS", "MODALITIES", "ON_ERROR", "SPLITS", "VKITTI2_SKY_M", "X_CHANNELS", "DataConfig"]
 
 
-def with_dataset_options(cls: type) -> type:
-    """Add each registered dataset's option section (DatasetSpec.options) to `cls`, after its own fields."""
-    for options in option_sections():
-        if options.section in cls.__annotations__ or options.section in vars(cls):
-            raise ValueError(f"dataset option section data.{options.section} would replace DataConfig's own "
-                             "option or attribute of that name")
-        cls.__annotations__[options.section] = options.cls
-        setattr(cls, options.section, section(options.cls, options.help))
-    return cls
-
-
 @dataclass
-@with_dataset_options
+@with_sections(option_sections, "data")
 class DataConfig:
     """Which dataset, which frames go into which split, the teacher's X, and the transforms."""
 

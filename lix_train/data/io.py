@@ -376,3 +376,19 @@ class BadInputPolicy:
         self.skipped += 1
         self.problems.append(str(error))
         self._logger.warning("skipping frame: %s", error)
+
+
+class SkipsWhileIndexing:
+    """What a source that indexes through a BadInputPolicy (`self._policy`) reports of the frames it dropped."""
+
+    _policy: BadInputPolicy
+
+    @property
+    def skipped(self) -> int:
+        """Frames dropped while indexing (on_error="skip")."""
+        return self._policy.skipped
+
+    @property
+    def skipped_frames(self) -> dict[str, str]:
+        """What was dropped while indexing (on_error="skip"): file -> the error."""
+        return {problem.split(": ", 1)[0]: problem for problem in self._policy.problems}

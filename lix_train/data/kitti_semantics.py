@@ -43,17 +43,8 @@ from lix_train.config import ConfigError, check_range, option
 from lix_train.data.classes import CITYSCAPES, ClassSet, cityscapes_id_lut
 from lix_train.data.errors import DatasetError
 from lix_train.data.io import (
-    DEPTH_FORMATS,
-    DEPTH_MAP,
-    DISPARITY_FORMATS,
-    DISPARITY_MAP,
-    FORMAT_SUFFIX,
-    BadInputPolicy,
-    list_dir,
-    read_float_map,
-    read_id_label,
-    read_rgb,
-    write_png_atomic,
+    DEPTH_FORMATS, DEPTH_MAP, DISPARITY_FORMATS, DISPARITY_MAP, FORMAT_SUFFIX, BadInputPolicy, SkipsWhileIndexing,
+    list_dir, read_float_map, read_id_label, read_rgb, write_png_atomic,
 )
 from lix_train.data.registry import DatasetOptions, DatasetSpec
 from lix_train.data.sample import Sample
@@ -86,7 +77,7 @@ def _split_dir(root: Path, required: tuple[str, ...], layout: str) -> Path:
     raise DatasetError(root, f"missing {' / '.join(required)} folder(s); expected {layout}")
 
 
-class KITTISemanticsSource:
+class KITTISemanticsSource(SkipsWhileIndexing):
     """KITTI Semantics frames as Samples, Cityscapes train ids, optional depth (see module doc).
 
     Args:
@@ -180,16 +171,6 @@ class KITTISemanticsSource:
                 continue
             self._items.append(item)
         self.names = [item["stem"] for item in self._items]
-
-    @property
-    def skipped(self) -> int:
-        """Frames dropped while indexing (on_error="skip")."""
-        return self._policy.skipped
-
-    @property
-    def skipped_frames(self) -> dict[str, str]:
-        """What was dropped while indexing (on_error="skip"): file -> the error."""
-        return {problem.split(": ", 1)[0]: problem for problem in self._policy.problems}
 
     def __len__(self) -> int:
         return len(self._items)

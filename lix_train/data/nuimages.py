@@ -36,7 +36,7 @@ import numpy as np
 from lix_train.config import ConfigError, option
 from lix_train.data.classes import IGNORE_INDEX, ClassSet
 from lix_train.data.errors import DatasetError
-from lix_train.data.io import DEPTH_MAP, BadInputPolicy, index_by_stem, read_float_map, read_rgb
+from lix_train.data.io import DEPTH_MAP, BadInputPolicy, SkipsWhileIndexing, index_by_stem, read_float_map, read_rgb
 from lix_train.data.registry import DatasetOptions, DatasetSpec
 from lix_train.data.sample import Sample
 from lix_train.data.sources import FrameSubset, open_source
@@ -130,7 +130,7 @@ def semantic_to_train_ids(semantic: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return lut[semantic.astype(np.intp)]
 
 
-class NuImagesSource:
+class NuImagesSource(SkipsWhileIndexing):
     """nuImages key frames as Samples with NUIMAGES train ids and optional user depth.
 
     Args:
@@ -180,16 +180,6 @@ class NuImagesSource:
             depth_files = index_by_stem(depth_dir, (".png", ".npy"), "<image stem>.png or .npy depth files")
         self._items = self._index(cameras, depth_files, Path(depth_dir) if depth_dir is not None else None)
         self.names = [item["name"] for item in self._items]
-
-    @property
-    def skipped(self) -> int:
-        """Images dropped while indexing (on_error="skip")."""
-        return self._policy.skipped
-
-    @property
-    def skipped_frames(self) -> dict[str, str]:
-        """What was dropped while indexing (on_error="skip"): file -> the error."""
-        return {problem.split(": ", 1)[0]: problem for problem in self._policy.problems}
 
     def _index(self, cameras: Sequence[str] | None, depth_files: dict[str, Path] | None, depth_dir: Path | None):
         items, channels = [], set()

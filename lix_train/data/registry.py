@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lix_train.config import LiveNames, check_choice
+from lix_train.config import LiveNames, OptionSection, check_choice
 from lix_train.data.classes import ClassSet
 
 TABLE = "lix_train.data.datasets"
@@ -34,13 +34,7 @@ SPLITS = ("train", "val", "test")
 Splitter = Callable[[Any, Path, Sequence[str]], dict]
 
 
-@dataclass(frozen=True)
-class DatasetOptions:
-    """A dataset's own section of DataConfig: `data.<section>`, a config dataclass (see lix_train.config)."""
-
-    section: str
-    cls: type
-    help: str = ""
+DatasetOptions = OptionSection  # a dataset's own section of DataConfig: data.<section> (lix_train.config)
 
 
 @dataclass(frozen=True)

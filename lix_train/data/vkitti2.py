@@ -36,14 +36,8 @@ from lix_train.config import ConfigError, option
 from lix_train.data.classes import IGNORE_INDEX, VKITTI2, VKITTI2_CATEGORIES, VKITTI2_IGNORED, ClassSet
 from lix_train.data.errors import DatasetError
 from lix_train.data.io import (
-    BadInputPolicy,
-    list_dir,
-    read_color_label,
-    read_colors_txt,
-    read_depth_cm_png,
-    read_rgb,
-    read_vkitti2_intrinsics,
-    subdirs,
+    BadInputPolicy, SkipsWhileIndexing, list_dir, read_color_label, read_colors_txt, read_depth_cm_png, read_rgb,
+    read_vkitti2_intrinsics, subdirs,
 )
 from lix_train.data.registry import SPLITS, DatasetOptions, DatasetSpec
 from lix_train.data.sample import Sample
@@ -94,7 +88,7 @@ def category_table(colors_txt: Path) -> dict[tuple[int, int, int], int]:
     return table
 
 
-class VKITTI2Source:
+class VKITTI2Source(SkipsWhileIndexing):
     """vKITTI2 frames as Samples (RGB, train-id labels, depth in metres, per-frame K).
 
     Args:
@@ -150,16 +144,6 @@ class VKITTI2Source:
         self._intrinsics: dict[tuple[str, str], dict[tuple[int, int], np.ndarray]] = {}
         self._frames = self._build_index(scenes, variations)
         self.names = [f.name for f in self._frames]
-
-    @property
-    def skipped(self) -> int:
-        """Frames dropped while indexing (on_error="skip")."""
-        return self._policy.skipped
-
-    @property
-    def skipped_frames(self) -> dict[str, str]:
-        """What was dropped while indexing (on_error="skip"): file -> the error."""
-        return {problem.split(": ", 1)[0]: problem for problem in self._policy.problems}
 
     def __len__(self) -> int:
         return len(self._frames)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lix_train.config import check_choice, check_positive, check_range, option, section
+from lix_train.config import check_choice, check_positive, check_range, option, with_sections
 from lix_train.data.classes import IGNORE_INDEX
 
 DECAYS = ("none", "linear")
@@ -27,20 +27,8 @@ LEGACY_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
 from lix_train.distillers.registry import METHODS, SCHEDULE_OPTIONS, option_groups  # noqa: F401 (re-exported)
 
 
-def with_method_options(cls: type) -> type:
-    """Add each registered method's option group (register_distiller's MethodOptions) as a section of `cls`,
-    after its own fields, in registration order."""
-    for group in option_groups():
-        if group.section in cls.__annotations__ or group.section in vars(cls):
-            raise ValueError(f"method option group distill.{group.section} would replace DistillConfig's own "
-                             "option or attribute of that name")
-        cls.__annotations__[group.section] = group.cls
-        setattr(cls, group.section, section(group.cls, group.help))
-    return cls
-
-
 @dataclass
-@with_method_options
+@with_sections(option_groups, "distill")
 class DistillConfig:
     """Total loss L = L_H + ramp * (lambda_l L_L + lambda_f L_F), ramp rising linearly over `warmup`."""
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from lix_train.config import LiveNames
+from lix_train.config import LiveNames, OptionSection
 
 T = TypeVar("T", bound=type)
 
@@ -30,13 +29,7 @@ BASELINE = "baseline"  # the labels-only method (L_H alone): what every distille
 SCHEDULE_OPTIONS = ("warmup", "start", "decay", "balance", "balance_ratio")
 
 
-@dataclass(frozen=True)
-class MethodOptions:
-    """A method's own settings: the section `distill.<section>`, its dataclass and its one-line help."""
-
-    section: str
-    cls: type
-    help: str
+MethodOptions = OptionSection  # a method's own settings: the section distill.<section> (lix_train.config)
 
 
 _OPTIONS: dict[str, MethodOptions] = {}
