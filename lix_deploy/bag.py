@@ -32,9 +32,8 @@ import numpy as np
 
 from lix_deploy.artifact import BACKENDS
 from lix_deploy.cli import EXIT_OK, ToolParser, UsageError, count, run_tool
+from lix_deploy.recordings import IMAGE_TYPE, RecordingError, decode_message as decode_image, pick_image_topic
 
-IMAGE_TYPE = "sensor_msgs/msg/Image"
-COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 STORAGE_FORMATS = ("mcap", "sqlite3")
 DEMO_TOPIC = "/camera/image_raw"
@@ -43,12 +42,7 @@ DEMO_START_NS = 1_700_000_000 * 10**9  # demo stamps start at a fixed, recognisa
 __all__ = ["BagError", "SegmentStats", "segment_bag", "make_demo_bag", "main"]
 
 
-class BagError(ValueError):
-    """A bag that cannot be segmented as asked; the message names the bag and the problem."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path, self.problem = Path(path), problem
-        super().__init__(f"{path}: {problem}")
+BagError = RecordingError  # a bag that cannot be read or segmented as asked; the message names the bag
 
 
 @dataclass
@@ -63,7 +57,8 @@ class SegmentStats:
     skip_reasons: dict[str, int] = field(default_factory=dict)
 
 
-def _rosbags():
+def rosbags_modules():
+    """(Reader, Writer, StoragePlugin, the ROS 2 Jazzy typestore) of `rosbags`, or how to install it."""
     try:
         from rosbags.rosbag2 import Reader, StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
@@ -89,46 +84,10 @@ def _atomic_bag_dir(out: Path) -> Iterator[Path]:
 
 
 def _storage_plugin(fmt: str):
-    _, _, StoragePlugin, _ = _rosbags()
+    _, _, StoragePlugin, _ = rosbags_modules()
     if fmt not in STORAGE_FORMATS:
         raise ValueError(f"format={fmt!r} is not one of {', '.join(STORAGE_FORMATS)}")
     return StoragePlugin.MCAP if fmt == "mcap" else StoragePlugin.SQLITE3
-
-
-def _pick_topic(path: Path, connections, topic: str | None) -> str:
-    images = sorted({c.topic for c in connections if c.msgtype in (IMAGE_TYPE, COMPRESSED_TYPE)})
-    if topic is not None:
-        if topic not in images:
-            raise BagError(path, f"no image topic {topic!r}; image topics in the bag: {images or 'none'}")
-        return topic
-    if len(images) != 1:
-        raise BagError(path, f"{'no' if not images else 'several'} image topics ({images}); choose one with --topic")
-    return images[0]
-
-
-def decode_image(msg, msgtype: str) -> tuple[np.ndarray, str]:
-    """A deserialized Image or CompressedImage -> (H, W, C) uint8 view and its encoding.
-
-    Raises ValueError naming the problem (unsupported encoding, bad step, undecodable data).
-    """
-    from lix_deploy.runtime.preprocess import ENCODINGS, image_from_buffer
-
-    if msgtype == COMPRESSED_TYPE:
-        import cv2
-
-        image = cv2.imdecode(np.asarray(msg.data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise ValueError(f"cannot decode compressed image (format {msg.format!r})")
-        if image.dtype != np.uint8:
-            raise ValueError(f"compressed image decodes to {image.dtype}, expected 8-bit")
-        encoding = {2: "mono8", 3: "bgr8", 4: "bgra8"}[image.ndim if image.ndim == 2 else image.shape[2]]
-        return image, encoding
-    if msg.encoding not in ENCODINGS:
-        raise ValueError(f"unsupported encoding {msg.encoding!r}")
-    data = np.asarray(msg.data, np.uint8)
-    if data.size != msg.step * msg.height:
-        raise ValueError(f"data has {data.size} bytes, step * height = {msg.step * msg.height}")
-    return image_from_buffer(data, msg.height, msg.width, msg.step, msg.encoding), msg.encoding
 
 
 def _image_message(typestore, header, array: np.ndarray, encoding: str):
@@ -164,7 +123,7 @@ def segment_bag(bag_in: str | Path, bag_out: str | Path, artifact: str | Path, t
 
     from lix_deploy.runtime import Segmenter
 
-    Reader, Writer, _, typestore = _rosbags()
+    Reader, Writer, _, typestore = rosbags_modules()
     bag_in, bag_out = Path(bag_in), Path(bag_out)
     if not bag_in.exists():
         raise BagError(bag_in, "input bag not found")
@@ -174,7 +133,7 @@ def segment_bag(bag_in: str | Path, bag_out: str | Path, artifact: str | Path, t
     start = time.perf_counter()
     try:
         with Reader(bag_in) as reader, _atomic_bag_dir(bag_out) as staging:
-            stats.topic = _pick_topic(bag_in, reader.connections, topic)
+            stats.topic = pick_image_topic(bag_in, reader.connections, topic)
             with Writer(staging, version=Writer.VERSION_LATEST, storage_plugin=plugin) as writer:
                 copies = ({c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
                           if copy_input else {})
@@ -237,7 +196,7 @@ def make_demo_bag(bag_out: str | Path, frames: int = 30, rate_hz: float = 10.0, 
         raise UsageError(f"encoding={encoding!r}: the demo writes rgb8, bgr8 or mono8")
     if not rate_hz > 0:
         raise UsageError(f"rate_hz (--rate) must be > 0, got {rate_hz}")
-    _, Writer, _, typestore = _rosbags()
+    _, Writer, _, typestore = rosbags_modules()
     config = SyntheticConfig(scenes=1, frames=frames, height=height, width=width, seed=seed)
     Header = typestore.types["std_msgs/msg/Header"]
     Time = typestore.types["builtin_interfaces/msg/Time"]

@@ -114,3 +114,29 @@ def image_from_buffer(data, height: int, width: int, step: int, encoding: str) -
         )
     rows = np.lib.stride_tricks.as_strided(buffer, shape=(height, row_bytes), strides=(step, 1), writeable=False)
     return rows.reshape(height, width, spec.channels)
+
+
+# cv2.imdecode's channel count -> the encoding of what it returns (OpenCV decodes colour as BGR)
+_DECODED_ENCODINGS = {1: "mono8", 3: "bgr8", 4: "bgra8"}
+
+
+def decode_compressed(data, fmt: str = "") -> tuple[np.ndarray, str]:
+    """A sensor_msgs/CompressedImage payload (JPEG, PNG, ...) -> (H, W, C) uint8 and its encoding.
+
+    The one decoder of compressed camera frames (the ROS node, the bag tool, calibration from a bag).
+    Raises ValueError naming the problem for a corrupt, truncated or non-8-bit image.
+    """
+    buffer = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else \
+        np.asarray(data, np.uint8)
+    if buffer.size == 0:
+        raise ValueError(f"empty compressed image (format {fmt!r})")
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"cannot decode compressed image (format {fmt!r}, {buffer.size} bytes)")
+    if image.dtype != np.uint8:
+        raise ValueError(f"compressed image (format {fmt!r}) decodes to {image.dtype}, expected 8-bit")
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels not in _DECODED_ENCODINGS:
+        raise ValueError(f"compressed image (format {fmt!r}) decodes to {channels} channels")
+    return (image[:, :, None] if image.ndim == 2 else image), _DECODED_ENCODINGS[channels]
+

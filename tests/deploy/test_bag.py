@@ -150,7 +150,7 @@ def test_cli_errors_name_the_problem(demo_bag, artifact, tmp_path, capsys):
     assert "output exists already" in capsys.readouterr().err
     assert main(["--in", str(demo_bag), "--out", str(tmp_path / "o"), "--artifact", str(artifact),
                  "--topic", "/nope", "--quiet"]) == 2
-    assert "image topics in the bag: ['/camera/image_raw']" in capsys.readouterr().err
+    assert "image topics in the bag: /camera/image_raw" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing half-written is left behind
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
