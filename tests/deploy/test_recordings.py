@@ -214,3 +214,28 @@ def test_bad_recordings_end_in_one_line_and_write_nothing(case, message, demo_ba
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("calib: error: ") and message in err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+# --- the road: bag -> calibration and gate sets -> INT8 artefact gated on agreement with FP32 ---------------
+
+def test_int8_calibrated_and_gated_on_one_bag(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="the INT8 build needs ONNX Runtime ([deploy] extra)")
+    from deploy_fixtures import tiny_onnx
+
+    from lix_deploy import build_engine
+
+    bag = tmp_path / "drive"
+    make_demo_bag(bag, frames=16, rate_hz=10.0, height=SIZE[0], width=SIZE[1], progress=False)
+    model = tiny_onnx(tmp_path)
+    for name, span in (("cal", "0:0.7"), ("gate", "0.7:1")):
+        assert main(["--bag", str(bag), "--span", span, "--num", "8", "--onnx", str(model), "--out",
+                     str(tmp_path / name), "--no-progress"]) == 0
+    cal, gate = (json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("cal", "gate"))
+    assert not {f["stamp_ns"] for f in cal["files"]} & {f["stamp_ns"] for f in gate["files"]}  # held out
+    out = tmp_path / "student.int8.onnx"
+    assert build_engine.main(["--onnx", str(model), "--precision", "int8", "--calib", str(tmp_path / "cal"),
+                              "--eval-set", str(tmp_path / "gate"), "--out", str(out), "--min-pixel-agreement", "0",
+                              "--min-class-agreement", "0"]) == 0
+    report = json.loads(out.with_name(out.name + ".build.json").read_text())
+    assert report["gate_basis"] == "agreement_with_fp32" and report["accuracy"]["frames"] == len(gate["files"])
+    assert "basis: agreement with FP32 (no labels in the evaluation set)" in capsys.readouterr().err
