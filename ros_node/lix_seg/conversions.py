@@ -1,9 +1,11 @@
-"""sensor_msgs/Image <-> numpy, honouring `step` row padding. No cv_bridge (not on PyPI for ROS 2).
+"""sensor_msgs/Image <-> numpy, honouring `step` row padding, and sensor_msgs/CompressedImage -> numpy.
+No cv_bridge (not on PyPI for ROS 2).
 
 `image_to_array` reads any object with the Image fields (an rclpy message, or a rosbags one),
 checks it the way a driver bug shows up on a robot (unknown encoding, a `step` that does not
 fit, no pixels, truncated data) and raises `ImageRejected` naming the problem, so the node can
-log and skip the frame instead of crashing.
+log and skip the frame instead of crashing. `compressed_to_array` decodes a CompressedImage (JPEG,
+PNG) with the runtime's one decoder and rejects a corrupt or truncated one the same way.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import sys
 
 import numpy as np
 
-from lix_deploy.runtime.preprocess import ENCODINGS, image_from_buffer
+from lix_deploy.runtime.preprocess import ENCODINGS, decode_compressed, image_from_buffer
 
-__all__ = ["SUPPORTED_ENCODINGS", "ImageRejected", "image_to_array", "array_to_image", "mask_encoding"]
+__all__ = ["SUPPORTED_ENCODINGS", "ImageRejected", "image_to_array", "compressed_to_array", "array_to_image",
+           "mask_encoding"]
 
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(ENCODINGS)
 _OUTPUT_CHANNELS = {"mono8": (1, np.uint8), "mono16": (1, np.uint16), "rgb8": (3, np.uint8), "bgr8": (3, np.uint8)}
@@ -44,6 +47,17 @@ def image_to_array(msg) -> tuple[np.ndarray, str]:
     if data.size != step * height:
         raise ImageRejected(f"data has {data.size} bytes, expected step * height = {step} * {height} = {step * height}")
     return image_from_buffer(data, height, width, step, encoding), encoding
+
+
+def compressed_to_array(msg) -> tuple[np.ndarray, str]:
+    """(H, W, C) uint8 pixels of a CompressedImage and their encoding (bgr8 / bgra8 / mono8, as OpenCV decodes).
+
+    Raises ImageRejected for an empty, corrupt or truncated payload, or one that is not 8-bit.
+    """
+    try:
+        return decode_compressed(msg.data, str(msg.format))
+    except ValueError as err:
+        raise ImageRejected(str(err)) from None
 
 
 def mask_encoding(num_classes: int) -> str:

@@ -30,6 +30,7 @@ __all__ = ["NodeParameter", "PARAMETERS", "PARAMETER", "LIVE_PARAMETERS", "Start
            "palette_parameter", "palette_to_ints", "render_yaml", "render_markdown"]
 
 NORMALIZATION_TOLERANCE = 1e-4
+IMAGE_TRANSPORTS = ("raw", "compressed")
 # ROS parameter type -> what a settings class holds (arrays as tuples).
 PYTHON_TYPES: dict[str, Any] = {"bool": bool, "integer": int, "double": float, "string": str,
                                 "string_array": tuple[str, ...], "integer_array": tuple[int, ...],
@@ -138,6 +139,10 @@ PARAMETERS: tuple[NodeParameter, ...] = (
                   check=_required("the .onnx or TensorRT engine to run")),
     NodeParameter("backend", "string", "auto", f"One of {', '.join(BACKENDS)} (auto: from the file's suffix)",
                   check=_one_of(BACKENDS)),
+    NodeParameter("image_transport", "string", "raw",
+                  "Camera input: raw (sensor_msgs/Image on `image`) or compressed (sensor_msgs/CompressedImage on "
+                  "`image/compressed`, image_transport's naming), decoded once on the inference thread",
+                  check=_one_of(IMAGE_TRANSPORTS)),
     NodeParameter("providers", "string_array", (),
                   "ONNX Runtime execution providers, e.g. [cuda, cpu]; unset: TensorRT > CUDA > CPU as available",
                   example="[cuda, cpu]"),

@@ -12,13 +12,13 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from lix_deploy.runtime import LatencyStats, Segmenter
 from lix_deploy.runtime.postprocess import colorize, overlay, palette_lut
 from lix_deploy.runtime.preprocess import to_rgb
 
-from .conversions import ImageRejected, array_to_image, image_to_array, mask_encoding
+from .conversions import ImageRejected, array_to_image, compressed_to_array, image_to_array, mask_encoding
 from .diagnostics import PipelineCounters, diagnostic_array, diagnostic_status, summarize
 from .latest_frame import LatestFrameSlot
 from .parameters import LIVE_PARAMETERS, LiveSettings, StartupParameters, declare_artifact_parameters, live_settings
@@ -62,7 +62,13 @@ class SegmentationPipeline:
         self.colored_pub = create(Image, "~/colored_mask", OUTPUT_QOS, qos_overriding_options=overrides())
         self.overlay_pub = create(Image, "~/overlay", OUTPUT_QOS, qos_overriding_options=overrides())
         self.diagnostics_pub = create(DiagnosticArray, "/diagnostics", 10)
-        self.subscription = node.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data,
+        # image_transport's naming: the compressed twin of the (remapped) base topic `image` is `<base>/compressed`,
+        # so `-r image:=/camera/image_raw` reads /camera/image_raw/compressed
+        compressed = startup.image_transport == "compressed"
+        kind, topic = ((CompressedImage, node.resolve_topic_name("image") + "/compressed") if compressed
+                       else (Image, "image"))
+        self._to_array = compressed_to_array if kind is CompressedImage else image_to_array
+        self.subscription = node.create_subscription(kind, topic, self._on_image, qos_profile_sensor_data,
                                                      qos_overriding_options=overrides())
         node.add_on_set_parameters_callback(self._on_set_parameters)
         self._last_counts = self.counters.snapshot(time.monotonic())
@@ -84,7 +90,7 @@ class SegmentationPipeline:
     def _process(self, segmenter: Segmenter, frame) -> None:
         msg, received = frame
         settings, lut = self._live
-        image, encoding = image_to_array(msg)
+        image, encoding = self._to_array(msg)  # a compressed frame is decoded here, once, off the executor
         mask = segmenter.segment(image, encoding)
         header = msg.header  # copied unchanged: consumers match masks to images by stamp
         if settings.publish_mask:
@@ -109,7 +115,7 @@ class SegmentationPipeline:
             self.logger.error(f"segmentation failed: {type(err).__name__}: {err}", throttle_duration_sec=LOG_THROTTLE_S)
 
     # ---- executor callbacks ----------------------------------------------------------------
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg) -> None:
         """Only store the frame: the inference thread takes the newest, older ones count as dropped."""
         if not self.active:
             return

@@ -3,6 +3,7 @@
     python tests/helpers/ros_driver.py rclpy     --out DIR --artifact tiny.onnx   # images, bad messages, params, SIGINT
     python tests/helpers/ros_driver.py cyclone   --out DIR --artifact tiny.onnx   # a Cyclone DDS client (second vendor)
     python tests/helpers/ros_driver.py lifecycle --out DIR --artifact tiny.onnx   # configure/activate/cleanup
+    python tests/helpers/ros_driver.py compressed --out DIR --artifact tiny.onnx  # CompressedImage: JPEG, PNG, corrupt
 
 It starts the node the way `ros2 run lix_seg <exe>` does (ament index on AMENT_PREFIX_PATH), talks
 to it, stops it with SIGINT and writes what it sent and received to DIR/results.{json,npz}; the
@@ -102,17 +103,19 @@ def stop_node(process: subprocess.Popen, timeout: float = 20.0) -> dict:
 
 # ---- rclpy client --------------------------------------------------------------------------
 class RclpyClient:
-    def __init__(self, name: str = "lix_seg_test_client"):
+    def __init__(self, name: str = "lix_seg_test_client", compressed: bool = False):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CompressedImage, Image
 
-        self.rclpy, self.Image = rclpy, Image
+        self.rclpy, self.Image, self.CompressedImage = rclpy, Image, CompressedImage
+        self.compressed = compressed
         rclpy.init()
         self.node = Node(name)
-        self.pub = self.node.create_publisher(Image, CAMERA, qos_profile_sensor_data)
+        kind, topic = (CompressedImage, CAMERA + "/compressed") if compressed else (Image, CAMERA)
+        self.pub = self.node.create_publisher(kind, topic, qos_profile_sensor_data)
         self.received: dict[str, dict[str, object]] = {k: {} for k in OUTPUTS}
         reliable = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
         for key in OUTPUTS:
@@ -141,6 +144,22 @@ class RclpyClient:
         msg.data = array.array("B", data)
         return msg
 
+    def compressed_image(self, frame_id: str, stamp: tuple[int, int], fmt: str, data: bytes):
+        msg = self.CompressedImage()
+        msg.header.frame_id = frame_id
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+        msg.format = fmt
+        msg.data = data
+        return msg
+
+    def frame(self, frame_id: str, stamp: tuple[int, int], rgb: np.ndarray):
+        """`rgb` as this client sends it: a raw rgb8 Image, or a PNG CompressedImage (lossless)."""
+        if not self.compressed:
+            return self.image(frame_id, stamp, rgb.shape[0], rgb.shape[1], "rgb8", rgb.shape[1] * 3, rgb.tobytes())
+        import cv2
+
+        return self.compressed_image(frame_id, stamp, "png", cv2.imencode(".png", rgb[:, :, ::-1])[1].tobytes())
+
     def send_until(self, msg, keys=("mask",), tries: int = TRIES, wait_s: float = WAIT_S) -> bool:
         """Publish `msg` (again, if lost) until every output in `keys` came back for its frame_id."""
         for _ in range(tries):
@@ -160,7 +179,7 @@ class RclpyClient:
         while time.monotonic() - start < STARTUP_S:
             if process.poll() is not None:
                 raise RuntimeError(f"node exited with {process.returncode} during startup")
-            msg = self.image(f"probe{count}", (1, count), 16, 24, "rgb8", 72, probe.tobytes())
+            msg = self.frame(f"probe{count}", (1, count), probe)
             count += 1
             if self.send_until(msg, keys, tries=1, wait_s=1.0):
                 return time.monotonic() - start
@@ -234,6 +253,45 @@ def scenario_rclpy(args) -> tuple[dict, dict]:
         result["recolour_delivered"] = client.send_until(recolour, ("mask", "colored_mask"))
         if result["recolour_delivered"]:
             arrays["recolour/colored_mask"] = decode(client.received["colored_mask"]["recolour"])
+    finally:
+        client.close()
+        result["stop"] = stop_node(node)
+    return result, arrays
+
+
+# ---- compressed input ----------------------------------------------------------------------
+def scenario_compressed(args) -> tuple[dict, dict]:
+    """image_transport:=compressed: a JPEG and a PNG frame are segmented, a corrupt JPEG is rejected."""
+    import cv2
+
+    out = Path(args.out)
+    node = start_node("segmenter", args.artifact, out, "image_transport:=compressed")
+    client = RclpyClient(compressed=True)
+    result: dict = {"cases": []}
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        result["startup_s"] = client.wait_for_node(node, ("mask", "colored_mask"))
+        rgb = scene(64, 96)
+        encoded = {"jpeg": cv2.imencode(".jpg", rgb[:, :, ::-1])[1].tobytes(),
+                   "png": cv2.imencode(".png", rgb[:, :, ::-1])[1].tobytes()}
+        for index, (fmt, data) in enumerate(encoded.items()):
+            stamp = (1_700_000_100 + index, 5)
+            ok = client.send_until(client.compressed_image(fmt, stamp, fmt, data), ("mask",))
+            arrays[f"{fmt}/sent"] = np.frombuffer(data, np.uint8)
+            entry = {"name": fmt, "delivered": ok, "stamp": list(stamp)}
+            reply = client.received["mask"].get(fmt)
+            if reply is not None:
+                arrays[f"{fmt}/mask"] = decode(reply)
+                entry.update(frame_id=reply.header.frame_id, reply_stamp=[reply.header.stamp.sec,
+                                                                          reply.header.stamp.nanosec])
+            result["cases"].append(entry)
+        truncated = encoded["jpeg"][: len(encoded["jpeg"]) // 3]
+        client.pub.publish(client.compressed_image("corrupt", (45, 0), "jpeg", truncated))
+        client.spin_for(0.3)
+        result["after_corrupt_delivered"] = client.send_until(client.frame("after_corrupt", (46, 0), rgb))
+        client.spin_for(1.2)
+        result["corrupt_answered"] = "corrupt" in client.received["mask"]
+        result["diagnostics"] = latest_status(client.diagnostics)
     finally:
         client.close()
         result["stop"] = stop_node(node)
@@ -375,7 +433,8 @@ def scenario_cyclone(args) -> tuple[dict, dict]:
     return result, arrays
 
 
-SCENARIOS = {"rclpy": scenario_rclpy, "cyclone": scenario_cyclone, "lifecycle": scenario_lifecycle}
+SCENARIOS = {"rclpy": scenario_rclpy, "cyclone": scenario_cyclone, "lifecycle": scenario_lifecycle,
+             "compressed": scenario_compressed}
 
 
 def main(argv: list[str] | None = None) -> int:

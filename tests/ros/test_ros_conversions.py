@@ -83,6 +83,27 @@ def test_bad_images_are_rejected_with_the_reason(fields, problem):
         image_to_array(msg)
 
 
+def test_compressed_images_decode_once_and_corrupt_ones_are_rejected():
+    import cv2
+    from types import SimpleNamespace
+
+    from lix_seg.conversions import compressed_to_array
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    ok, png = cv2.imencode(".png", rgb[:, :, ::-1])
+    image, encoding = compressed_to_array(SimpleNamespace(format="png", data=png.tobytes()))
+    assert encoding == "bgr8" and np.array_equal(image[:, :, ::-1], rgb)  # lossless: the same pixels
+    ok, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1])
+    grey, encoding = compressed_to_array(SimpleNamespace(format="mono8; jpeg compressed mono8",
+                                                         data=cv2.imencode(".jpg", rgb[:, :, 0])[1].tobytes()))
+    assert encoding == "mono8" and grey.shape == (24, 32, 1)
+    for data, problem in ((jpeg.tobytes()[: len(jpeg) // 3], "cannot decode compressed image"),
+                          (b"", "empty compressed image"), (b"not an image at all", "cannot decode compressed image")):
+        with pytest.raises(ImageRejected, match=problem):
+            compressed_to_array(SimpleNamespace(format="jpeg", data=data))
+
+
 def test_latest_frame_slot_keeps_only_the_newest_and_counts_drops():
     slot: LatestFrameSlot[int] = LatestFrameSlot()
     assert slot.put(1) is False

@@ -119,6 +119,23 @@ def test_palette_changes_live_and_read_only_parameters_are_refused(rclpy_run):
     assert (colored.reshape(-1, 3) == [1, 2, 3]).all()
 
 
+def test_compressed_input_is_decoded_once_and_a_corrupt_jpeg_is_rejected(workspace, artifact, segmenter, tmp_path):
+    import cv2
+
+    result, arrays = _driver_results("compressed", workspace, artifact, tmp_path, domain_id=64)
+    assert [c["name"] for c in result["cases"] if not c["delivered"]] == []
+    for case in result["cases"]:
+        decoded = cv2.imdecode(arrays[f"{case['name']}/sent"], cv2.IMREAD_UNCHANGED)  # what the node must decode
+        np.testing.assert_array_equal(arrays[f"{case['name']}/mask"], segmenter.segment(decoded, "bgr8"),
+                                      err_msg=case["name"])
+        assert case["frame_id"] == case["name"] and case["reply_stamp"] == case["stamp"]
+    assert not result["corrupt_answered"] and result["after_corrupt_delivered"]
+    assert int(result["diagnostics"]["frames_rejected"]) == 1
+    assert result["stop"]["exit_code"] == 0
+    log = (tmp_path / "segmenter.stderr").read_text()
+    assert "skipping image: cannot decode compressed image (format 'jpeg'" in log and "Traceback" not in log
+
+
 def test_sigint_stops_the_node_cleanly(rclpy_run):
     result, _, workdir = rclpy_run
     assert result["stop"]["exit_code"] == 0

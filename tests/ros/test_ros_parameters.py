@@ -117,8 +117,8 @@ def test_rclpy_declares_the_table(tmp_path):
     done = run_in_netns([sys.executable, "-c", DECLARE, str(ROS_NODE)], env, timeout=120)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["startup"] == ("StartupParameters(artifact_path='m.onnx', backend='auto', providers=(), "
-                                 "intra_op_threads=0, warmup_runs=3, diagnostics_period=1.0)")
+    assert result["startup"] == ("StartupParameters(artifact_path='m.onnx', backend='auto', image_transport='raw', "
+                                 "providers=(), intra_op_threads=0, warmup_runs=3, diagnostics_period=1.0)")
     assert result["live"] == ("LiveSettings(publish_mask=True, publish_colored_mask=True, publish_overlay=False, "
                               "overlay_alpha=0.5, color_palette=((1, 2, 3), (4, 5, 6)))")
     assert result["same"] and result["declared"] == sorted(p.name for p in PARAMETERS)
