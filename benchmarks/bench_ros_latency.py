@@ -11,13 +11,21 @@ network namespace on loopback (re-executing itself under `unshare -n`; root need
   * burst at 3x the node's capacity (1 / raw p50): latency must stay bounded (stale frames are
     dropped by the one-slot buffer, not queued), so p95 stays near one or two inference times;
   * soak: a fixed rate for --soak-seconds (default 600) with the node's RSS sampled every few
-    seconds: start, max, end and growth after warm-up.
+    seconds: start, max, end and growth after warm-up;
+  * compressed input (--transport both, the default): a second node with image_transport:=compressed
+    fed the same frame as a JPEG CompressedImage at the same rates, against cv2.imdecode's own p50 on
+    the same bytes in this process: the compressed node's p50 minus the raw node's p50 is what
+    compressed input costs, and should be about one decode.
+
+The camera frame is a procedural driving scene (lix_train.data.synthetic), so its JPEG is as large and
+as costly to decode as a real camera's.
 
 Without --artifact it builds a synthetic ONNX model (a few 3x3 convolutions, LIX conventions) whose
 cost is set by --model-size / --model-layers / --model-channels, so the numbers mean something
 on a CPU. Speed is reported, never asserted.
 
     python benchmarks/bench_ros_latency.py --soak-seconds 60
+    python benchmarks/bench_ros_latency.py --soak-seconds 0 --rates 10 30   # raw and compressed overhead only
     python benchmarks/bench_ros_latency.py --artifact runs/export/student.onnx --soak-seconds 600 --json bench_ros.json
 """
 
@@ -123,12 +131,15 @@ class Client:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CompressedImage, Image
 
-        self.rclpy, self.Image = rclpy, Image
+        self.rclpy, self.Image, self.CompressedImage = rclpy, Image, CompressedImage
         rclpy.init()
         self.node = Node("bench_client")
-        self.pub = self.node.create_publisher(Image, CAMERA, qos_profile_sensor_data)
+        self.pubs = {"raw": self.node.create_publisher(Image, CAMERA, qos_profile_sensor_data),
+                     "compressed": self.node.create_publisher(CompressedImage, CAMERA + "/compressed",
+                                                              qos_profile_sensor_data)}
+        self.pub = self.pubs["raw"]
         self.sent: dict[str, float] = {}
         self.latency: dict[str, float] = {}
         self.node.create_subscription(Image, "/segmenter/mask", self._on_mask,
@@ -152,6 +163,15 @@ class Client:
                          step=image.shape[1] * (image.shape[2] if image.ndim == 3 else 1))
         msg.data = array.array("B", image.tobytes())
         return msg
+
+    def make_compressed(self, jpeg: bytes):
+        msg = self.CompressedImage(format="jpeg")
+        msg.data = array.array("B", jpeg)
+        return msg
+
+    def use(self, transport: str) -> None:
+        """Publish the camera topic (raw) or its compressed twin from now on."""
+        self.pub = self.pubs[transport]
 
     def publish(self, msg, tag: str) -> str:
         frame_id = f"{tag}{self.seq}"
@@ -183,35 +203,78 @@ class Client:
         return {"rate_hz": rate_hz, "sent": len(ids), "delivered": len(delivered), **percentiles(delivered)}
 
 
+def camera_frame(height: int, width: int, encoding: str) -> np.ndarray:
+    """A procedural driving scene at the camera's size in `encoding` (what a JPEG of a real camera looks like)."""
+    import cv2
+
+    from lix_train.data.synthetic import SyntheticConfig, render_frame
+
+    rgb = render_frame(SyntheticConfig(scenes=1, frames=1, height=height, width=width, seed=0), 0, 0).rgb["clone"][
+        "Camera_0"]
+    conversions = {"rgb8": None, "bgr8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGB2RGBA, "bgra8": cv2.COLOR_RGB2BGRA,
+                   "mono8": cv2.COLOR_RGB2GRAY}
+    code = conversions[encoding]
+    out = rgb if code is None else cv2.cvtColor(rgb, code)
+    return np.ascontiguousarray(out if out.ndim == 3 else out[:, :, None])
+
+
+def decode_time(jpeg: bytes, runs: int) -> dict:
+    """cv2.imdecode's own time on these bytes, in this process (what compressed input must add, at best)."""
+    import cv2
+
+    buffer = np.frombuffer(jpeg, np.uint8)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        times.append((time.perf_counter() - start) * 1000)
+    return percentiles(times)
+
+
+def start_node(args, artifact: Path, work: Path, transport: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROS_NODE), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "lix_seg.segmenter", "--ros-args", "-r", f"image:={CAMERA}",
+         "-p", f"artifact_path:={artifact}", "-p", f"intra_op_threads:={args.threads}",
+         "-p", f"image_transport:={transport}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(work / f"node-{transport}.log", "w"))
+
+
+def wait_for_answer(client: Client, node: subprocess.Popen, msg, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    client.latency.clear()
+    while not client.latency:
+        if time.monotonic() > deadline or node.poll() is not None:
+            raise RuntimeError(f"node did not answer; log: {log.read_text()[-2000:]}")
+        client.publish(msg, "warmup")
+        client.spin_until(time.monotonic() + 0.5)
+    client.run_rate(msg, 5.0, 2.0, "warm")
+
+
+def stop(node: subprocess.Popen) -> int:
+    node.send_signal(signal.SIGINT)
+    return node.wait(30)
+
+
 def inner(args) -> dict:
+    import cv2
+
     work = Path(tempfile.mkdtemp(prefix="bench-ros-"))
     if args.artifact:
         artifact = Path(args.artifact)
     else:
         h, w = (int(v) for v in args.model_size.split("x"))
         artifact = synthetic_model(work / "bench.onnx", (h, w), args.model_layers, args.model_channels)
-    rng = np.random.default_rng(0)
-    channels = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}[args.encoding]
-    image = rng.integers(0, 256, (args.height, args.width, channels), dtype=np.uint8)
+    image = camera_frame(args.height, args.width, args.encoding)
     report: dict = {"artifact": str(artifact), "image": f"{args.width}x{args.height} {args.encoding}",
                     "threads": args.threads}
     report["raw"] = raw_backend(artifact, image, args.encoding, args.threads, args.raw_runs)
     capacity_hz = 1000.0 / report["raw"]["segment"]["p50_ms"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROS_NODE), str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    node = subprocess.Popen(
-        [sys.executable, "-m", "lix_seg.segmenter", "--ros-args", "-r", f"image:={CAMERA}",
-         "-p", f"artifact_path:={artifact}", "-p", f"intra_op_threads:={args.threads}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(work / "node.log", "w"))
+    node = start_node(args, artifact, work, "raw")
     client = Client()
     try:
         msg = client.make(image, args.encoding)
-        deadline = time.monotonic() + 60
-        while not client.latency:
-            if time.monotonic() > deadline or node.poll() is not None:
-                raise RuntimeError(f"node did not answer; log: {(work / 'node.log').read_text()[-2000:]}")
-            client.publish(msg, "warmup")
-            client.spin_until(time.monotonic() + 0.5)
-        client.run_rate(msg, 5.0, 2.0, "warm")
+        wait_for_answer(client, node, msg, work / "node-raw.log")
         report["phases"] = []
         for rate in args.rates:
             phase = client.run_rate(msg, rate, args.phase_seconds, f"r{rate:g}_")
@@ -238,12 +301,41 @@ def inner(args) -> dict:
                         rss_growth_after_warmup_mib=rss[-1] - warm, seconds=args.soak_seconds, samples=len(rss))
             report["soak"] = soak
         report["diagnostics_end"] = dict(client.diagnostics)
+        report["node_exit_code"] = stop(node)
+        if args.transport == "both":
+            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if args.encoding == "rgb8" else image
+            jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, args.jpeg_quality])[1].tobytes()
+            report["compressed"] = compressed_phases(args, client, artifact, work, jpeg, report["phases"])
     finally:
+        if node.poll() is None:
+            report["node_exit_code"] = stop(node)
         client.node.destroy_node()
         client.rclpy.try_shutdown()
-        node.send_signal(signal.SIGINT)
-        report["node_exit_code"] = node.wait(30)
     return report
+
+
+def compressed_phases(args, client: Client, artifact: Path, work: Path, jpeg: bytes, raw_phases) -> dict:
+    """The same rates into a node with image_transport:=compressed, each p50 against the raw node's and
+    against cv2.imdecode's own p50 on the same bytes."""
+    out: dict = {"jpeg_bytes": len(jpeg), "jpeg_quality": args.jpeg_quality,
+                 "imdecode": decode_time(jpeg, args.raw_runs * 3)}
+    node = start_node(args, artifact, work, "compressed")
+    client.use("compressed")
+    try:
+        msg = client.make_compressed(jpeg)
+        wait_for_answer(client, node, msg, work / "node-compressed.log")
+        out["phases"] = []
+        for rate, raw in zip(args.rates, raw_phases):
+            phase = client.run_rate(msg, rate, args.phase_seconds, f"c{rate:g}_")
+            extra = phase["p50_ms"] - raw["p50_ms"]
+            phase.update(raw_p50_ms=raw["p50_ms"], overhead_vs_raw_p50_ms=extra,
+                         minus_imdecode_ms=extra - out["imdecode"]["p50_ms"])
+            out["phases"].append(phase)
+        out["diagnostics"] = dict(client.diagnostics)
+    finally:
+        client.use("raw")
+        out["node_exit_code"] = stop(node)
+    return out
 
 
 def overhead(phase: dict, raw: dict, diagnostics: dict) -> dict:
@@ -285,6 +377,15 @@ def print_report(report: dict) -> None:
               f"after warm-up {s['rss_after_warmup_mib']:.1f}, end {s['rss_end_mib']:.1f}, max {s['rss_max_mib']:.1f} "
               f"(growth after warm-up {s['rss_growth_after_warmup_mib']:+.1f} MiB over {s['samples']} samples)")
     print(f"node exit code after SIGINT: {report['node_exit_code']}")
+    if "compressed" in report:
+        c = report["compressed"]
+        print(f"compressed input: JPEG {c['jpeg_bytes'] / 1024:.0f} KiB (quality {c['jpeg_quality']}), "
+              f"cv2.imdecode p50 {c['imdecode']['p50_ms']:.2f} ms in this process")
+        for p in c["phases"]:
+            print(f"  {p['rate_hz']:g} Hz: p50 {p['p50_ms']:.1f} ms (raw node {p['raw_p50_ms']:.1f} ms), "
+                  f"{p['delivered']}/{p['sent']} delivered; compressed - raw = {p['overhead_vs_raw_p50_ms']:+.2f} ms, "
+                  f"that minus imdecode = {p['minus_imdecode_ms']:+.2f} ms")
+        print(f"  compressed node exit code after SIGINT: {c['node_exit_code']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--soak-seconds", type=float, default=600.0, help="soak duration (0: no soak)")
     parser.add_argument("--soak-rate", type=float, default=30.0, help="publish rate during the soak (Hz)")
     parser.add_argument("--rss-every", type=float, default=5.0, help="seconds between RSS samples")
+    parser.add_argument("--transport", default="both", choices=("raw", "both"),
+                        help="both: also run a node with image_transport:=compressed on the same frame as a JPEG")
+    parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the compressed frame")
     parser.add_argument("--json", default=None, help="also write the report as JSON here")
     parser.add_argument("--domain-id", type=int, default=77, help="ROS_DOMAIN_ID inside the namespace")
     return parser
