@@ -46,7 +46,7 @@ from lix_train.config import add_config_arguments, overrides_from_args, resolve
 from lix_train.distillers.config import METHODS
 from lix_train.experiment import PRESETS_DIR, ExperimentConfig
 from lix_train.study import ablations as ablation_sets
-from lix_train.study.tuning import GRIDS, describe_tuned, expand_tuning, load_tuned
+from lix_train.study.tuning import GRIDS, describe_grid, describe_tuned, expand_tuning, load_tuned
 from lix_train.study.grid import (
     BASELINE, DEFAULT_NAMED_ROWS, METHOD_KEY, NAMED_ROWS, SEED_KEY, XZEROS, expand, expand_budgets,
     expand_warm_start, named_row, row_names,
@@ -115,9 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "table).")
     parser.add_argument("--tune", action="append", default=[], metavar="METHOD",
                         help="Tune METHOD instead of running the table (repeatable, or A,B): its grid "
-                             "(lix_train/study/tuning.py: " + "; ".join(
-                                 f"{m}: " + " x ".join(f"{k.split('.', 1)[1]} {{{','.join(map(str, v))}}}"
-                                                       for k, v in grid.items()) for m, grid in GRIDS.items())
+                             "(lix_train/study/tuning.py: " + "; ".join(f"{m}: {describe_grid(m)}" for m in GRIDS)
                              + ") at every seed, each point a run tune-METHOD-POINT-sSEED scored on the val split "
                                "only (eval.score_test false: the test split is never read). Writes OUT/tuning.md "
                                "and tuning.json, best first by mean val mIoU, with the line to copy into "

@@ -28,10 +28,13 @@ TUNED_FILE = Path(__file__).with_name("tuned.yaml")
 TUNE_PREFIX = "tune-"
 REFERENCE = "labels-only"  # the variant label of the tuning table's baseline reference
 
-# method -> {dotted option: values}; the grid is every combination.
-GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
+# method -> {dotted option: values}, the grid being every combination; or a list of such blocks, the grid being
+# their union in order (a block added when a grid's best point sat on its edge, without re-running the rest).
+GRIDS: dict[str, dict[str, tuple[Any, ...]] | list[dict[str, tuple[Any, ...]]]] = {
     "kd": {"distill.kd.temperature": (1.0, 4.0), "distill.lambda_l": (0.5, 1.0, 2.0)},
-    "cwd": {"distill.cwd.temperature": (1.0, 4.0), "distill.lambda_l": (1.0, 3.0, 10.0)},
+    # protocol v2 at seed 0: the best point (T 1, weight 1) sat on the weight's lower edge: the second block
+    "cwd": [{"distill.cwd.temperature": (1.0, 4.0), "distill.lambda_l": (1.0, 3.0, 10.0)},
+            {"distill.cwd.temperature": (1.0,), "distill.lambda_l": (0.3, 0.5)}],
     "dkd": {"distill.dkd.beta": (0.5, 1.0, 2.0, 8.0)},
     "at": {"distill.lambda_f": (0.5, 1.0, 2.0)},
     "mgd": {"distill.lambda_f": (0.5, 1.0, 2.0)},
@@ -58,8 +61,19 @@ def grid_points(method: str) -> list[dict[str, Any]]:
     if method not in GRIDS:
         raise ValueError(f"no tuning grid for method {method!r}; grids: {', '.join(GRIDS)} (add one to GRIDS in "
                          "lix_train/study/tuning.py)")
-    keys, values = zip(*GRIDS[method].items())
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+    blocks = GRIDS[method] if isinstance(GRIDS[method], list) else [GRIDS[method]]
+    points: list[dict[str, Any]] = []
+    for block in blocks:
+        keys, values = zip(*block.items())
+        points += [p for p in (dict(zip(keys, combo)) for combo in itertools.product(*values)) if p not in points]
+    return points
+
+
+def describe_grid(method: str) -> str:
+    """'cwd.temperature {1.0,4.0} x lambda_l {1.0,3.0,10.0} + ...': the grid as --help shows it."""
+    blocks = GRIDS[method] if isinstance(GRIDS[method], list) else [GRIDS[method]]
+    return " + ".join(" x ".join(f"{k.split('.', 1)[1]} {{{','.join(map(str, v))}}}" for k, v in block.items())
+                      for block in blocks)
 
 
 def expand_tuning(methods: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:

@@ -121,10 +121,19 @@ def test_tuning_grids_are_valid_configs_of_options_their_method_reads():
                 assert section in read, (method, key)
 
 
+def test_a_grid_may_be_a_union_of_blocks_whose_first_points_keep_their_names(monkeypatch):
+    monkeypatch.setitem(tuning.GRIDS, "kd", [{"distill.kd.temperature": (1.0, 4.0), "distill.lambda_l": (1.0,)},
+                                             {"distill.kd.temperature": (1.0,), "distill.lambda_l": (0.5, 1.0)}])
+    labels = [tuning.point_label(p) for p in tuning.grid_points("kd")]
+    assert labels == ["temperature1-lambda_l1", "temperature4-lambda_l1", "temperature1-lambda_l0.5"]  # no repeat
+    assert tuning.describe_grid("kd") == ("kd.temperature {1.0,4.0} x lambda_l {1.0} + "
+                                          "kd.temperature {1.0} x lambda_l {0.5,1.0}")
+
+
 def test_tune_plans_val_only_runs_over_the_preset_defaults(tmp_path, capsys):
     lines = _plan_lines(capsys, "--tune", "kd", "--tune", "cwd", "--seeds", "2", "--out", str(tmp_path))
     runs = [name for name in lines if name.startswith("tune-")]
-    assert len(runs) == (1 + 6 + 6) * 2 and "tune-kd-temperature4-lambda_l0.5-s1" in runs
+    assert len(runs) == (1 + 6 + 8) * 2 and "tune-kd-temperature4-lambda_l0.5-s1" in runs
     assert "tune-baseline-s0" in runs and "tune-baseline-s1" in runs  # the val reference at the same seeds
     assert all("(val only)" in lines[n] and "eval.score_test=False" in lines[n] for n in runs)
     assert "tune-cwd-temperature1-lambda_l1-s0" in runs  # the grid, not tuned.yaml, sets cwd's options
