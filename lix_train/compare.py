@@ -26,6 +26,8 @@ Rows and tracks beyond the methods x seeds table:
     --tune METHOD              the method's tuning grid (study/tuning.py GRIDS) at every seed, scored
                                on val only (eval.score_test false: test is never read); writes
                                OUT/tuning.md / tuning.json, best first, and the tuned.yaml line
+    --tune-top K               a screen: with seed 0 finished, seeds 1.. run only each method's K best
+                               seed-0 points; the best is chosen among the points at every seed
     --budgets A,B,...          every row x seed at each student.train.iters: <row>-i<iters>-s<seed>
                                (the preset's budget is the main table); plots/budgets.png
     --warm-start ITERS         warm-<row>-s<seed>: ITERS more iterations from the finished
@@ -37,6 +39,7 @@ Rows and tracks beyond the methods x seeds table:
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -46,7 +49,8 @@ from lix_train.config import add_config_arguments, overrides_from_args, resolve
 from lix_train.distillers.config import METHODS
 from lix_train.experiment import PRESETS_DIR, ExperimentConfig
 from lix_train.study import ablations as ablation_sets
-from lix_train.study.tuning import GRIDS, describe_grid, describe_tuned, expand_tuning, load_tuned
+from lix_train.study.tuning import (GRIDS, describe_grid, describe_tuned, expand_tuning, grid_points, load_tuned,
+                                    tuning_run_name)
 from lix_train.study.grid import (
     BASELINE, DEFAULT_NAMED_ROWS, METHOD_KEY, NAMED_ROWS, SEED_KEY, XZEROS, expand, expand_budgets,
     expand_warm_start, named_row, row_names,
@@ -78,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ExperimentParser(
         prog=PROG, description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         usage="%(prog)s [-h] [--preset NAME] [--config FILE] [--seeds N] [--methods A,B,...] [--ablation NAME ...] "
-              "[--one-seed A,B,...] [--no-control] [--control-seeds N] [--untuned] [--tune METHOD ...] [--budgets A,B,...] [--warm-start ITERS] "
+              "[--one-seed A,B,...] [--no-control] [--control-seeds N] [--untuned] [--tune METHOD ...] [--tune-top K] [--budgets A,B,...] [--warm-start ITERS] "
               "[--warm-seeds N] [--out DIR] "
               "[--results-json PATH] [--jobs N] [--dry-run] [--report-only] [--isolate] [--SECTION.KEY VALUE ...]")
     parser.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
@@ -120,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "only (eval.score_test false: the test split is never read). Writes OUT/tuning.md "
                                "and tuning.json, best first by mean val mIoU, with the line to copy into "
                                f"{TUNED_NAME}.")
+    parser.add_argument("--tune-top", type=int, default=None, metavar="K",
+                        help="With --tune and --seeds N > 1, a screen: seed 0 runs every point (it must be finished "
+                             "in OUT: run --seeds 1 first), seeds 1..N-1 only each method's K best points at seed 0; "
+                             "tuning.md ranks the points carried to every seed first and chooses among them.")
     parser.add_argument("--budgets", default="", metavar="A,B,...",
                         help="Student budgets (student.train.iters): every row x seed at each, in runs "
                              "ROW-iITERS-sSEED; the preset's budget is the main table's runs. Adds a test and a val "
@@ -253,6 +261,21 @@ def print_plan(planned, preset: str, settings: str = "") -> None:
         print(f"{i:4d}. {run.spec.name:<28} {status:<20} teacher {run.teacher_dir.name}  {overrides}")
 
 
+def first_seed_val(runs: Path, methods: list[str], seed: int) -> dict[str, float | None]:
+    """Run name -> val mIoU of every grid point's run at `seed` under `runs` (None while unfinished)."""
+    from lix_train.report import METRICS_FILE
+
+    scores: dict[str, float | None] = {}
+    for method in methods:
+        for point in grid_points(method):
+            name = tuning_run_name(method, point, seed)
+            try:
+                scores[name] = json.loads((runs / name / METRICS_FILE).read_text())["student_val"]["miou"]
+            except (OSError, ValueError, KeyError, TypeError):
+                scores[name] = None
+    return scores
+
+
 def run(args: argparse.Namespace) -> int:
     from lix_train.config import ConfigError
     from lix_train.study.planning import StudySetup, plan
@@ -309,6 +332,9 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], list[str], list[str
         raise UserError("--warm-seeds needs --warm-start ITERS (the track it limits)")
     tune = parse_tune(args.tune)
     budgets = parse_budgets(args.budgets)
+    if args.tune_top is not None and (not tune or args.tune_top < 1):
+        raise UserError(f"--tune-top {args.tune_top}: " + ("needs --tune METHOD (the grids it screens)" if not tune
+                                                           else "need at least one point"))
     if tune:
         extra = [flag for flag, given in (("--budgets", budgets), ("--warm-start", args.warm_start is not None),
                                           ("--ablation", args.ablation), ("--results-json", args.results_json),
@@ -337,7 +363,8 @@ def study_specs(args: argparse.Namespace, setup, methods: list[str], one_seed: l
     chosen, tuned = [], {}
     try:
         if tune:
-            specs = expand_tuning(tune, seeds)
+            first = first_seed_val(setup.out / RUNS_DIR, tune, seeds[0]) if args.tune_top and len(seeds) > 1 else None
+            specs = expand_tuning(tune, seeds, args.tune_top, first)
             settings = ("settings: each tuning point over the preset's defaults (tuned.yaml is not applied); "
                         "val only, the test split is never read")
         else:
@@ -354,7 +381,7 @@ def study_specs(args: argparse.Namespace, setup, methods: list[str], one_seed: l
             settings = ("settings: the preset's defaults (--untuned)" if args.untuned else
                         f"settings: tuned ({TUNED_NAME}): {describe_tuned(tuned)}; the rest at the preset's defaults")
     except ValueError as err:
-        raise UserError(f"--ablation / --methods: {err}") from None
+        raise UserError(f"{'--tune' if tune else '--ablation / --methods'}: {err}") from None
     return specs, chosen, tuned, settings
 
 

@@ -226,7 +226,8 @@ def _warm_table(results: Sequence[RunResult], iters: int, teacher: float | None,
 
 
 def aggregate_tuning(results: Sequence[RunResult], protocol: dict, command: str, commit: str) -> dict:
-    """The tuning table: per method, its grid points best first by mean val mIoU (val only, never test)."""
+    """The tuning table: per method, its grid points best first by mean val mIoU (val only, never test); the
+    points run at more seeds rank first, so a screen's best is chosen among the points carried to every seed."""
     tuning = [r for r in results if r.spec.group == TUNING_GROUP]
     methods: dict[str, dict[str, list[RunResult]]] = {}
     for r in tuning:
@@ -243,7 +244,8 @@ def aggregate_tuning(results: Sequence[RunResult], protocol: dict, command: str,
             rows.append({"point": label, "overrides": overrides, "runs": [r.spec.name for r in runs],
                          "missing": [r.spec.name for r in runs if r.metrics is None],
                          "seeds": [r.spec.seed for r in finished], "val_miou": val, "val_mean": mean, "val_std": std})
-        rows.sort(key=lambda row: (row["val_mean"] is None, -(row["val_mean"] or 0.0)))
+        # more seeds first (a point screened out at the first seed by --tune-top has one), then by mean val mIoU
+        rows.sort(key=lambda row: (row["val_mean"] is None, -len(row["seeds"]), -(row["val_mean"] or 0.0)))
         complete = [row for row in rows if row["val_mean"] is not None and not row["missing"]]
         out[method] = {"rows": rows, "best": complete[0]["overrides"] if complete and len(complete) == len(rows)
                        else None}

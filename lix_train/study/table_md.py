@@ -276,9 +276,16 @@ def format_tuning(tuning: Mapping[str, Any], tuned_file: str = "lix_train/study/
              "Val mIoU in %, mean ± sample std over seeds. The tuning runs never read the test split "
              "(eval.score_test false): there is no test column." +
              (f" Teacher val mIoU: {_pct(tuning['teacher_val_miou'])}." if tuning.get("teacher_val_miou") else "")]
-    reference = tuning["methods"].get(BASELINE, {}).get("rows", [{}])[0].get("val_mean")
+    base_row = tuning["methods"].get(BASELINE, {}).get("rows", [{}])[0]
+    reference = base_row.get("val_mean")
+    base_by_seed = dict(zip(base_row.get("seeds", []), base_row.get("val_miou", [])))
     if reference is not None:
-        lines += ["", f"Reference: the labels-only baseline at the same seeds, val mIoU {_pct(reference)}."]
+        lines += ["", f"Reference: the labels-only baseline at the same seeds, val mIoU {_pct(reference)}; each "
+                      "point's 'vs baseline' is against the baseline's mean at that point's own seeds."]
+    if any(len(row["seeds"]) < len(base_row.get("seeds", [])) for entry in tuning["methods"].values()
+           for row in entry["rows"] if row["val_mean"] is not None):
+        lines += ["", "A screen (--tune-top): every point ran at the first seed, the best of each method at every "
+                      "seed; points at more seeds rank first, and the best is chosen among them."]
     for method, entry in tuning["methods"].items():
         if method == BASELINE:
             continue
@@ -286,8 +293,9 @@ def format_tuning(tuning: Mapping[str, Any], tuned_file: str = "lix_train/study/
         for row in entry["rows"]:
             shown = ", ".join(f"{k}={v}" for k, v in row["overrides"].items())
             per_seed = ", ".join(_pct(v) for v in row["val_miou"]) or "-"
-            delta = ("-" if reference is None or row["val_mean"] is None
-                     else f"{100 * (row['val_mean'] - reference):+.1f}")
+            same = [base_by_seed[seed] for seed in row["seeds"] if seed in base_by_seed]
+            delta = ("-" if row["val_mean"] is None or not row["seeds"] or len(same) != len(row["seeds"])
+                     else f"{100 * (row['val_mean'] - sum(same) / len(same)):+.1f}")
             lines.append(f"| {shown} | {_mean_std(row, 'val_')} | {delta} | {per_seed} |")
         if entry["best"] is not None:
             lines += ["", f"Best on val: copy into {tuned_file} (with this command as its evidence): "

@@ -76,21 +76,48 @@ def describe_grid(method: str) -> str:
                       for block in blocks)
 
 
-def expand_tuning(methods: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
+def tuning_run_name(method: str, point: Mapping[str, Any], seed: int) -> str:
+    """tune-<method>-<point>-s<seed>: the run folder of one grid point at one seed."""
+    return f"{TUNE_PREFIX}{method}-{point_label(point)}-s{seed}"
+
+
+def top_points(method: str, first_seed_val: Mapping[str, float | None], seed: int, top: int) -> list[dict[str, Any]]:
+    """The `top` best grid points of `method` by val mIoU at `seed` (run name -> val mIoU, None if unfinished).
+
+    ValueError names the first unfinished point: the screen must be complete before it can choose."""
+    points = grid_points(method)
+    missing = [tuning_run_name(method, p, seed) for p in points if first_seed_val.get(tuning_run_name(method, p, seed))
+               is None]
+    if missing:
+        raise ValueError(f"{method}: {len(missing)} of {len(points)} points unfinished at seed {seed} (first: "
+                         f"{missing[0]}); finish the screen at that seed first")
+    ranked = sorted(points, key=lambda p: -first_seed_val[tuning_run_name(method, p, seed)])  # stable: GRIDS order on ties
+    return ranked[:top]
+
+
+def expand_tuning(methods: Sequence[str], seeds: Sequence[int], top: int | None = None,
+                  first_seed_val: Mapping[str, float | None] | None = None) -> list[RunSpec]:
     """tune-<method>-<point>-s<seed>: every grid point of every method at every seed, val-only, after
-    the val reference tune-baseline-s<seed>."""
+    the val reference tune-baseline-s<seed>.
+
+    With `top`, a screen: the first seed runs every point, the later seeds only each method's `top`
+    best points at the first seed (`first_seed_val`: run name -> val mIoU of the finished first-seed runs)."""
     _check_seeds(seeds)
     if not methods:
         raise ValueError("nothing to tune: name at least one method")
+    if top is not None and top < 1:
+        raise ValueError(f"top {top}: need at least one point")
     # The val reference every point is read against: the labels-only baseline at the same seeds.
     specs = [RunSpec(f"{TUNE_PREFIX}{BASELINE}-s{s}", TUNING_GROUP, REFERENCE, BASELINE, s,
                      {SCORE_TEST_KEY: False, METHOD_KEY: BASELINE, SEED_KEY: s}, needs_test=False) for s in seeds]
     for method in dict.fromkeys(methods):
+        kept = (grid_points(method) if top is None or len(seeds) == 1
+                else top_points(method, first_seed_val or {}, seeds[0], top))
         for point in grid_points(method):
             label = point_label(point)
-            for s in seeds:
+            for s in (seeds if point in kept else seeds[:1]):
                 overrides = {**point, SCORE_TEST_KEY: False, METHOD_KEY: method, SEED_KEY: s}
-                specs.append(RunSpec(f"{TUNE_PREFIX}{method}-{label}-s{s}", TUNING_GROUP, label, method, s, overrides,
+                specs.append(RunSpec(tuning_run_name(method, point, s), TUNING_GROUP, label, method, s, overrides,
                                      needs_test=False))
     return specs
 

@@ -141,7 +141,54 @@ def test_tune_plans_val_only_runs_over_the_preset_defaults(tmp_path, capsys):
     assert not any(name.startswith(("baseline", "control")) for name in lines)
 
 
+def test_tune_top_carries_each_methods_best_first_seed_points_to_the_later_seeds(tmp_path, capsys):
+    base = ["--tune", "kd", "--seeds", "3", "--tune-top", "2", "--out", str(tmp_path)]
+    assert compare.main(["--preset", "quick", "--dry-run", *base]) == 2  # seed 0 not screened yet: refused
+    err = capsys.readouterr().err
+    assert "--tune: kd: 6 of 6 points unfinished at seed 0" in err and len(err.strip().splitlines()) == 1
+    scores = {"temperature1-lambda_l2": 0.45, "temperature4-lambda_l0.5": 0.47}
+    for point in tuning.grid_points("kd"):
+        run = tmp_path / "runs" / tuning.tuning_run_name("kd", point, 0)
+        run.mkdir(parents=True)
+        miou = scores.get(tuning.point_label(point), 0.40)
+        (run / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": miou}}))
+    lines = _plan_lines(capsys, *base)
+    later = sorted(n for n in lines if n.startswith("tune-kd") and not n.endswith("-s0"))
+    assert later == ["tune-kd-temperature1-lambda_l2-s1", "tune-kd-temperature1-lambda_l2-s2",
+                     "tune-kd-temperature4-lambda_l0.5-s1", "tune-kd-temperature4-lambda_l0.5-s2"]
+    assert sum(n.startswith("tune-kd") and n.endswith("-s0") for n in lines) == 6  # the whole screen at seed 0
+    assert {"tune-baseline-s1", "tune-baseline-s2"} <= set(lines)  # the reference at every seed
+
+
+def test_a_screened_tuning_table_chooses_among_the_points_at_every_seed():
+    val = {0: 0.50, 1: 0.41, 2: 0.42}  # the best at seed 0 (temperature1-lambda_l0.5) fades at the later seeds
+    first = {tuning.tuning_run_name("kd", p, 0): (0.45 if tuning.point_label(p) == "temperature4-lambda_l2" else
+                                                  0.40) for p in tuning.grid_points("kd")}
+    first["tune-kd-temperature1-lambda_l0.5-s0"] = val[0]
+    first["tune-kd-temperature4-lambda_l1-s0"] = 0.48  # second at seed 0: carried with the first
+    specs = tuning.expand_tuning(["kd"], [0, 1, 2], top=2, first_seed_val=first)
+    assert {s.variant for s in specs if s.seed == 2 and s.method == "kd"} == {"temperature1-lambda_l0.5",
+                                                                             "temperature4-lambda_l1"}
+    own = {"temperature4-lambda_l1": {0: 0.48, 1: 0.46, 2: 0.47}, "temperature1-lambda_l0.5": val}
+    base = {0: 0.40, 1: 0.38, 2: 0.39}
+    results = [RunResult(s, _metrics(None, base[s.seed] if s.method == "baseline" else
+                                     own.get(s.variant, {}).get(s.seed, first.get(s.name, 0.0)))) for s in specs]
+    table = aggregate_tuning(results, {}, "c", "c")
+    rows = table["methods"]["kd"]["rows"]
+    assert [len(r["seeds"]) for r in rows] == [3, 3, 1, 1, 1, 1]  # carried points first, each group best first
+    assert rows[0]["point"] == "temperature4-lambda_l1" and rows[2]["point"] == "temperature4-lambda_l2"
+    assert table["methods"]["kd"]["best"] == {"distill.kd.temperature": 4.0, "distill.lambda_l": 1.0}
+    md = format_tuning(table)
+    assert "A screen (--tune-top)" in md
+    assert "| distill.kd.temperature=4.0, distill.lambda_l=2.0 | 45.0 | +5.0 | 45.0 |" in md  # vs seed 0's 40.0
+    assert "| distill.kd.temperature=4.0, distill.lambda_l=1.0 | 47.0 ± 1.0 | +8.0 | 48.0, 46.0, 47.0 |" in md
+    with pytest.raises(ValueError, match="need at least one point"):
+        tuning.expand_tuning(["kd"], [0, 1], top=0, first_seed_val=first)
+
+
 @pytest.mark.parametrize("extra, message", [
+    (["--tune-top", "2"], "--tune-top 2: needs --tune METHOD"),
+    (["--tune", "kd", "--tune-top", "0"], "--tune-top 0: need at least one point"),
     (["--tune", "fancy"], "--tune: unknown method 'fancy'"),
     (["--tune", "baseline"], "no tuning grid"),
     (["--tune", "kd", "--budgets", "2,3"], "run --budgets in a call of its own"),
