@@ -30,6 +30,8 @@ Rows and tracks beyond the methods x seeds table:
                                seed-0 points; the best is chosen among the points at every seed
     --budgets A,B,...          every row x seed at each student.train.iters: <row>-i<iters>-s<seed>
                                (the preset's budget is the main table); plots/budgets.png
+    --only-budget ITERS        train only that budget's runs now (the short one first), tables of
+                               what is finished; the same command without it trains the rest
     --warm-start ITERS         warm-<row>-s<seed>: ITERS more iterations from the finished
                                baseline-s<seed> student (student.train.init_from), the baseline row
                                continuing with labels only as the control; plots/warm_start.png
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ExperimentParser(
         prog=PROG, description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         usage="%(prog)s [-h] [--preset NAME] [--config FILE] [--seeds N] [--methods A,B,...] [--ablation NAME ...] "
-              "[--one-seed A,B,...] [--no-control] [--control-seeds N] [--untuned] [--tune METHOD ...] [--tune-top K] [--budgets A,B,...] [--warm-start ITERS] "
+              "[--one-seed A,B,...] [--no-control] [--control-seeds N] [--untuned] [--tune METHOD ...] [--tune-top K] [--budgets A,B,...] [--only-budget ITERS] [--warm-start ITERS] "
               "[--warm-seeds N] [--out DIR] "
               "[--results-json PATH] [--jobs N] [--dry-run] [--report-only] [--isolate] [--SECTION.KEY VALUE ...]")
     parser.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
@@ -132,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Student budgets (student.train.iters): every row x seed at each, in runs "
                              "ROW-iITERS-sSEED; the preset's budget is the main table's runs. Adds a test and a val "
                              "column per budget to the table and plots/budgets.png.")
+    parser.add_argument("--only-budget", type=int, default=None, metavar="ITERS",
+                        help="Train only the runs at this one of --budgets (and the teachers they read, the "
+                             "control's included) and write the tables of what is finished: a long study in "
+                             "steps, the short budget first; the same command without it trains the rest.")
     parser.add_argument("--warm-start", type=int, default=None, metavar="ITERS",
                         help="Warm-start track: for every row and seed, a run warm-ROW-sSEED that starts from the "
                              "finished baseline-sSEED student of this study (student.train.init_from, fresh "
@@ -261,6 +267,12 @@ def print_plan(planned, preset: str, settings: str = "") -> None:
         print(f"{i:4d}. {run.spec.name:<28} {status:<20} teacher {run.teacher_dir.name}  {overrides}")
 
 
+def at_budget(planned: list, iters: int) -> list:
+    """--only-budget: the student runs trained for `iters` iterations from scratch (not the warm-start track,
+    which starts from the main table's baselines) and the teacher-only runs (the control)."""
+    return [p for p in planned if p.spec.teacher_only or (p.cfg.student.train.iters == iters and not p.spec.after)]
+
+
 def first_seed_val(runs: Path, methods: list[str], seed: int) -> dict[str, float | None]:
     """Run name -> val mIoU of every grid point's run at `seed` under `runs` (None while unfinished)."""
     from lix_train.report import METRICS_FILE
@@ -297,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--report-only: no finished runs of this study under {out}; run it first (without "
                         "--report-only)")
     if not args.report_only:
-        execute(planned, setup)
+        execute(planned if args.only_budget is None else at_budget(planned, args.only_budget), setup)
     if tune:
         report_tuning(planned, args, out)
     else:
@@ -332,6 +344,8 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], list[str], list[str
         raise UserError("--warm-seeds needs --warm-start ITERS (the track it limits)")
     tune = parse_tune(args.tune)
     budgets = parse_budgets(args.budgets)
+    if args.only_budget is not None and args.only_budget not in budgets:
+        raise UserError(f"--only-budget {args.only_budget}: not one of --budgets ({args.budgets or 'none given'})")
     if args.tune_top is not None and (not tune or args.tune_top < 1):
         raise UserError(f"--tune-top {args.tune_top}: " + ("needs --tune METHOD (the grids it screens)" if not tune
                                                            else "need at least one point"))

@@ -188,6 +188,7 @@ def test_a_screened_tuning_table_chooses_among_the_points_at_every_seed():
 
 @pytest.mark.parametrize("extra, message", [
     (["--tune-top", "2"], "--tune-top 2: needs --tune METHOD"),
+    (["--budgets", "2,3", "--only-budget", "5"], "--only-budget 5: not one of --budgets (2,3)"),
     (["--tune", "kd", "--tune-top", "0"], "--tune-top 0: need at least one point"),
     (["--tune", "fancy"], "--tune: unknown method 'fancy'"),
     (["--tune", "baseline"], "no tuning grid"),
@@ -607,7 +608,11 @@ def test_a_study_with_budgets_warm_start_and_lix_xzeros(tiny, capsys):
     out, copy = base / "study", base / "elsewhere" / "results.json"
     argv = ["--preset", "quick", "--config", str(config), "--seeds", "1", "--methods", "baseline,kd,lix_xzeros",
             "--budgets", "2,3", "--warm-start", "1", "--out", str(out), "--results-json", str(copy)]
-    assert compare.main(argv) == 0
+    assert compare.main([*argv, "--only-budget", "3"]) == 0  # a study in steps: one budget first
+    assert all((out / "runs" / n / "metrics.json").is_file() for n in ("kd-i3-s0", "lix_xzeros-i3-s0", "control-zero_x"))
+    assert not any((out / "runs" / n).exists() for n in ("kd-s0", "baseline-s0", "warm-kd-s0"))
+    assert "kd-s0" in json.loads((out / "table.json").read_text())["missing"]
+    assert compare.main(argv) == 0  # the same command without it trains the rest
     names = ["baseline-s0", "kd-s0", "lix_xzeros-s0", "baseline-i3-s0", "kd-i3-s0", "lix_xzeros-i3-s0",
              "warm-baseline-s0", "warm-kd-s0", "warm-lix_xzeros-s0", "control-zero_x"]
     assert all((out / "runs" / n / "metrics.json").is_file() for n in names)
