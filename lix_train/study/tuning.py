@@ -41,7 +41,9 @@ GRIDS: dict[str, dict[str, tuple[Any, ...]] | list[dict[str, tuple[Any, ...]]]] 
     "aux_x": {"distill.lambda_f": (0.3, 1.0, 3.0)},
     "dwld": {"distill.dwld.gate": ("correct", "none"), "distill.lambda_l": (0.5, 1.0)},
     "arfd": {"distill.lambda_f": (1.0, 3.0)},
-    "halluc": {"distill.halluc.target": ("x_branch", "fused"), "distill.lambda_f": (0.5, 1.0, 2.0)},
+    # protocol v2 at seed 0: the best point (fused, weight 2) sat on the weight's upper edge: the second block
+    "halluc": [{"distill.halluc.target": ("x_branch", "fused"), "distill.lambda_f": (0.5, 1.0, 2.0)},
+               {"distill.halluc.target": ("fused",), "distill.lambda_f": (4.0,)}],
     # the first study: less logit loss was monotonically better, lambda_F flat
     "lix": {"distill.lambda_l": (0.25, 0.5, 1.0), "distill.lambda_f": (1.0, 3.0)},
 }
