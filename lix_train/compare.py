@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                              + ") at every seed, each point a run tune-METHOD-POINT-sSEED scored on the val split "
                                "only (eval.score_test false: the test split is never read). Writes OUT/tuning.md "
                                "and tuning.json, best first by mean val mIoU, with the line to copy into "
-                               f"{TUNED_NAME}.")
+                               f"{TUNED_NAME}. A later table run in the same OUT with a point's config and seed "
+                               "starts from its final checkpoint and only scores.")
     parser.add_argument("--tune-top", type=int, default=None, metavar="K",
                         help="With --tune and --seeds N > 1, a screen: seed 0 runs every point (it must be finished "
                              "in OUT: run --seeds 1 first), seeds 1..N-1 only each method's K best points at seed 0; "
@@ -236,6 +237,8 @@ def _status(run) -> str:
 
     if run.same_as:
         return f"same as {run.same_as}"
+    if not run.done and run.trained_in:
+        return f"to score (trained in {run.trained_in})"
     if not run.done:
         return "to run" + (f" after {','.join(run.spec.after)}" if run.spec.after else "")
     try:

@@ -9,7 +9,8 @@ to DIR/study_options.yaml so the command can be rerun by hand); a teacher-only r
 Two specs that resolve to the same config (an ablation's default variant and the main run of its
 method) share one run, and a finished run of another study in the same OUT with the same config
 serves a spec that is not finished yet. A run that needs test scores is not finished by a
-val-only metrics.json (eval.score_test false).
+val-only metrics.json (eval.score_test false); when its only twin is such a val-only run (a
+tuning point), the twin's final checkpoint seeds its folder and the run only scores.
 
 Every student run shares the main table's data, network, schedule and scoring, except for what
 its spec says it varies (a budget's student.train.iters; a warm start's iterations and
@@ -20,7 +21,9 @@ compared on what a run depends on: of the distill section, only what its method 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,6 +32,8 @@ import yaml
 
 from lix_train.cli import UserError
 from lix_train.config import ConfigError, merge, read_yaml, resolve, to_dict
+from lix_train.engine.checkpoint import LATEST as LATEST_CHECKPOINT
+from lix_train.engine.trainer import CHECKPOINT_DIR
 from lix_train.experiment import NOT_RESULT_AFFECTING, PRESETS_DIR, ExperimentConfig, load_stored_config, teacher_hash
 from lix_train.report import METRICS_FILE
 from lix_train.study.grid import RunSpec, nest
@@ -63,6 +68,9 @@ class PlannedRun:
     run_dir: Path
     teacher_dir: Path
     same_as: str | None = None  # another spec's (or study's) folder with an identical config serves this one
+    # a finished val-only run of this study's OUT with an identical config: its final checkpoint seeds this run's
+    # folder, so the run only scores test (the same weights: training is deterministic) instead of training again
+    trained_in: str | None = None
 
     @property
     def done(self) -> bool:
@@ -121,11 +129,12 @@ def plan(specs: Sequence[RunSpec], setup: StudySetup) -> list[PlannedRun]:
     for spec, _, _, key in resolved:
         if key not in primary_of or (spec.name in finished and primary_of[key] not in finished):
             primary_of[key] = spec.name
-    _reuse_other_folders(resolved, primary_of, finished, setup)
+    trained_in = _reuse_other_folders(resolved, primary_of, finished, setup)
     planned = []
     for spec, cfg, teacher_dir, key in resolved:
         same_as = None if primary_of[key] == spec.name else primary_of[key]
-        planned.append(PlannedRun(spec, cfg, setup.out / RUNS_DIR / (same_as or spec.name), teacher_dir, same_as))
+        planned.append(PlannedRun(spec, cfg, setup.out / RUNS_DIR / (same_as or spec.name), teacher_dir, same_as,
+                                  None if same_as else trained_in.get(spec.name)))
     check_same_protocol([p for p in planned if not p.spec.teacher_only])
     check_dependencies(planned)
     return planned
@@ -137,27 +146,53 @@ def _identity(cfg: ExperimentConfig, teacher_only: bool, teacher_dir: Path) -> s
     return json.dumps(compared_config(to_dict(cfg)), sort_keys=True, default=str)
 
 
-def _reuse_other_folders(resolved: list, primary_of: dict[str, str], finished: set[str], setup: StudySetup) -> None:
+def _reuse_other_folders(resolved: list, primary_of: dict[str, str], finished: set[str],
+                         setup: StudySetup) -> dict[str, str]:
     """Serve an unfinished config from a finished run of another study in the same OUT with the same config.
 
     E.g. a val-only study at 3 seeds reuses the seed-0 runs of `--tune` whose point it repeats:
     the same config and seed train the same network, so training it again would only cost hours.
     A run that another run starts from (a warm start's baseline) keeps its own folder, since
-    those read its student.pt by name. Updates `primary_of` in place.
+    those read its student.pt by name. Updates `primary_of` in place. A run that needs a test
+    score and finds only a val-only twin (a tuning point) is trained there: returns {its name:
+    the twin's folder}, whose final checkpoint seeds its own folder (`seed_trained_runs`).
     """
     starts_from = {name for spec, *_ in resolved for name in spec.after}
     wanted = {key: (spec, cfg) for spec, cfg, _, key in resolved if not spec.teacher_only
-              and primary_of[key] not in finished and spec.name not in starts_from and primary_of[key] == spec.name}
+              and primary_of[key] not in finished and primary_of[key] == spec.name}
     if not wanted:
-        return
+        return {}
     taken = {spec.name for spec, *_ in resolved}
     others = _finished_elsewhere(setup.out / RUNS_DIR, taken)
+    trained_in: dict[str, str] = {}
     for key, (spec, cfg) in wanted.items():
         new = compared_config(_as_stored(cfg))
-        for name, stored in others:
-            if is_finished(setup.out / RUNS_DIR / name, spec.needs_test) and not config_differences(stored, new):
-                primary_of[key] = name
-                break
+        twins = [name for name, stored in others if not config_differences(stored, new)]
+        serving = [name for name in twins if is_finished(setup.out / RUNS_DIR / name, spec.needs_test)]
+        if serving and spec.name not in starts_from:
+            primary_of[key] = serving[0]
+        elif twins and (setup.out / RUNS_DIR / twins[0] / CHECKPOINT_DIR / LATEST_CHECKPOINT).is_file():
+            trained_in[spec.name] = twins[0]
+    return trained_in
+
+
+def seed_trained_runs(planned: Sequence[PlannedRun], runs: Path) -> list[PlannedRun]:
+    """Copy each pending run's twin's final checkpoint (and its curves) into the run's own empty folder, where
+    distill continues it: nothing left to train, it writes student.pt and scores test and val. Returns them."""
+    seeded = []
+    for run in planned:
+        target = run.run_dir / CHECKPOINT_DIR / LATEST_CHECKPOINT
+        if run.trained_in is None or run.same_as or run.done or target.exists():
+            continue
+        source = runs / run.trained_in
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for name in (f"{CHECKPOINT_DIR}/{LATEST_CHECKPOINT}", "train.csv", "eval.csv"):
+            if (source / name).is_file():
+                tmp = run.run_dir / f"{name}.seeding"
+                shutil.copyfile(source / name, tmp)
+                os.replace(tmp, run.run_dir / name)  # atomic: a half-copied checkpoint is never resumed
+        seeded.append(run)
+    return seeded
 
 
 def _finished_elsewhere(runs: Path, taken: set[str]) -> list[tuple[str, dict]]:

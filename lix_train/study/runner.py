@@ -35,7 +35,7 @@ from lix_train.cli import UserError
 from lix_train.report import METRICS_FILE, write_text
 from lix_train.study.parallel import Job, run_jobs
 from lix_train.study.planning import (
-    DISTILL, RUNS_DIR, TRAIN_TEACHER, PlannedRun, StudySetup, check_finished_run, run_options,
+    DISTILL, RUNS_DIR, TRAIN_TEACHER, PlannedRun, StudySetup, check_finished_run, run_options, seed_trained_runs,
 )
 from lix_train.study.records import load_metrics, record_teacher_run, teacher_complete
 
@@ -157,8 +157,14 @@ def execute(planned: Sequence[PlannedRun], setup: StudySetup,
         check_finished_run(run)
     pending = [r for r in primaries if not r.done]
     counts = {"ran": len(pending), "skipped": len(finished), "shared": len(planned) - len(primaries)}
+    seeded = seed_trained_runs(pending, setup.out / RUNS_DIR)
+    scored_only = sum(1 for r in pending if r.trained_in)
     say(f"compare: {len(planned)} runs planned: {counts['skipped']} finished earlier (skipped), {counts['shared']} "
-        f"served by an identical run, {len(pending)} to do; folders under {setup.out / RUNS_DIR}")
+        f"served by an identical run, {len(pending)} to do"
+        + (f" ({scored_only} of them trained earlier by an identical run: only scored here)" if scored_only else "")
+        + f"; folders under {setup.out / RUNS_DIR}")
+    for run in seeded:
+        say(f"compare: {run.spec.name} starts from the final checkpoint of {run.trained_in} (the same config and seed)")
     ensure_teachers(pending, setup, say)
     students = [r for r in pending if not r.spec.teacher_only]
     # runs that start from others' results (warm starts) go last: the second phase with --jobs N

@@ -680,6 +680,25 @@ def test_tuning_never_scores_test_and_names_what_to_copy(tiny, capsys, monkeypat
     # a main-table run must not take a val-only result for its own: the same config, scored on test
     assert not is_finished(out / "runs" / "tune-kd-lambda_l0.5-s0", needs_test=True)
 
+    # ... but it need not train again: the twin's final checkpoint seeds its folder and it only scores
+    main = ["--preset", "quick", "--config", str(config), "--seeds", "1", "--methods", "baseline,kd", "--no-control",
+            "--distill.lambda_l", "2.0", "--out", str(out)]
+    assert compare.main([*main, "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert "to score (trained in tune-kd-lambda_l2-s0)" in said and "to score (trained in tune-baseline-s0)" in said
+    tuned_weights = torch.load(out / "runs" / "tune-kd-lambda_l2-s0" / "student.pt", weights_only=False)["model"]
+    assert compare.main(main) == 0
+    said = capsys.readouterr().out
+    assert "2 of them trained earlier by an identical run: only scored here" in said
+    scored, twin = _load(out, "kd-s0"), _load(out, "tune-kd-lambda_l2-s0")
+    assert scored["split"] == "test" and 0 <= scored["student"]["miou"] <= 1
+    assert scored["student_val"]["miou"] == twin["student_val"]["miou"]  # the same network
+    weights = torch.load(out / "runs" / "kd-s0" / "student.pt", weights_only=False)["model"]
+    assert all(torch.equal(weights[k], tuned_weights[k]) for k in tuned_weights)
+    assert (out / "runs" / "kd-s0" / "train.csv").read_text() == \
+        (out / "runs" / "tune-kd-lambda_l2-s0" / "train.csv").read_text()  # no iteration trained again
+    assert _load(out, "tune-kd-lambda_l2-s0") == twin and twin["split"] == "val"  # the twin is left as it was
+
 
 # --- the GPU study script ------------------------------------------------------------------------------
 
