@@ -35,7 +35,8 @@ GRIDS: dict[str, dict[str, tuple[Any, ...]] | list[dict[str, tuple[Any, ...]]]] 
     # protocol v2 at seed 0: the best point (T 1, weight 1) sat on the weight's lower edge: the second block
     "cwd": [{"distill.cwd.temperature": (1.0, 4.0), "distill.lambda_l": (1.0, 3.0, 10.0)},
             {"distill.cwd.temperature": (1.0,), "distill.lambda_l": (0.3, 0.5)}],
-    "dkd": {"distill.dkd.beta": (0.5, 1.0, 2.0, 8.0)},
+    # protocol v2 at seed 0: val fell monotonically with beta (0.5 best, the lower edge): the second block
+    "dkd": [{"distill.dkd.beta": (0.5, 1.0, 2.0, 8.0)}, {"distill.dkd.beta": (0.1, 0.25)}],
     "at": {"distill.lambda_f": (0.5, 1.0, 2.0)},
     "mgd": {"distill.lambda_f": (0.5, 1.0, 2.0)},
     "aux_x": {"distill.lambda_f": (0.3, 1.0, 3.0)},
