@@ -40,8 +40,11 @@ GRIDS: dict[str, dict[str, tuple[Any, ...]] | list[dict[str, tuple[Any, ...]]]] 
     "at": {"distill.lambda_f": (0.5, 1.0, 2.0)},
     "mgd": {"distill.lambda_f": (0.5, 1.0, 2.0)},
     "aux_x": {"distill.lambda_f": (0.3, 1.0, 3.0)},
-    "dwld": {"distill.dwld.gate": ("correct", "none"), "distill.lambda_l": (0.5, 1.0)},
-    "arfd": {"distill.lambda_f": (1.0, 3.0)},
+    # protocol v2 at seed 0: the best point (gate none, weight 0.5: 48.3) sat on the weight's lower edge
+    "dwld": [{"distill.dwld.gate": ("correct", "none"), "distill.lambda_l": (0.5, 1.0)},
+             {"distill.dwld.gate": ("none",), "distill.lambda_l": (0.25,)}],
+    # protocol v2 at seed 0: weight 1 (46.2) beat 3 (45.2), the lower edge: the second block
+    "arfd": [{"distill.lambda_f": (1.0, 3.0)}, {"distill.lambda_f": (0.3,)}],
     # protocol v2 at seed 0: the best point (fused, weight 2) sat on the weight's upper edge: the second block
     "halluc": [{"distill.halluc.target": ("x_branch", "fused"), "distill.lambda_f": (0.5, 1.0, 2.0)},
                {"distill.halluc.target": ("fused",), "distill.lambda_f": (4.0,)}],
