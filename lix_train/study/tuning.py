@@ -49,7 +49,9 @@ GRIDS: dict[str, dict[str, tuple[Any, ...]] | list[dict[str, tuple[Any, ...]]]] 
     "halluc": [{"distill.halluc.target": ("x_branch", "fused"), "distill.lambda_f": (0.5, 1.0, 2.0)},
                {"distill.halluc.target": ("fused",), "distill.lambda_f": (4.0,)}],
     # the first study: less logit loss was monotonically better, lambda_F flat
-    "lix": {"distill.lambda_l": (0.25, 0.5, 1.0), "distill.lambda_f": (1.0, 3.0)},
+    # protocol v2 at seed 0: feature weight 1 beat 3 at every logit weight, the lower edge: the second block
+    "lix": [{"distill.lambda_l": (0.25, 0.5, 1.0), "distill.lambda_f": (1.0, 3.0)},
+            {"distill.lambda_l": (0.5, 1.0), "distill.lambda_f": (0.3,)}],
 }
 
 
