@@ -68,8 +68,9 @@ class PlannedRun:
     run_dir: Path
     teacher_dir: Path
     same_as: str | None = None  # another spec's (or study's) folder with an identical config serves this one
-    # a finished val-only run of this study's OUT with an identical config: its final checkpoint seeds this run's
-    # folder, so the run only scores test (the same weights: training is deterministic) instead of training again
+    # a finished run of this study's OUT with an identical config that cannot serve this one (val only, or this run
+    # needs a folder of its own): its final checkpoint seeds this run's folder, so the run only scores (the same
+    # weights: training is deterministic) instead of training again
     trained_in: str | None = None
 
     @property
@@ -153,9 +154,10 @@ def _reuse_other_folders(resolved: list, primary_of: dict[str, str], finished: s
     E.g. a val-only study at 3 seeds reuses the seed-0 runs of `--tune` whose point it repeats:
     the same config and seed train the same network, so training it again would only cost hours.
     A run that another run starts from (a warm start's baseline) keeps its own folder, since
-    those read its student.pt by name. Updates `primary_of` in place. A run that needs a test
-    score and finds only a val-only twin (a tuning point) is trained there: returns {its name:
-    the twin's folder}, whose final checkpoint seeds its own folder (`seed_trained_runs`).
+    those read its student.pt by name. Updates `primary_of` in place. A twin that cannot serve
+    (a val-only tuning point for a run that needs test, or any twin of a run that keeps its own
+    folder) was still trained with the same weights: returns {run name: that twin's folder},
+    whose final checkpoint seeds the run's own folder (`seed_trained_runs`).
     """
     starts_from = {name for spec, *_ in resolved for name in spec.after}
     wanted = {key: (spec, cfg) for spec, cfg, _, key in resolved if not spec.teacher_only
@@ -171,8 +173,11 @@ def _reuse_other_folders(resolved: list, primary_of: dict[str, str], finished: s
         serving = [name for name in twins if is_finished(setup.out / RUNS_DIR / name, spec.needs_test)]
         if serving and spec.name not in starts_from:
             primary_of[key] = serving[0]
-        elif twins and (setup.out / RUNS_DIR / twins[0] / CHECKPOINT_DIR / LATEST_CHECKPOINT).is_file():
-            trained_in[spec.name] = twins[0]
+        else:
+            runs = setup.out / RUNS_DIR
+            with_weights = [name for name in twins if (runs / name / CHECKPOINT_DIR / LATEST_CHECKPOINT).is_file()]
+            if with_weights:
+                trained_in[spec.name] = with_weights[0]
     return trained_in
 
 

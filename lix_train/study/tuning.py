@@ -64,14 +64,19 @@ def point_label(point: Mapping[str, Any]) -> str:
     return "-".join(f"{key.rsplit('.', 1)[-1]}{_value_text(value)}" for key, value in point.items())
 
 
+def _blocks(method: str) -> list[dict[str, tuple[Any, ...]]]:
+    """The method's grid as a list of blocks (a plain grid is one block)."""
+    grid = GRIDS[method]
+    return grid if isinstance(grid, list) else [grid]
+
+
 def grid_points(method: str) -> list[dict[str, Any]]:
     """Every combination of the method's grid, in GRIDS order; ValueError for a method without a grid."""
     if method not in GRIDS:
         raise ValueError(f"no tuning grid for method {method!r}; grids: {', '.join(GRIDS)} (add one to GRIDS in "
                          "lix_train/study/tuning.py)")
-    blocks = GRIDS[method] if isinstance(GRIDS[method], list) else [GRIDS[method]]
     points: list[dict[str, Any]] = []
-    for block in blocks:
+    for block in _blocks(method):
         keys, values = zip(*block.items())
         points += [p for p in (dict(zip(keys, combo)) for combo in itertools.product(*values)) if p not in points]
     return points
@@ -79,9 +84,8 @@ def grid_points(method: str) -> list[dict[str, Any]]:
 
 def describe_grid(method: str) -> str:
     """'cwd.temperature {1.0,4.0} x lambda_l {1.0,3.0,10.0} + ...': the grid as --help shows it."""
-    blocks = GRIDS[method] if isinstance(GRIDS[method], list) else [GRIDS[method]]
     return " + ".join(" x ".join(f"{k.split('.', 1)[1]} {{{','.join(map(str, v))}}}" for k, v in block.items())
-                      for block in blocks)
+                      for block in _blocks(method))
 
 
 def tuning_run_name(method: str, point: Mapping[str, Any], seed: int) -> str:
@@ -94,13 +98,13 @@ def top_points(method: str, first_seed_val: Mapping[str, float | None], seed: in
 
     ValueError names the first unfinished point: the screen must be complete before it can choose."""
     points = grid_points(method)
-    missing = [tuning_run_name(method, p, seed) for p in points if first_seed_val.get(tuning_run_name(method, p, seed))
-               is None]
+    scores = [first_seed_val.get(tuning_run_name(method, p, seed)) for p in points]
+    missing = [tuning_run_name(method, p, seed) for p, score in zip(points, scores) if score is None]
     if missing:
         raise ValueError(f"{method}: {len(missing)} of {len(points)} points unfinished at seed {seed} (first: "
                          f"{missing[0]}); finish the screen at that seed first")
-    ranked = sorted(points, key=lambda p: -first_seed_val[tuning_run_name(method, p, seed)])  # stable: GRIDS order on ties
-    return ranked[:top]
+    order = sorted(range(len(points)), key=lambda i: -scores[i])  # stable: GRIDS order on ties
+    return [points[i] for i in order[:top]]
 
 
 def expand_tuning(methods: Sequence[str], seeds: Sequence[int], top: int | None = None,
