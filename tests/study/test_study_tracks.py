@@ -254,15 +254,16 @@ def test_score_test_is_bookkeeping_for_continuing_runs_but_not_for_the_teacher_s
 # --- budgets and warm start: planning --------------------------------------------------------------
 
 def test_budgets_keep_the_preset_budget_as_the_main_runs_and_vary_only_iters(tmp_path):
-    specs = expand_budgets(["baseline", "lix_xzeros"], [0, 1], [250, 500, 1000], preset_iters=500)
+    quick_iters = resolve_base(StudySetup(preset="quick", out=tmp_path)).student.train.iters
+    specs = expand_budgets(["baseline", "lix_xzeros"], [0, 1], [250, quick_iters, 1000], preset_iters=quick_iters)
     assert [s.name for s in specs][:4] == ["baseline-i250-s0", "baseline-i250-s1", "lix_xzeros-i250-s0",
                                            "lix_xzeros-i250-s1"]
-    assert not any("-i500-" in s.name for s in specs) and len(specs) == 8
+    assert not any(f"-i{quick_iters}-" in s.name for s in specs) and len(specs) == 8
     assert specs[2].overrides["data.zero_x"] is True and specs[2].label == "lix_xzeros" and specs[2].method == "lix"
     main = expand(["baseline", "lix_xzeros"], [0, 1])
     planned = {p.spec.name: p for p in plan(main + specs, StudySetup(preset="quick", out=tmp_path))}
     assert planned["baseline-i1000-s1"].cfg.student.train.iters == 1000
-    assert planned["baseline-s1"].cfg.student.train.iters == 500  # the quick preset's budget
+    assert planned["baseline-s1"].cfg.student.train.iters == quick_iters  # the quick preset's budget
     assert planned["lix_xzeros-s0"].teacher_dir != planned["baseline-s0"].teacher_dir  # the X = zeros teacher
     # only a budget run may change the student's iterations
     rogue = RunSpec("rogue-s0", "methods", "", "baseline", 0, {**main[0].overrides, ITERS_KEY: 70})
