@@ -424,10 +424,10 @@ def report(planned, chosen, args: argparse.Namespace, out: Path, tuned: dict | N
     reference = next((p for p in students if p.spec.group == "methods"), students[0] if students else planned[0])
     sample = next((r.metrics for r in results if r.metrics and "test_frames" in r.metrics), None)
     protocol = protocol_of(reference.cfg, args.preset, list(range(args.seeds)), sample)
-    table = aggregate(results, chosen, protocol, _command(args), git_commit(), tuned=tuned, untuned=args.untuned,
-                      budgets=budgets or (), warm_iters=args.warm_start)
-    md, js = write_tables(out, table)
     default_method = next(f.default for f in dataclasses.fields(DistillConfig) if f.name == "method")
+    table = aggregate(results, chosen, protocol, _command(args), git_commit(), tuned=tuned, untuned=args.untuned,
+                      budgets=budgets or (), warm_iters=args.warm_start, default_method=default_method)
+    md, js = write_tables(out, table)
     summary = results_json(table, default_method)
     written = [write_json(out / RESULTS_JSON, summary)]
     if args.results_json is not None:

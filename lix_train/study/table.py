@@ -82,6 +82,22 @@ def geometry_classes(teacher: Mapping[str, float | None], baseline: Mapping[str,
 
 # --- aggregation -------------------------------------------------------------------------------
 
+def val_choice(rows: Sequence[Mapping[str, Any]], exclude: set[str] | frozenset[str] = frozenset()) -> dict | None:
+    """The distiller the evidence makes the default: the best mean val mIoU among the rows scored on val at
+    the most seeds any row has (a one-seed row cannot win on luck), `exclude`d rows (the baseline, named
+    rows such as X = zeros twins or the wide student) left out. Test is never read here. None without a
+    candidate; `runner_up` / `margin` say how close the next one came."""
+    candidates = [r for r in rows if r["method"] not in exclude and r.get("val_mean") is not None]
+    if not candidates:
+        return None
+    most = max(len(r["val_seeds"]) for r in candidates)
+    full = sorted((r for r in candidates if len(r["val_seeds"]) == most), key=lambda r: -r["val_mean"])
+    best, runner = full[0], (full[1] if len(full) > 1 else None)
+    return {"method": best["method"], "val_mean": best["val_mean"], "seeds": most,
+            "runner_up": runner["method"] if runner else None,
+            "margin": best["val_mean"] - runner["val_mean"] if runner else None}
+
+
 def _student_row(results: Sequence[RunResult], baseline_mean: float | None, teacher: float | None) -> dict:
     """Test (over the runs scored on test) and val scores of one row's runs; an unfinished run is 'missing'."""
     finished = [r for r in results if r.metrics is not None]
@@ -137,12 +153,13 @@ def _teacher_score(results: Sequence[RunResult]) -> dict | None:
 
 def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], protocol: dict, command: str,
               commit: str, *, tuned: Mapping[str, Mapping[str, Any]] | None = None, untuned: bool = False,
-              budgets: Sequence[int] = (), warm_iters: int | None = None) -> dict:
+              budgets: Sequence[int] = (), warm_iters: int | None = None, default_method: str | None = None) -> dict:
     """The study's table as plain data (what table.json holds and table.md shows).
 
     `tuned`: the tuned.yaml settings the runs used (method -> overrides); `budgets`: the student
     budgets of the budget section (the preset's, protocol["student"]["iters"], is the main table);
-    `warm_iters`: the warm-start track's iterations.
+    `warm_iters`: the warm-start track's iterations; `default_method`: the package's default
+    distiller, shown beside the one the main table's val scores choose (val_choice).
     """
     main = [r for r in results if r.spec.group == METHODS_GROUP]
     by_method = _by_row(results, METHODS_GROUP)
@@ -175,6 +192,8 @@ def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], pr
         "tuned": {m: dict(o) for m, o in (tuned or {}).items() if o and m in {r.spec.method for r in results}},
         "untuned": untuned,
         "teacher_val_miou": _teacher_val(results),
+        "default_method": default_method,
+        "val_choice": val_choice(methods, {BASELINE} | {r.spec.label for r in main if r.spec.row}),
     }
     for ablation in ablations:
         table["ablations"][ablation.name] = _ablation_table(ablation, results, base_mean, teacher_miou)
@@ -272,6 +291,8 @@ def results_json(table: Mapping[str, Any], default_method: str) -> dict:
         else round(100 * control["teacher_miou"], 4),  # the mean over its teacher seeds
         "teacher_xzeros_seeds": pct(control.get("teacher_mious") or []) if control else [],
         "default_method": default_method,
+        # the distiller this table's val scores choose (val_choice): what the default should be
+        "val_best_method": (table.get("val_choice") or {}).get("method"),
         "protocol": {**table["protocol"], "commit": table["commit"], "command": table["command"],
                      "run_commits": table.get("run_commits", {}),
                      "run_environments": table.get("run_environments", {})},

@@ -123,6 +123,7 @@ def format_markdown(table: Mapping[str, Any]) -> str:
                          f"{_pct(row['delta_vs_baseline'], True)} | {_share(row['share_of_teacher_gap'])} | - |")
     for row in table["methods"]:
         lines.append(_method_line(row))
+    lines += _choice_lines(table)
     lines += _class_table(table)
     lines += _budget_lines(table)
     lines += _warm_lines(table)
@@ -144,6 +145,22 @@ def format_markdown(table: Mapping[str, Any]) -> str:
 def _method_line(row: Mapping[str, Any]) -> str:
     return (f"| {_row_name(row)} | {_mean_std(row)} | {_seeds(row)} | {_pct(row['delta_vs_baseline'], True)} | "
             f"{_share(row['gap_share'])} | {_mean_std(row, 'val_')} |")
+
+
+def _choice_lines(table: Mapping[str, Any]) -> list[str]:
+    """The distiller the main table's val scores choose (table.val_choice), beside the package's default."""
+    choice = table.get("val_choice")
+    if not choice:
+        return []
+    runner = ("" if choice["runner_up"] is None else
+              f"; next: {choice['runner_up']}, {100 * choice['margin']:.1f} points lower")
+    line = (f"Chosen on val: **{choice['method']}**, the best val mean ({_pct(choice['val_mean'])}) among the "
+            f"distillers scored at {choice['seeds']} seed{'s' if choice['seeds'] != 1 else ''}{runner}.")
+    default = table.get("default_method")
+    if default is not None:
+        line += (f" The package default (`distill.method`) is `{default}`"
+                 + (", the same." if default == choice["method"] else ": the evidence here chooses another."))
+    return ["", line]
 
 
 def _row_name(row: Mapping[str, Any]) -> str:
@@ -237,6 +254,7 @@ def format_val_markdown(table: Mapping[str, Any]) -> str:
         lines.append(f"| teacher (RGB+{p['modality']}) | {_pct(teacher)} | - | "
                      f"{_pct(None if base is None else teacher - base, True)} | 100 % |")
     lines += [_val_method_line(row, base, teacher) for row in table["methods"]]
+    lines += _choice_lines(table)
     lines += _budget_lines(table, val_only=True)
     lines += _warm_lines(table, val_only=True)
     for name, ablation in table["ablations"].items():

@@ -33,7 +33,7 @@ from lix_train.study.grid import (
 )
 from lix_train.study.planning import StudySetup, plan, resolve_base
 from lix_train.study.records import is_finished
-from lix_train.study.table import RunResult, aggregate, aggregate_tuning, results_json
+from lix_train.study.table import RunResult, aggregate, aggregate_tuning, results_json, val_choice
 from lix_train.study.table_md import format_markdown, format_tuning
 from repo_paths import ROOT
 
@@ -474,6 +474,37 @@ def test_budget_and_warm_tables_and_results_json():
     assert "## Student iteration budgets" in md and "| model | 1 test | 1 val | 2 test | 2 val | 4 test | 4 val |" in md
     assert "## Warm start: 3 more iterations from the baseline students" in md
     assert "| lix_xzeros (LIX from the X = zeros teacher) |" in md
+
+
+def _row(method, val):
+    return {"method": method, "val_mean": None if not val else sum(val) / len(val), "val_seeds": list(range(len(val)))}
+
+
+def test_val_choice_takes_the_best_val_mean_among_the_rows_run_at_the_most_seeds():
+    rows = [_row("baseline", [0.50, 0.52, 0.51]), _row("kd", [0.49, 0.50, 0.51]), _row("cwd", [0.55, 0.53, 0.54]),
+            _row("mgd", [0.60]),  # one lucky seed cannot win
+            _row("cwd_xzeros", [0.58, 0.58, 0.58]), _row("at", [])]
+    choice = val_choice(rows, {"baseline", "cwd_xzeros"})
+    assert choice["method"] == "cwd" and choice["seeds"] == 3 and choice["val_mean"] == pytest.approx(0.54)
+    assert choice["runner_up"] == "kd" and choice["margin"] == pytest.approx(0.04)
+    assert val_choice(rows, {"baseline", "cwd_xzeros", "cwd", "kd"})["method"] == "mgd"  # then one seed is the most
+    assert val_choice([_row("baseline", [0.5])], {"baseline"}) is None
+    assert val_choice([_row("kd", [0.5])])["runner_up"] is None
+
+
+def test_the_table_names_the_distiller_its_val_scores_choose_beside_the_package_default():
+    results = _made_up_study()
+    protocol = {"student": {"iters": 2}, "preset": "quick", "modality": "normals"}
+    table = aggregate(results, [], protocol, "cmd", "c0ffee", default_method="lix")
+    # the baseline and the named row lix_xzeros are no candidates, though lix_xzeros scores 42 > baseline's 40
+    assert table["val_choice"]["method"] == "kd" and table["val_choice"]["runner_up"] is None
+    assert results_json(table, "lix")["val_best_method"] == "kd"
+    md = format_markdown({**table, "protocol": _protocol()})
+    assert ("Chosen on val: **kd**, the best val mean (43.5) among the distillers scored at 2 seeds. The package "
+            "default (`distill.method`) is `lix`: the evidence here chooses another.") in md
+    val_md = format_markdown({**aggregate(_made_up_study(val_only=True), [], protocol, "cmd", "c0ffee",
+                                          default_method="kd"), "protocol": _protocol()})
+    assert "Chosen on val: **kd**" in val_md and "is `kd`, the same." in val_md
 
 
 def test_the_control_at_several_teacher_seeds_reports_their_mean_and_spread(tmp_path):
