@@ -65,3 +65,22 @@ def test_restore_makes_the_runs_finished_and_the_teacher_complete_without_overwr
     assert not (fresh_teachers / "abc123" / "checkpoints").exists()
     with pytest.raises(UserError, match="not a study archive"):
         archive.restore(tmp_path, fresh_study, fresh_teachers)
+
+
+def test_git_commits_what_an_archive_under_docs_studies_holds():
+    """.gitignore ignores the working runs/ folder at the root only: an archive's runs/ and teachers/
+    under docs/studies must reach the repository (a `runs/` pattern once kept every archived run out)."""
+    import shutil
+    import subprocess
+
+    from repo_paths import ROOT
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs git and a git checkout of the repository")
+    inside = ["docs/studies/v2/tune/runs/tune-baseline-s0/metrics.json",
+              "docs/studies/v2/tune/teachers/3af1576af9d3/teacher.pt"]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *inside], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == [], f"ignored by .gitignore: {ignored.stdout.split()}"
+    work = subprocess.run(["git", "check-ignore", "--no-index", "runs/compare/x/metrics.json"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert work.stdout.strip() == "runs/compare/x/metrics.json"  # the working runs/ stays out
