@@ -37,7 +37,7 @@ class DistillConfig:
     lambda_f: float = option(1.0, "Weight of the feature loss L_F (AT, ARFD, MGD, halluc; aux_x's X loss).")
     warmup: float = option(0.05, "Fraction of training over which lambda_l and lambda_f ramp up linearly from 0.")
     start: float = option(0.0, "Fraction of training with labels only before the distillation terms start (their "
-                          "warm-up then begins); early distillation gradients oppose CE (docs/results.md).")
+                          "warm-up then begins); early distillation gradients oppose CE (docs/studies/v1/results.md).")
     decay: str = option("none", "Schedule of the distillation terms after the warm-up: constant, or decaying "
                         "linearly to 0 at the end of training.", choices=DECAYS)
     balance: str = option("none", "Per-batch gradient balancing of each distillation term against L_H at the tensor "

@@ -14,7 +14,7 @@ pixel; it is not (see lix-method.md 2.2). The weights come from one of three mod
   collapse them - and it is trained through a gradient-reversal layer, so it *raises* the loss
   the student lowers (CTKD-style): weight moves to the pixels the student still gets wrong.
   With an RGB+X teacher those are largely the pixels only geometry resolves, where the student
-  cannot follow; on the synthetic benchmark it cost several mIoU (docs/results.md), hence not
+  cannot follow; on the synthetic benchmark it cost several mIoU (docs/studies/v1/results.md), hence not
   the default.
 * ``fixed``: (alpha, beta) everywhere; reduces through the same code as `dkd_loss`, so it equals
   DKD exactly.
@@ -62,7 +62,8 @@ class DWLDConfig(DKDConfig):
 
     mode: str = option(
         "confidence", "How per-pixel weights are made: the closed-form confidence rule, the adversarial DWC (the "
-        "paper's learned controller; 3.9 mIoU below it in docs/results.md), or fixed (= DKD).", choices=DWLD_MODES)
+        "paper's learned controller; 3.9 mIoU below it in docs/studies/v1/results.md), or fixed (= DKD).",
+        choices=DWLD_MODES)
     layers: int = option(3, "DWC depth: number of 1x1 conv layers (1..5); an ablation axis.")
     hidden: int = option(64, "DWC hidden width.")
     inputs: str = option(

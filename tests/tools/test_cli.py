@@ -106,7 +106,7 @@ def test_synthetic_preset_is_the_cpu_study_protocol_v2_and_v1_stays_reachable():
     assert v1.teacher.train.eval_every == v1.student.train.eval_every == 0
     # Everything else is v2's (v1 only says what differs): the same data, networks and optimiser.
     assert (v1.data, v1.student.model, v1.teacher.model) == (cfg.data, cfg.student.model, cfg.teacher.model)
-    # The first two studies' teacher store folder (docs/results.md 0.3): v1 finds their teacher again.
+    # The first two studies' teacher store folder (docs/studies/v1/results.md 0.3): v1 finds their teacher again.
     assert teacher_hash(v1) == "8e391f8a1714"
 
 
