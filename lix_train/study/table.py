@@ -98,6 +98,30 @@ def val_choice(rows: Sequence[Mapping[str, Any]], exclude: set[str] | frozenset[
             "margin": best["val_mean"] - runner["val_mean"] if runner else None}
 
 
+def distiller_checks(table: Mapping[str, Any], method: str | None) -> dict | None:
+    """What a default distiller must show on test against the labels-only baseline: the share of the
+    teacher gap it closes (at the main budget and at every budget of the budget table), whether every
+    one of its seeds is above every baseline seed, and how much of its gain its X = zeros twin
+    (`<method>_xzeros`, the same loss from a teacher without geometry) keeps: near 1 means the gain is
+    regularisation, not geometry. None without test scores for the method and the baseline."""
+    rows = {r["method"]: r for r in table["methods"]}
+    row, base = rows.get(method or ""), rows.get(BASELINE)
+    if row is None or base is None or row["mean"] is None or base["mean"] is None:
+        return None
+    teacher = (table.get("teacher") or {}).get("miou")
+    by_budget = {}
+    budget_rows = {r["method"]: r["by_budget"] for r in (table.get("budgets") or {}).get("rows", [])}
+    if method in budget_rows and BASELINE in budget_rows:
+        by_budget = {b: gap_share(cell["mean"], budget_rows[BASELINE][b]["mean"], teacher)
+                     for b, cell in budget_rows[method].items()}
+    twin, gain = rows.get(f"{method}_xzeros"), row["mean"] - base["mean"]
+    return {"method": method, "gap_share": row["gap_share"], "gap_share_by_budget": by_budget,
+            "seeds": len(row["miou"]), "baseline_seeds": len(base["miou"]),
+            "every_seed_above": min(row["miou"]) > max(base["miou"]),
+            "xzeros_kept": None if twin is None or twin["mean"] is None or gain <= 0
+            else (twin["mean"] - base["mean"]) / gain}
+
+
 def _student_row(results: Sequence[RunResult], baseline_mean: float | None, teacher: float | None) -> dict:
     """Test (over the runs scored on test) and val scores of one row's runs; an unfinished run is 'missing'."""
     finished = [r for r in results if r.metrics is not None]
@@ -204,6 +228,7 @@ def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], pr
     if warm_iters is not None:
         table["warm_start"] = _warm_table(results, warm_iters, teacher_miou, base_mean, baseline["val_mean"])
         rows += table["warm_start"]["rows"]
+    table["checks"] = distiller_checks(table, (table["val_choice"] or {}).get("method"))
     table["missing"] = sorted({name for row in rows for name in row["missing"]})
     # eval.score_test false: no run read test, so table.md shows the val scores in the main columns
     table["val_only"] = not any(row.get("miou") for row in rows) and any(row.get("val_miou") for row in rows)

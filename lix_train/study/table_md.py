@@ -124,6 +124,7 @@ def format_markdown(table: Mapping[str, Any]) -> str:
     for row in table["methods"]:
         lines.append(_method_line(row))
     lines += _choice_lines(table)
+    lines += _check_lines(table)
     lines += _class_table(table)
     lines += _budget_lines(table)
     lines += _warm_lines(table)
@@ -161,6 +162,23 @@ def _choice_lines(table: Mapping[str, Any]) -> list[str]:
         line += (f" The package default (`distill.method`) is `{default}`"
                  + (", the same." if default == choice["method"] else ": the evidence here chooses another."))
     return ["", line]
+
+
+def _check_lines(table: Mapping[str, Any]) -> list[str]:
+    """The val-chosen distiller's test checks against the baseline (table.checks)."""
+    checks = table.get("checks")
+    if not checks:
+        return []
+    m = checks["method"]
+    budgets = "; ".join(f"at {b} iterations {_share(v)}" for b, v in checks["gap_share_by_budget"].items())
+    lines = ["", f"Checks of {m} on test against the labels-only baseline:", "",
+             f"- share of the teacher gap closed: {_share(checks['gap_share'])}" + (f" ({budgets})" if budgets else ""),
+             f"- every {m} seed above every baseline seed: {'yes' if checks['every_seed_above'] else 'no'} "
+             f"({checks['seeds']} and {checks['baseline_seeds']} seeds)"]
+    if checks["xzeros_kept"] is not None:
+        lines.append(f"- share of its gain kept by {m}_xzeros (its loss from the X = zeros teacher; geometry "
+                     f"means well under 100 %): {_share(checks['xzeros_kept'])}")
+    return lines
 
 
 def _row_name(row: Mapping[str, Any]) -> str:

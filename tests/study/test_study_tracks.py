@@ -33,7 +33,8 @@ from lix_train.study.grid import (
 )
 from lix_train.study.planning import StudySetup, plan, resolve_base
 from lix_train.study.records import is_finished
-from lix_train.study.table import RunResult, aggregate, aggregate_tuning, results_json, val_choice
+from lix_train.study.table import (RunResult, aggregate, aggregate_tuning, distiller_checks, results_json,
+                                   val_choice)
 from lix_train.study.table_md import format_markdown, format_tuning
 from repo_paths import ROOT
 
@@ -505,6 +506,41 @@ def test_the_table_names_the_distiller_its_val_scores_choose_beside_the_package_
     val_md = format_markdown({**aggregate(_made_up_study(val_only=True), [], protocol, "cmd", "c0ffee",
                                           default_method="kd"), "protocol": _protocol()})
     assert "Chosen on val: **kd**" in val_md and "is `kd`, the same." in val_md
+
+
+def test_distiller_checks_read_the_gap_the_seeds_and_the_x_zeros_twin():
+    def row(method, seeds):
+        return {"method": method, "miou": seeds, "mean": sum(seeds) / len(seeds),
+                "gap_share": (sum(seeds) / len(seeds) - 0.50) / 0.20}
+    table = {"teacher": {"miou": 0.70},
+             "methods": [row("baseline", [0.49, 0.50, 0.51]), row("cwd", [0.54, 0.55, 0.56]),
+                         row("cwd_xzeros", [0.51, 0.51, 0.51])]}
+    checks = distiller_checks(table, "cwd")
+    assert checks["gap_share"] == pytest.approx(0.25) and checks["every_seed_above"] and checks["seeds"] == 3
+    assert checks["xzeros_kept"] == pytest.approx(0.2)  # 1 of its 5 points survive without geometry
+    table["methods"][1]["miou"] = [0.50, 0.55, 0.60]  # same mean, one seed under a baseline seed
+    assert not distiller_checks(table, "cwd")["every_seed_above"]
+    assert distiller_checks(table, "kd") is None and distiller_checks(table, None) is None
+    losing = {"teacher": {"miou": 0.7},
+              "methods": [row("baseline", [0.5]), row("lix", [0.49]), row("lix_xzeros", [0.5])]}
+    assert distiller_checks(losing, "lix")["xzeros_kept"] is None  # no gain to keep
+
+
+def test_table_md_checks_the_val_chosen_distiller_on_test_at_every_budget():
+    protocol = {"student": {"iters": 2}, "preset": "quick", "modality": "normals"}
+    table = aggregate(_made_up_study(), [], protocol, "cmd", "c0ffee", budgets=[1, 4], default_method="lix")
+    checks = table["checks"]
+    assert checks["method"] == "kd" and checks["every_seed_above"] and checks["xzeros_kept"] is None
+    assert checks["gap_share"] == pytest.approx(0.05 / 0.195)
+    assert checks["gap_share_by_budget"]["1"] == pytest.approx(0.05 / 0.245)
+    assert checks["gap_share_by_budget"]["4"] == pytest.approx(0.05 / 0.145)
+    md = format_markdown({**table, "protocol": _protocol()})
+    assert "Checks of kd on test against the labels-only baseline:" in md
+    assert ("- share of the teacher gap closed: 26 % (at 1 iterations 20 %; at 2 iterations 26 %; "
+            "at 4 iterations 34 %)") in md
+    assert "- every kd seed above every baseline seed: yes (2 and 2 seeds)" in md
+    val_only = aggregate(_made_up_study(val_only=True), [], protocol, "cmd", "c0ffee")
+    assert val_only["checks"] is None  # no test read, nothing to check
 
 
 def test_the_control_at_several_teacher_seeds_reports_their_mean_and_spread(tmp_path):
