@@ -428,7 +428,7 @@ def report(planned, chosen, args: argparse.Namespace, out: Path, tuned: dict | N
     table = aggregate(results, chosen, protocol, _command(args), git_commit(), tuned=tuned, untuned=args.untuned,
                       budgets=budgets or (), warm_iters=args.warm_start, default_method=default_method)
     md, js = write_tables(out, table)
-    summary = results_json(table, default_method)
+    summary = results_json(table)
     written = [write_json(out / RESULTS_JSON, summary)]
     if args.results_json is not None:
         written.append(write_json(args.results_json, summary))  # atomic: temp file beside it, then rename

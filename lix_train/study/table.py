@@ -299,8 +299,11 @@ def aggregate_tuning(results: Sequence[RunResult], protocol: dict, command: str,
             "missing": sorted({n for row in rows for n in row["missing"]})}
 
 
-def results_json(table: Mapping[str, Any], default_method: str) -> dict:
-    """results.json: the main table's per-seed test and val mIoU in percent, per row; budgets and warm start apart."""
+def results_json(table: Mapping[str, Any]) -> dict:
+    """results.json: the main table's per-seed test and val mIoU in percent, per row; budgets and warm start apart.
+
+    The package default it names is the one `aggregate` recorded in the table, so the two files never disagree.
+    """
     def pct(values):
         return [round(100 * v, 4) for v in values]
 
@@ -315,7 +318,7 @@ def results_json(table: Mapping[str, Any], default_method: str) -> dict:
         "teacher_xzeros": None if not control or control["teacher_miou"] is None
         else round(100 * control["teacher_miou"], 4),  # the mean over its teacher seeds
         "teacher_xzeros_seeds": pct(control.get("teacher_mious") or []) if control else [],
-        "default_method": default_method,
+        "default_method": table.get("default_method"),
         # the distiller this table's val scores choose (val_choice): what the default should be
         "val_best_method": (table.get("val_choice") or {}).get("method"),
         "protocol": {**table["protocol"], "commit": table["commit"], "command": table["command"],

@@ -452,7 +452,7 @@ def test_budget_and_warm_tables_and_results_json():
     results = _made_up_study()
     protocol = {"student": {"iters": 2}, "preset": "quick", "modality": "normals"}
     table = aggregate(results, [], protocol, "python -m lix_train.compare ...", "c0ffee", budgets=[1, 4],
-                      warm_iters=3)
+                      warm_iters=3, default_method="lix")
     rows = {r["method"]: r for r in table["budgets"]["rows"]}
     assert table["budgets"]["iters"] == [1, 2, 4] and list(rows) == ["baseline", "kd", "lix_xzeros"]
     assert rows["kd"]["by_budget"]["2"]["miou"] == pytest.approx([0.45, 0.46])  # the main runs
@@ -462,7 +462,7 @@ def test_budget_and_warm_tables_and_results_json():
     assert warm["kd"]["delta_vs_baseline"] == pytest.approx(0.05)  # against the warm baseline, not the cold one
     assert table["warm_start"]["start_mean"] == pytest.approx(0.405)
 
-    summary = results_json(table, "lix")
+    summary = results_json(table)
     assert summary["teacher"] == 60.0 and summary["default_method"] == "lix"
     assert summary["methods"]["kd"]["test"] == [45.0, 46.0] and summary["methods"]["kd"]["val"] == [43.0, 44.0]
     assert set(summary["methods"]) == {"baseline", "kd", "lix_xzeros"}
@@ -499,7 +499,7 @@ def test_the_table_names_the_distiller_its_val_scores_choose_beside_the_package_
     table = aggregate(results, [], protocol, "cmd", "c0ffee", default_method="lix")
     # the baseline and the named row lix_xzeros are no candidates, though lix_xzeros scores 42 > baseline's 40
     assert table["val_choice"]["method"] == "kd" and table["val_choice"]["runner_up"] is None
-    assert results_json(table, "lix")["val_best_method"] == "kd"
+    assert results_json(table)["val_best_method"] == "kd"
     md = format_markdown({**table, "protocol": _protocol()})
     assert ("Chosen on val: **kd**, the best val mean (43.5) among the distillers scored at 2 seeds. The package "
             "default (`distill.method`) is `lix`: the evidence here chooses another.") in md
@@ -561,7 +561,7 @@ def test_the_control_at_several_teacher_seeds_reports_their_mean_and_spread(tmp_
     table = aggregate(results, control, _protocol(), "cmd", "c0ffee")
     row = table["ablations"]["control"]["rows"][0]
     assert row["teacher_miou"] == pytest.approx(0.42) and row["teacher_std"] == pytest.approx(0.02)
-    assert results_json(table, "lix")["teacher_xzeros_seeds"] == [40.0, 42.0, 44.0]
+    assert results_json(table)["teacher_xzeros_seeds"] == [40.0, 42.0, 44.0]
     assert "| control: teacher architecture, X = zeros | 42.0 ± 2.0 | 40.0 / 42.0 / 44.0 (teacher seeds) |" in (
         format_markdown(table))
     with pytest.raises(UserError, match="--control-seeds with --no-control"):
