@@ -276,19 +276,16 @@ def at_budget(planned: list, iters: int) -> list:
     return [p for p in planned if p.spec.teacher_only or (p.cfg.student.train.iters == iters and not p.spec.after)]
 
 
-def first_seed_val(runs: Path, methods: list[str], seed: int) -> dict[str, float | None]:
-    """Run name -> val mIoU of every grid point's run at `seed` under `runs` (None while unfinished)."""
-    from lix_train.report import METRICS_FILE
+def first_seed_val(setup, methods: list[str], seed: int) -> dict[str, float | None]:
+    """Run name -> val mIoU of every grid point's run at `seed` (None while unfinished).
 
-    scores: dict[str, float | None] = {}
-    for method in methods:
-        for point in grid_points(method):
-            name = tuning_run_name(method, point, seed)
-            try:
-                scores[name] = json.loads((runs / name / METRICS_FILE).read_text())["student_val"]["miou"]
-            except (OSError, ValueError, KeyError, TypeError):
-                scores[name] = None
-    return scores
+    Read through the plan, so a point served by a finished run of another study in the same OUT with its
+    config (an ablation variant that a grid block repeats) counts with that run's score."""
+    from lix_train.study.planning import plan
+    from lix_train.study.records import load_metrics
+
+    return {run.spec.name: ((load_metrics(run) or {}).get("student_val") or {}).get("miou")
+            for run in plan(expand_tuning(methods, [seed]), setup) if run.spec.method in methods}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -380,7 +377,7 @@ def study_specs(args: argparse.Namespace, setup, methods: list[str], one_seed: l
     chosen, tuned = [], {}
     try:
         if tune:
-            first = first_seed_val(setup.out / RUNS_DIR, tune, seeds[0]) if args.tune_top and len(seeds) > 1 else None
+            first = first_seed_val(setup, tune, seeds[0]) if args.tune_top and len(seeds) > 1 else None
             specs = expand_tuning(tune, seeds, args.tune_top, first)
             settings = ("settings: each tuning point over the preset's defaults (tuned.yaml is not applied); "
                         "val only, the test split is never read")

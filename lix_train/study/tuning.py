@@ -50,12 +50,20 @@ GRIDS: dict[str, dict[str, tuple[Any, ...]] | list[dict[str, tuple[Any, ...]]]] 
                {"distill.halluc.target": ("fused",), "distill.lambda_f": (4.0,)}],
     # the first study: less logit loss was monotonically better, lambda_F flat
     # protocol v2 at seed 0: feature weight 1 beat 3 at every logit weight, the lower edge: the second block
+    # LIX's axes at seed 0 around its best point 0.5 / 0.3 (48.2; `--ablation gate dwc_mode balance stages
+    # bandwidth`): gradient-norm capping (48.7) and ARFD at every stage (48.8) beat it by 0.5, one seed: blocks so
+    # that the screen (--tune-top) can carry them to more seeds, one axis moved at a time
     "lix": [{"distill.lambda_l": (0.25, 0.5, 1.0), "distill.lambda_f": (1.0, 3.0)},
-            {"distill.lambda_l": (0.5, 1.0), "distill.lambda_f": (0.3,)}],
+            {"distill.lambda_l": (0.5, 1.0), "distill.lambda_f": (0.3,)},
+            {"distill.lambda_l": (0.5,), "distill.lambda_f": (0.3,), "distill.balance": ("cap",)},
+            {"distill.lambda_l": (0.5,), "distill.lambda_f": (0.3,), "distill.arfd.stages": ((0, 1, 2, 3),)}],
 }
 
 
 def _value_text(value: Any) -> str:
+    """4, 0.5, cap; a sequence of stages (0, 1, 2, 3) as 0123: file-name safe."""
+    if isinstance(value, (tuple, list)):
+        return "".join(_value_text(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -172,6 +180,9 @@ def describe_tuned(tuned: Mapping[str, Mapping[str, Any]]) -> str:
 
 def yaml_line(method: str, point: Mapping[str, Any]) -> str:
     """The tuned.yaml entry for `point`: `cwd: {distill.cwd.temperature: 4.0, distill.lambda_l: 3.0}`."""
-    inner = ", ".join(f"{k}: {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                      for k, v in point.items())
+    def text(value: Any) -> str:  # a tuple as a YAML list: safe_dump cannot write tuples
+        value = list(value) if isinstance(value, tuple) else value
+        return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+    inner = ", ".join(f"{k}: {text(v)}" for k, v in point.items())
     return f"{method}: {{{inner}}}"

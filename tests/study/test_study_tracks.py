@@ -108,7 +108,7 @@ def test_tuned_settings_reach_their_method_unless_untuned_or_set_by_the_study(tm
 
 def test_tuning_grids_are_valid_configs_of_options_their_method_reads():
     assert set(tuning.GRIDS) >= {"kd", "cwd", "dkd", "at", "mgd", "aux_x", "lix"}
-    assert len(tuning.grid_points("kd")) == 6 and len(tuning.grid_points("lix")) == 6 + 2  # a block past the edge
+    assert len(tuning.grid_points("kd")) == 6 and len(tuning.grid_points("lix")) == 6 + 2 + 2  # a block past the edge, two axis moves
     for method in set(tuning.GRIDS) & set(DISTILLERS):
         read = DISTILLERS[method].options_read()
         for point in tuning.grid_points(method):
@@ -159,6 +159,25 @@ def test_tune_top_carries_each_methods_best_first_seed_points_to_the_later_seeds
                      "tune-kd-temperature4-lambda_l0.5-s1", "tune-kd-temperature4-lambda_l0.5-s2"]
     assert sum(n.startswith("tune-kd") and n.endswith("-s0") for n in lines) == 6  # the whole screen at seed 0
     assert {"tune-baseline-s1", "tune-baseline-s2"} <= set(lines)  # the reference at every seed
+
+
+def test_the_screen_counts_a_point_whose_seed_0_run_is_a_finished_twin_of_another_study(tmp_path, capsys, monkeypatch):
+    # a grid block that repeats an ablation variant: its seed-0 run is that variant's folder, not a tune-* one
+    import yaml
+
+    monkeypatch.setitem(tuning.GRIDS, "kd", {"distill.kd.temperature": (1.0, 4.0), "distill.lambda_l": (1.0,)})
+    setup = StudySetup(preset="quick", out=tmp_path)
+    seed0 = {p.spec.name: p for p in plan(tuning.expand_tuning(["kd"], [0]), setup)}
+    own, twin = "tune-kd-temperature1-lambda_l1-s0", "tune-kd-temperature4-lambda_l1-s0"
+    for folder, name, miou in ((own, own, 0.41), ("temperature-4-s0", twin, 0.45)):
+        run = tmp_path / "runs" / folder
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": miou}}))
+        (run / "config.yaml").write_text(yaml.safe_dump(to_dict(seed0[name].cfg)))
+    assert compare.first_seed_val(setup, ["kd"], 0) == {own: 0.41, twin: 0.45}
+    lines = _plan_lines(capsys, "--tune", "kd", "--seeds", "2", "--tune-top", "1", "--out", str(tmp_path))
+    assert "same as temperature-4-s0" in lines[twin]
+    assert "tune-kd-temperature4-lambda_l1-s1" in lines and "tune-kd-temperature1-lambda_l1-s1" not in lines
 
 
 def test_a_screened_tuning_table_chooses_among_the_points_at_every_seed():
