@@ -51,12 +51,15 @@ GRIDS: dict[str, dict[str, tuple[Any, ...]] | list[dict[str, tuple[Any, ...]]]] 
     # the first study: less logit loss was monotonically better, lambda_F flat
     # protocol v2 at seed 0: feature weight 1 beat 3 at every logit weight, the lower edge: the second block
     # LIX's axes at seed 0 around its best point 0.5 / 0.3 (48.2; `--ablation gate dwc_mode balance stages
-    # bandwidth`): gradient-norm capping (48.7) and ARFD at every stage (48.8) beat it by 0.5, one seed: blocks so
-    # that the screen (--tune-top) can carry them to more seeds, one axis moved at a time
+    # bandwidth`): each axis's best where it beats the point by more than the point's own seed spread (0.2):
+    # gradient-norm capping (48.7), ARFD at every stage (48.8), ARFD's bandwidth at 0.1 x the median distance
+    # (48.7). One seed: blocks so that the screen (--tune-top) can carry them to more seeds, one axis at a time
     "lix": [{"distill.lambda_l": (0.25, 0.5, 1.0), "distill.lambda_f": (1.0, 3.0)},
             {"distill.lambda_l": (0.5, 1.0), "distill.lambda_f": (0.3,)},
             {"distill.lambda_l": (0.5,), "distill.lambda_f": (0.3,), "distill.balance": ("cap",)},
-            {"distill.lambda_l": (0.5,), "distill.lambda_f": (0.3,), "distill.arfd.stages": ((0, 1, 2, 3),)}],
+            {"distill.lambda_l": (0.5,), "distill.lambda_f": (0.3,), "distill.arfd.stages": ((0, 1, 2, 3),)},
+            {"distill.lambda_l": (0.5,), "distill.lambda_f": (0.3,), "distill.arfd.bandwidth": ("median",),
+             "distill.arfd.bandwidth_scale": (0.1,)}],
 }
 
 
