@@ -41,7 +41,6 @@ Rows and tracks beyond the methods x seeds table:
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -51,8 +50,7 @@ from lix_train.config import add_config_arguments, overrides_from_args, resolve
 from lix_train.distillers.config import METHODS
 from lix_train.experiment import PRESETS_DIR, ExperimentConfig
 from lix_train.study import ablations as ablation_sets
-from lix_train.study.tuning import (GRIDS, describe_grid, describe_tuned, expand_tuning, grid_points, load_tuned,
-                                    tuning_run_name)
+from lix_train.study.tuning import GRIDS, describe_grid, describe_tuned, expand_tuning, load_tuned
 from lix_train.study.grid import (
     BASELINE, DEFAULT_NAMED_ROWS, METHOD_KEY, NAMED_ROWS, SEED_KEY, XZEROS, expand, expand_budgets,
     expand_warm_start, named_row, row_names,

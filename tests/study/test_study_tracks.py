@@ -108,7 +108,8 @@ def test_tuned_settings_reach_their_method_unless_untuned_or_set_by_the_study(tm
 
 def test_tuning_grids_are_valid_configs_of_options_their_method_reads():
     assert set(tuning.GRIDS) >= {"kd", "cwd", "dkd", "at", "mgd", "aux_x", "lix"}
-    assert len(tuning.grid_points("kd")) == 6 and len(tuning.grid_points("lix")) == 6 + 2 + 3  # a block past the edge, three axis moves
+    # lix: a block past the edge, then three axis moves
+    assert len(tuning.grid_points("kd")) == 6 and len(tuning.grid_points("lix")) == 6 + 2 + 3
     for method in set(tuning.GRIDS) & set(DISTILLERS):
         read = DISTILLERS[method].options_read()
         for point in tuning.grid_points(method):
