@@ -56,7 +56,8 @@ def _plan_lines(capsys, *argv) -> dict[str, str]:
 def test_tuned_yaml_holds_val_chosen_settings_with_their_evidence_and_reads_only_method_options():
     tuned = tuning.load_tuned(METHODS)
     assert tuned["cwd"] == {"distill.cwd.temperature": 1.0, "distill.lambda_l": 1.0}
-    assert tuned["lix"] == {"distill.lambda_l": 0.5, "distill.lambda_f": 0.3} and tuned["aux_x"] == {}
+    assert tuned["lix"] == {"distill.lambda_l": 0.5, "distill.lambda_f": 0.3, "distill.arfd.bandwidth": "median",
+                            "distill.arfd.bandwidth_scale": 0.1} and tuned["aux_x"] == {}
     assert set(tuning.GRIDS) >= {"kd", "cwd", "dkd", "at", "mgd", "aux_x", "lix"}
     text = tuning.TUNED_FILE.read_text().splitlines()
     for method, overrides in tuned.items():
@@ -108,8 +109,8 @@ def test_tuned_settings_reach_their_method_unless_untuned_or_set_by_the_study(tm
 
 def test_tuning_grids_are_valid_configs_of_options_their_method_reads():
     assert set(tuning.GRIDS) >= {"kd", "cwd", "dkd", "at", "mgd", "aux_x", "lix"}
-    # lix: a block past the edge, then three axis moves
-    assert len(tuning.grid_points("kd")) == 6 and len(tuning.grid_points("lix")) == 6 + 2 + 3
+    # lix: a block past the edge, three axis moves, then the three together
+    assert len(tuning.grid_points("kd")) == 6 and len(tuning.grid_points("lix")) == 6 + 2 + 3 + 1
     for method in set(tuning.GRIDS) & set(DISTILLERS):
         read = DISTILLERS[method].options_read()
         for point in tuning.grid_points(method):
