@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "finished baseline-sSEED student of this study (student.train.init_from, fresh "
                              "optimiser and schedule) and trains ITERS more iterations with the row's method; the "
                              "baseline's own warm-start row continues with labels only (the fair control). They "
-                             "start after the baseline runs. A table section and plots/warm_start.png.")
+                             "start after the baseline runs (baseline_wide, another network, has none). A table section "
+                             "and plots/warm_start.png.")
     parser.add_argument("--warm-seeds", type=int, default=None, metavar="N",
                         help="Run the warm-start track at seeds 0..N-1 only (default: every seed of --seeds).")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",

@@ -47,6 +47,7 @@ class NamedRow:
 XZEROS = "_xzeros"  # <method>_xzeros: the method distilled from the X = zeros control teacher
 ZERO_X = {"data.zero_x": True}
 WIDE_WIDTH = 0.5
+STUDENT_MODEL_PREFIX = "student.model."
 
 NAMED_ROWS: dict[str, NamedRow] = {r.name: r for r in (
     NamedRow("lix_xzeros", "lix", ZERO_X,
@@ -81,6 +82,12 @@ def named_row(row: str) -> NamedRow | None:
         return NamedRow(row, method, ZERO_X, f"{method} distilled from the X = zeros control teacher",
                         f"{row} ({method} from the X = zeros teacher)")
     return None
+
+
+def changes_student_network(row: str) -> bool:
+    """Whether the row's student is another network than the baseline's (an override of student.model)."""
+    named = named_row(row)
+    return bool(named) and any(key.startswith(STUDENT_MODEL_PREFIX) for key in named.overrides)
 
 
 def row_names() -> list[str]:
@@ -229,12 +236,13 @@ def expand_warm_start(rows: Sequence[str], seeds: Sequence[int], iters: int, ini
     that seed (`init_from(seed)`, its student.pt), with a fresh optimiser and schedule.
 
     The baseline's own row continues with labels only for the same iterations: the fair control.
-    Each run waits for baseline-s<seed> (`after`).
+    Each run waits for baseline-s<seed> (`after`). A row whose student is another network (baseline_wide)
+    has no warm start: the baseline's weights do not fit it.
     """
     _check_seeds(seeds)
     if iters < 1:
         raise ValueError(f"warm start of {iters} iterations: need at least one")
-    rows = list(dict.fromkeys([BASELINE, *rows]))
+    rows = [r for r in dict.fromkeys([BASELINE, *rows]) if not changes_student_network(r)]
     return [_row_spec(r, s, tuned or {}, f"{WARM_PREFIX}{r}-s{s}", WARM_GROUP, "",
                       {ITERS_KEY: iters, INIT_KEY: init_from(s)}, varies=(ITERS_KEY, INIT_KEY),
                       after=(f"{BASELINE}-s{s}",))

@@ -342,6 +342,9 @@ def test_warm_start_runs_start_from_their_seeds_baseline_student(tmp_path, capsy
     assert [s.name for s in specs] == ["warm-baseline-s0", "warm-baseline-s1", "warm-kd-s0", "warm-kd-s1"]
     assert specs[3].overrides["student.train.init_from"] == "X/baseline-s1/student.pt"
     assert specs[3].after == ("baseline-s1",) and specs[3].overrides[ITERS_KEY] == 40
+    # the wide student is another network: the baseline's weights do not fit it, so it has no warm start
+    wide = expand_warm_start(["baseline_wide", "cwd_xzeros"], [0], 40, lambda s: f"X/baseline-s{s}/student.pt")
+    assert [s.name for s in wide] == ["warm-baseline-s0", "warm-cwd_xzeros-s0"]
     lines = _plan_lines(capsys, "--methods", "baseline,kd", "--seeds", "1", "--out", str(tmp_path), "--warm-start",
                         "40", "--no-control")
     assert "after baseline-s0" in lines["warm-kd-s0"]
