@@ -56,7 +56,8 @@ def _plan_lines(capsys, *argv) -> dict[str, str]:
 def test_tuned_yaml_holds_val_chosen_settings_with_their_evidence_and_reads_only_method_options():
     tuned = tuning.load_tuned(METHODS)
     assert tuned["cwd"] == {"distill.cwd.temperature": 1.0, "distill.lambda_l": 1.0}
-    assert tuned["lix"] == {"distill.lambda_l": 0.5, "distill.lambda_f": 0.3, "distill.arfd.bandwidth": "median",
+    assert tuned["lix"] == {"distill.lambda_l": 0.5, "distill.lambda_f": 0.3, "distill.balance": "cap",
+                            "distill.arfd.stages": [0, 1, 2, 3], "distill.arfd.bandwidth": "median",
                             "distill.arfd.bandwidth_scale": 0.1} and tuned["aux_x"] == {}
     assert set(tuning.GRIDS) >= {"kd", "cwd", "dkd", "at", "mgd", "aux_x", "lix"}
     text = tuning.TUNED_FILE.read_text().splitlines()
