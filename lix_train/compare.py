@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tune-top", type=int, default=None, metavar="K",
                         help="With --tune and --seeds N > 1, a screen: seed 0 runs every point (it must be finished "
                              "in OUT: run --seeds 1 first), seeds 1..N-1 only each method's K best points at seed 0; "
-                             "tuning.md ranks the points carried to every seed first and chooses among them.")
+                             "tuning.md ranks the points carried to every seed first and chooses among them. A "
+                             "point screened out keeps the later seeds it already finished (an earlier screen's).")
     parser.add_argument("--budgets", default="", metavar="A,B,...",
                         help="Student budgets (student.train.iters): every row x seed at each, in runs "
                              "ROW-iITERS-sSEED; the preset's budget is the main table's runs. Adds a test and a val "
@@ -275,8 +276,8 @@ def at_budget(planned: list, iters: int) -> list:
     return [p for p in planned if p.spec.teacher_only or (p.cfg.student.train.iters == iters and not p.spec.after)]
 
 
-def first_seed_val(setup, methods: list[str], seed: int) -> dict[str, float | None]:
-    """Run name -> val mIoU of every grid point's run at `seed` (None while unfinished).
+def finished_val(setup, methods: list[str], seeds: list[int]) -> dict[str, float | None]:
+    """Run name -> val mIoU of every grid point's run at every seed (None while unfinished).
 
     Read through the plan, so a point served by a finished run of another study in the same OUT with its
     config (an ablation variant that a grid block repeats) counts with that run's score."""
@@ -284,7 +285,7 @@ def first_seed_val(setup, methods: list[str], seed: int) -> dict[str, float | No
     from lix_train.study.records import load_metrics
 
     return {run.spec.name: ((load_metrics(run) or {}).get("student_val") or {}).get("miou")
-            for run in plan(expand_tuning(methods, [seed]), setup) if run.spec.method in methods}
+            for run in plan(expand_tuning(methods, seeds), setup) if run.spec.method in methods}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -376,8 +377,8 @@ def study_specs(args: argparse.Namespace, setup, methods: list[str], one_seed: l
     chosen, tuned = [], {}
     try:
         if tune:
-            first = first_seed_val(setup, tune, seeds[0]) if args.tune_top and len(seeds) > 1 else None
-            specs = expand_tuning(tune, seeds, args.tune_top, first)
+            val = finished_val(setup, tune, seeds) if args.tune_top and len(seeds) > 1 else None
+            specs = expand_tuning(tune, seeds, args.tune_top, val)
             settings = ("settings: each tuning point over the preset's defaults (tuned.yaml is not applied); "
                         "val only, the test split is never read")
         else:

@@ -109,12 +109,12 @@ def tuning_run_name(method: str, point: Mapping[str, Any], seed: int) -> str:
     return f"{TUNE_PREFIX}{method}-{point_label(point)}-s{seed}"
 
 
-def top_points(method: str, first_seed_val: Mapping[str, float | None], seed: int, top: int) -> list[dict[str, Any]]:
+def top_points(method: str, finished_val: Mapping[str, float | None], seed: int, top: int) -> list[dict[str, Any]]:
     """The `top` best grid points of `method` by val mIoU at `seed` (run name -> val mIoU, None if unfinished).
 
     ValueError names the first unfinished point: the screen must be complete before it can choose."""
     points = grid_points(method)
-    scores = [first_seed_val.get(tuning_run_name(method, p, seed)) for p in points]
+    scores = [finished_val.get(tuning_run_name(method, p, seed)) for p in points]
     missing = [tuning_run_name(method, p, seed) for p, score in zip(points, scores) if score is None]
     if missing:
         raise ValueError(f"{method}: {len(missing)} of {len(points)} points unfinished at seed {seed} (first: "
@@ -124,29 +124,33 @@ def top_points(method: str, first_seed_val: Mapping[str, float | None], seed: in
 
 
 def expand_tuning(methods: Sequence[str], seeds: Sequence[int], top: int | None = None,
-                  first_seed_val: Mapping[str, float | None] | None = None) -> list[RunSpec]:
+                  finished_val: Mapping[str, float | None] | None = None) -> list[RunSpec]:
     """tune-<method>-<point>-s<seed>: every grid point of every method at every seed, val-only, after
     the val reference tune-baseline-s<seed>.
 
     With `top`, a screen: the first seed runs every point, the later seeds only each method's `top`
-    best points at the first seed (`first_seed_val`: run name -> val mIoU of the finished first-seed runs)."""
+    best points at the first seed (`finished_val`: run name -> val mIoU of the finished runs, None or
+    absent while unfinished). A point screened out keeps the later seeds it has already finished (an
+    earlier screen's), so its row shows all its evidence; nothing new is trained for it."""
     _check_seeds(seeds)
     if not methods:
         raise ValueError("nothing to tune: name at least one method")
     if top is not None and top < 1:
         raise ValueError(f"top {top}: need at least one point")
+    finished = finished_val or {}
     # The val reference every point is read against: the labels-only baseline at the same seeds.
     specs = [RunSpec(f"{TUNE_PREFIX}{BASELINE}-s{s}", TUNING_GROUP, REFERENCE, BASELINE, s,
                      {SCORE_TEST_KEY: False, METHOD_KEY: BASELINE, SEED_KEY: s}, needs_test=False) for s in seeds]
     for method in dict.fromkeys(methods):
         kept = (grid_points(method) if top is None or len(seeds) == 1
-                else top_points(method, first_seed_val or {}, seeds[0], top))
+                else top_points(method, finished, seeds[0], top))
         for point in grid_points(method):
             label = point_label(point)
-            for s in (seeds if point in kept else seeds[:1]):
-                overrides = {**point, SCORE_TEST_KEY: False, METHOD_KEY: method, SEED_KEY: s}
-                specs.append(RunSpec(tuning_run_name(method, point, s), TUNING_GROUP, label, method, s, overrides,
-                                     needs_test=False))
+            for s in seeds:
+                name = tuning_run_name(method, point, s)
+                if point in kept or s == seeds[0] or finished.get(name) is not None:
+                    overrides = {**point, SCORE_TEST_KEY: False, METHOD_KEY: method, SEED_KEY: s}
+                    specs.append(RunSpec(name, TUNING_GROUP, label, method, s, overrides, needs_test=False))
     return specs
 
 

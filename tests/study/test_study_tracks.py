@@ -177,10 +177,28 @@ def test_the_screen_counts_a_point_whose_seed_0_run_is_a_finished_twin_of_anothe
         run.mkdir(parents=True)
         (run / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": miou}}))
         (run / "config.yaml").write_text(yaml.safe_dump(to_dict(seed0[name].cfg)))
-    assert compare.first_seed_val(setup, ["kd"], 0) == {own: 0.41, twin: 0.45}
+    assert compare.finished_val(setup, ["kd"], [0]) == {own: 0.41, twin: 0.45}
     lines = _plan_lines(capsys, "--tune", "kd", "--seeds", "2", "--tune-top", "1", "--out", str(tmp_path))
     assert "same as temperature-4-s0" in lines[twin]
     assert "tune-kd-temperature4-lambda_l1-s1" in lines and "tune-kd-temperature1-lambda_l1-s1" not in lines
+
+
+def test_a_point_screened_out_keeps_the_later_seeds_an_earlier_screen_finished(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    monkeypatch.setitem(tuning.GRIDS, "kd", {"distill.kd.temperature": (1.0, 4.0), "distill.lambda_l": (1.0,)})
+    setup = StudySetup(preset="quick", out=tmp_path)
+    planned = {p.spec.name: p for p in plan(tuning.expand_tuning(["kd"], [0, 1, 2]), setup)}
+    weak, strong = "tune-kd-temperature1-lambda_l1", "tune-kd-temperature4-lambda_l1"
+    for name, miou in ((f"{weak}-s0", 0.41), (f"{strong}-s0", 0.45), (f"{weak}-s1", 0.42)):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": miou}}))
+        (run / "config.yaml").write_text(yaml.safe_dump(to_dict(planned[name].cfg)))
+    lines = _plan_lines(capsys, "--tune", "kd", "--seeds", "3", "--tune-top", "1", "--out", str(tmp_path))
+    assert f"{strong}-s1" in lines and f"{strong}-s2" in lines  # carried: it runs at every seed
+    assert "finished" in lines[f"{weak}-s1"]  # screened out, but its finished seed-1 run stays in the table
+    assert f"{weak}-s2" not in lines  # and nothing new is trained for it
 
 
 def test_a_screened_tuning_table_chooses_among_the_points_at_every_seed():
@@ -189,7 +207,7 @@ def test_a_screened_tuning_table_chooses_among_the_points_at_every_seed():
                                                   0.40) for p in tuning.grid_points("kd")}
     first["tune-kd-temperature1-lambda_l0.5-s0"] = val[0]
     first["tune-kd-temperature4-lambda_l1-s0"] = 0.48  # second at seed 0: carried with the first
-    specs = tuning.expand_tuning(["kd"], [0, 1, 2], top=2, first_seed_val=first)
+    specs = tuning.expand_tuning(["kd"], [0, 1, 2], top=2, finished_val=first)
     assert {s.variant for s in specs if s.seed == 2 and s.method == "kd"} == {"temperature1-lambda_l0.5",
                                                                              "temperature4-lambda_l1"}
     own = {"temperature4-lambda_l1": {0: 0.48, 1: 0.46, 2: 0.47}, "temperature1-lambda_l0.5": val}
@@ -206,7 +224,7 @@ def test_a_screened_tuning_table_chooses_among_the_points_at_every_seed():
     assert "| distill.kd.temperature=4.0, distill.lambda_l=2.0 | 45.0 | +5.0 | 45.0 |" in md  # vs seed 0's 40.0
     assert "| distill.kd.temperature=4.0, distill.lambda_l=1.0 | 47.0 ± 1.0 | +8.0 | 48.0, 46.0, 47.0 |" in md
     with pytest.raises(ValueError, match="need at least one point"):
-        tuning.expand_tuning(["kd"], [0, 1], top=0, first_seed_val=first)
+        tuning.expand_tuning(["kd"], [0, 1], top=0, finished_val=first)
 
 
 @pytest.mark.parametrize("extra, message", [
