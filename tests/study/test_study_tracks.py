@@ -42,6 +42,16 @@ PNG = b"\x89PNG\r\n\x1a\n"
 ITERS = 2
 
 
+def _finished_val_run(run: Path, miou: float, cfg: ExperimentConfig | None = None) -> None:
+    """A finished val-only run folder: its metrics.json, and its config.yaml when `cfg` is given (twins read it)."""
+    import yaml
+
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": miou}}))
+    if cfg is not None:
+        (run / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+
+
 def _plan_lines(capsys, *argv) -> dict[str, str]:
     capsys.readouterr()
     assert compare.main(["--preset", "quick", "--dry-run", *argv]) == 0
@@ -152,10 +162,8 @@ def test_tune_top_carries_each_methods_best_first_seed_points_to_the_later_seeds
     assert "--tune: kd: 6 of 6 points unfinished at seed 0" in err and len(err.strip().splitlines()) == 1
     scores = {"temperature1-lambda_l2": 0.45, "temperature4-lambda_l0.5": 0.47}
     for point in tuning.grid_points("kd"):
-        run = tmp_path / "runs" / tuning.tuning_run_name("kd", point, 0)
-        run.mkdir(parents=True)
-        miou = scores.get(tuning.point_label(point), 0.40)
-        (run / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": miou}}))
+        _finished_val_run(tmp_path / "runs" / tuning.tuning_run_name("kd", point, 0),
+                          scores.get(tuning.point_label(point), 0.40))
     lines = _plan_lines(capsys, *base)
     later = sorted(n for n in lines if n.startswith("tune-kd") and not n.endswith("-s0"))
     assert later == ["tune-kd-temperature1-lambda_l2-s1", "tune-kd-temperature1-lambda_l2-s2",
@@ -166,17 +174,12 @@ def test_tune_top_carries_each_methods_best_first_seed_points_to_the_later_seeds
 
 def test_the_screen_counts_a_point_whose_seed_0_run_is_a_finished_twin_of_another_study(tmp_path, capsys, monkeypatch):
     # a grid block that repeats an ablation variant: its seed-0 run is that variant's folder, not a tune-* one
-    import yaml
-
     monkeypatch.setitem(tuning.GRIDS, "kd", {"distill.kd.temperature": (1.0, 4.0), "distill.lambda_l": (1.0,)})
     setup = StudySetup(preset="quick", out=tmp_path)
     seed0 = {p.spec.name: p for p in plan(tuning.expand_tuning(["kd"], [0]), setup)}
     own, twin = "tune-kd-temperature1-lambda_l1-s0", "tune-kd-temperature4-lambda_l1-s0"
     for folder, name, miou in ((own, own, 0.41), ("temperature-4-s0", twin, 0.45)):
-        run = tmp_path / "runs" / folder
-        run.mkdir(parents=True)
-        (run / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": miou}}))
-        (run / "config.yaml").write_text(yaml.safe_dump(to_dict(seed0[name].cfg)))
+        _finished_val_run(tmp_path / "runs" / folder, miou, seed0[name].cfg)
     assert compare.finished_val(setup, ["kd"], [0]) == {own: 0.41, twin: 0.45}
     lines = _plan_lines(capsys, "--tune", "kd", "--seeds", "2", "--tune-top", "1", "--out", str(tmp_path))
     assert "same as temperature-4-s0" in lines[twin]
@@ -184,17 +187,12 @@ def test_the_screen_counts_a_point_whose_seed_0_run_is_a_finished_twin_of_anothe
 
 
 def test_a_point_screened_out_keeps_the_later_seeds_an_earlier_screen_finished(tmp_path, capsys, monkeypatch):
-    import yaml
-
     monkeypatch.setitem(tuning.GRIDS, "kd", {"distill.kd.temperature": (1.0, 4.0), "distill.lambda_l": (1.0,)})
     setup = StudySetup(preset="quick", out=tmp_path)
     planned = {p.spec.name: p for p in plan(tuning.expand_tuning(["kd"], [0, 1, 2]), setup)}
     weak, strong = "tune-kd-temperature1-lambda_l1", "tune-kd-temperature4-lambda_l1"
     for name, miou in ((f"{weak}-s0", 0.41), (f"{strong}-s0", 0.45), (f"{weak}-s1", 0.42)):
-        run = tmp_path / "runs" / name
-        run.mkdir(parents=True)
-        (run / "metrics.json").write_text(json.dumps({"split": "val", "student_val": {"miou": miou}}))
-        (run / "config.yaml").write_text(yaml.safe_dump(to_dict(planned[name].cfg)))
+        _finished_val_run(tmp_path / "runs" / name, miou, planned[name].cfg)
     lines = _plan_lines(capsys, "--tune", "kd", "--seeds", "3", "--tune-top", "1", "--out", str(tmp_path))
     assert f"{strong}-s1" in lines and f"{strong}-s2" in lines  # carried: it runs at every seed
     assert "finished" in lines[f"{weak}-s1"]  # screened out, but its finished seed-1 run stays in the table
