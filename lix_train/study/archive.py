@@ -52,9 +52,12 @@ def _copy(src: Path, dst: Path, overwrite: bool) -> bool:
 
 
 def _teacher_dirs(metrics: dict) -> list[Path]:
-    """The teacher folders a finished run read (its teacher checkpoint's folder in the store)."""
-    run = metrics.get("teacher_run") or {}
-    checkpoint = run.get("checkpoint")
+    """The teacher folders a finished run read: a student run's teacher checkpoint's folder in the store, or
+    the store folder a teacher-only run (the X = zeros control's) scored, so that restoring the control does
+    not mean training its teachers again."""
+    if metrics.get("teacher_dir"):  # a teacher-only run (records.py)
+        return [Path(metrics["teacher_dir"])]
+    checkpoint = (metrics.get("teacher_run") or {}).get("checkpoint")
     return [Path(checkpoint).parent] if checkpoint else []
 
 

@@ -33,6 +33,24 @@ def _study(tmp_path: Path) -> tuple[Path, Path]:
     return study, teacher
 
 
+def test_save_keeps_the_teacher_a_teacher_only_control_run_scored(tmp_path, capsys):
+    """The X = zeros control's extra teacher seeds are teacher-only runs: their metrics.json names the store
+    folder (teacher_dir), not a student's teacher checkpoint; the archive must keep those teachers too."""
+    study, _ = _study(tmp_path)
+    control_teacher = tmp_path / "runs" / "teachers" / "def456"
+    control_teacher.mkdir(parents=True)
+    for name in archive.TEACHER_FILES:
+        (control_teacher / name).write_text(name)
+    run = study / "runs" / "control-zero_x-t1"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("control config")
+    (run / "metrics.json").write_text(json.dumps({"kind": "teacher_only", "teacher_dir": str(control_teacher)}))
+    out = tmp_path / "archive"
+    archive.main(["save", "--study", str(study), "--to", str(out)])
+    assert "saved 3 finished runs and 2 teacher(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "teachers").iterdir()) == ["abc123", "def456"]
+
+
 def test_save_keeps_the_evidence_of_finished_runs_and_their_teacher(tmp_path, capsys):
     study, teacher = _study(tmp_path)
     out = tmp_path / "docs" / "studies" / "v2"
