@@ -326,6 +326,8 @@ def results_json(table: Mapping[str, Any]) -> dict:
                      "run_environments": table.get("run_environments", {})},
         "tuned": table.get("tuned", {}),
         "methods": rows(table["methods"]),
+        # runs not finished when this was written (a long study reports in steps): their scores are not above
+        "missing": list(table.get("missing", [])),
     }
     if table.get("budgets"):
         budgets = table["budgets"]

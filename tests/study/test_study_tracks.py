@@ -510,6 +510,11 @@ def test_budget_and_warm_tables_and_results_json():
     assert summary["budgets"]["4"]["baseline"]["test"] == [45.0, 46.0]
     assert summary["budgets"]["2"]["kd"] == summary["methods"]["kd"]
     assert summary["warm_start"]["iters"] == 3 and summary["warm_start"]["methods"]["kd"]["test"] == [47.0, 48.0]
+    assert summary["missing"] == []
+    # written mid-study, it names the runs not in it yet
+    unfinished = [r if r.spec.name not in ("kd-s1", "warm-kd-s0") else RunResult(r.spec, None) for r in results]
+    partial = results_json(aggregate(unfinished, [], protocol, "cmd", "c0ffee", budgets=[1, 4], warm_iters=3))
+    assert partial["missing"] == ["kd-s1", "warm-kd-s0"] and partial["methods"]["kd"]["test"] == [45.0]
     assert summary["protocol"]["commit"] == "c0ffee" and summary["protocol"]["preset"] == "quick"
 
     md = format_markdown({**table, "protocol": _protocol()})
