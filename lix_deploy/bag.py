@@ -220,7 +220,7 @@ def make_demo_bag(bag_out: str | Path, frames: int = 30, rate_hz: float = 10.0, 
 # ---- CLI ---------------------------------------------------------------------------------------
 def build_parser() -> ToolParser:
     parser = ToolParser("bag",
-        "Segment the camera topic of a rosbag2 (sqlite3 or MCAP) with an exported LIX student, "
+        "Segment the camera topic of a rosbag2 (sqlite3 or MCAP) with an exported LIX-Seg student, "
         "writing mask (mono8) and colour-mask (rgb8) topics with the original stamps.",
         epilog="Demo bag: python -m lix_deploy.bag make-demo --out BAG [--artifact student.onnx] "
                "(see make-demo --help).")

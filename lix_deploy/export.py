@@ -326,7 +326,7 @@ def export_student(
 
 def build_parser() -> ToolParser:
     parser = ToolParser("export",
-        "Export a LIX student checkpoint to ONNX (dynamo exporter): float32 RGB 0..255 NCHW in, "
+        "Export a LIX-Seg student checkpoint to ONNX (dynamo exporter): float32 RGB 0..255 NCHW in, "
         "mean/std normalisation folded in, argmax labels out, class names / palette / input size / source "
         "hash in the metadata. The export is verified against PyTorch on real frames before it is written; "
         f"a failed verification exits {EXIT_REFUSED} and writes nothing.")

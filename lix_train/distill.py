@@ -1,4 +1,4 @@
-"""The project's main job: teacher (trained or reused) -> LIX distillation -> test scores and report.
+"""The project's main job: teacher (trained or reused) -> distillation -> test scores and report.
 
     python -m lix_train.distill                                   # quick preset, embedded data
     python -m lix_train.distill --preset synthetic --run-dir runs/study/lix-seed0
@@ -8,10 +8,11 @@
 Steps: (1) the data (the embedded set is generated on first use); (2) the RGB+X teacher from the
 shared store (runs/teachers/<hash>/: reused when complete, resumed when interrupted, trained
 otherwise) or from --teacher-checkpoint; (3) the RGB-only student distilled with
-`distill.method` (default lix), validated on the val split during training, from fresh weights
-or from `student.train.init_from`; (4) teacher and student scored on the held-out test split,
-the student on val too (with `eval.score_test false`: both on val only, test never read, for
-runs that choose settings); (5) the run folder:
+`distill.method` (default cwd, chosen on val by the v2 benchmark; lix and the others by name),
+validated on the val split during training, from fresh weights or from `student.train.init_from`;
+(4) teacher and student scored on the held-out test split, the student on val too (with
+`eval.score_test false`: both on val only, test never read, for runs that choose settings); (5) the
+run folder:
 
     config.yaml  student.pt  metrics.json  summary.txt  train.csv  eval.csv  tensorboard/
     checkpoints/ (latest.pt for resuming, best.pt by val mIoU)
@@ -57,7 +58,8 @@ PROG = "python -m lix_train.distill"
 STUDENT_FILE = "student.pt"
 LABELS_ONLY = "labels_only"  # --with-baseline: the labels-only student's name, run folder and results key
 DESCRIPTION = (
-    "Distil an RGB+X teacher into an RGB-only student with LIX (or another distill.method) and score both on "
+    "Distil an RGB+X teacher into an RGB-only student (distill.method: cwd, the benchmark's choice on val, by "
+    "default; lix, the paper's method, and the others by name) and score both on "
     "the held-out test split. With no arguments: the quick preset on the embedded synthetic data (generated "
     "on first use), about 10 minutes on 2 CPU cores. The teacher comes from the shared teachers folder "
     "(reused when complete, resumed when interrupted, trained otherwise) unless --teacher-checkpoint is given. "

@@ -3,7 +3,7 @@
     data      DataConfig: dataset, splits, X modality, transforms
     teacher   model (ModelConfig) + train (TrainConfig) of the RGB+X teacher
     student   model + train of the RGB-only student (train = the distillation run)
-    distill   DistillConfig: method (default lix) and its loss settings
+    distill   DistillConfig: method (default cwd, the benchmark's choice on val) and its loss settings
     eval      EvalConfig of the final scoring on the held-out test split
     output    where runs and the shared teachers go
     runtime   CPU threads

@@ -48,7 +48,7 @@ def backend_for_artifact(path: str | Path, backend: str = AUTO) -> str:
 
 
 class Segmenter:
-    """Semantic segmentation with an exported LIX student.
+    """Semantic segmentation with an exported LIX-Seg student.
 
     Args:
         artifact_path: an .onnx file (ONNX Runtime) or a TensorRT engine with its `<engine>.json`.
