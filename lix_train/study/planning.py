@@ -250,6 +250,26 @@ def check_dependencies(planned: Sequence[PlannedRun]) -> None:
             raise UserError(f"run {p.spec.name} starts from {missing[0]}, which is not a run of this study")
 
 
+def check_start_weights(planned: Sequence[PlannedRun]) -> None:
+    """A pending warm start whose source run is finished needs that run's weights (its init_from) before training
+    starts, not hours later: a study restored from an archive saved without --keep-weights has the source's scores
+    but no student.pt. (Not checked by plan(): --report-only and --dry-run read the scores only.)"""
+    by_name = {p.spec.name: p for p in planned}
+    for p in planned:
+        init = p.cfg.student.train.init_from
+        if p.done or init is None:
+            continue
+        for name in p.spec.after:
+            source = by_name[name]
+            if source.done and not Path(init).is_file():
+                raise UserError(
+                    f"run {p.spec.name} starts from {init}, which is missing although run {name} is finished (its "
+                    f"scores without its weights, as `python -m lix_train.study.archive restore` leaves a run saved "
+                    f"without --keep-weights {name}): restore an archive that kept them, or delete "
+                    f"{source.run_dir / METRICS_FILE} to train {name} again (training is deterministic: the same "
+                    "weights and scores)")
+
+
 def check_finished_run(run: PlannedRun) -> None:
     """A finished run must have been made with this config (a changed protocol must not mix with old runs)."""
     stored = run.run_dir / "config.yaml"

@@ -35,7 +35,8 @@ from lix_train.cli import UserError
 from lix_train.report import METRICS_FILE, write_text
 from lix_train.study.parallel import Job, run_jobs
 from lix_train.study.planning import (
-    DISTILL, RUNS_DIR, TRAIN_TEACHER, PlannedRun, StudySetup, check_finished_run, run_options, seed_trained_runs,
+    DISTILL, RUNS_DIR, TRAIN_TEACHER, PlannedRun, StudySetup, check_finished_run, check_start_weights, run_options,
+    seed_trained_runs,
 )
 from lix_train.study.records import load_metrics, record_teacher_run, teacher_complete
 
@@ -155,6 +156,7 @@ def execute(planned: Sequence[PlannedRun], setup: StudySetup,
     finished = [r for r in primaries if r.done]
     for run in finished:
         check_finished_run(run)
+    check_start_weights(planned)
     pending = [r for r in primaries if not r.done]
     counts = {"ran": len(pending), "skipped": len(finished), "shared": len(planned) - len(primaries)}
     seeded = seed_trained_runs(pending, setup.out / RUNS_DIR)

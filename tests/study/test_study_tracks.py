@@ -31,7 +31,7 @@ from lix_train.study import grid, runner, tuning
 from lix_train.study.grid import (
     ITERS_KEY, RunSpec, expand, expand_budgets, expand_warm_start, nest,
 )
-from lix_train.study.planning import StudySetup, plan, resolve_base
+from lix_train.study.planning import StudySetup, check_start_weights, plan, resolve_base
 from lix_train.study.records import is_finished
 from lix_train.study.table import (RunResult, aggregate, aggregate_tuning, distiller_checks, results_json,
                                    val_choice)
@@ -842,3 +842,24 @@ def test_gpu_study_script_parses_and_plans_on_cpu(tmp_path):
     assert args.seeds == 1 and args.jobs >= 1
     header = script.read_text().split("set -euo")[0]
     assert "9-minute" in header and "GFLOP" in header  # how the time was estimated
+
+
+def test_a_warm_start_from_a_finished_run_without_weights_fails_before_any_training(tmp_path, monkeypatch):
+    """A study restored from an archive keeps the baseline's scores, not its student.pt unless asked: the warm
+    start must say so before training starts, not after the hours of training before it; the scores alone still
+    plan and report."""
+    init = tmp_path / "runs" / "baseline-s0" / "student.pt"
+    specs = expand(["baseline", "kd"], [0]) + expand_warm_start(["kd"], [0], 40, lambda s: str(init))
+    setup = StudySetup(preset="quick", out=tmp_path)
+    check_start_weights(plan(specs, setup))  # the baseline not trained yet: the warm runs wait for it
+    init.parent.mkdir(parents=True)
+    (init.parent / "metrics.json").write_text(json.dumps({"split": "test", "student": {"miou": 0.5}}))
+    planned = plan(specs, setup)  # --dry-run and --report-only plan from the scores alone
+    assert planned[0].done
+    monkeypatch.setattr(runner, "ensure_teachers", lambda *a: pytest.fail("nothing may start"))
+    monkeypatch.setattr(runner, "check_finished_run", lambda run: None)
+    with pytest.raises(UserError, match=r"warm-baseline-s0 starts from .*baseline-s0/student.pt, which is missing "
+                                        r"although run baseline-s0 is finished.*--keep-weights baseline-s0"):
+        runner.execute(planned, setup, say=lambda line: None)
+    init.write_bytes(b"weights")
+    check_start_weights(planned)  # with its weights back, the same plan goes on
