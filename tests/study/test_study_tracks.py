@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -863,3 +864,54 @@ def test_a_warm_start_from_a_finished_run_without_weights_fails_before_any_train
         runner.execute(planned, setup, say=lambda line: None)
     init.write_bytes(b"weights")
     check_start_weights(planned)  # with its weights back, the same plan goes on
+
+
+# --- the CPU study script ------------------------------------------------------------------------------
+
+def _said_commands(said: str) -> list:
+    return [compare.build_parser().parse_args(shlex.split(line[2:])[3:]) for line in said.splitlines()
+            if line.startswith("+ ")]
+
+
+def test_cpu_study_script_plans_the_archived_study_then_the_check_at_8000(tmp_path):
+    script = ROOT / "benchmarks" / "cpu_study_v2.sh"
+    env = {**os.environ, "PYTHON": sys.executable, "ARCHIVE": "", "STUDY_COMMIT": "", "OUT": str(tmp_path / "v2"),
+           "CHECK_OUT": str(tmp_path / "v2-8000")}
+    done = subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "table.json is missing" in done.stderr  # no val choice before the table
+    study = _said_commands(done.stdout)[0]
+    archived = json.loads((ROOT / "docs" / "studies" / "v2" / "tune" / "table.json").read_text())
+    published = compare.build_parser().parse_args(shlex.split(archived["command"])[3:])
+    for option in ("methods", "one_seed"):  # the same study as the one archived, in any order
+        assert set(getattr(study, option).split(",")) == set(getattr(published, option).split(","))
+    for option in ("preset", "seeds", "budgets", "warm_start", "warm_seeds", "control_seeds"):
+        assert getattr(study, option) == getattr(published, option)
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "table.json").write_text(json.dumps({"val_choice": None}))
+    done = subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "has no val choice yet" in done.stderr
+    (tmp_path / "v2" / "table.json").write_text(json.dumps({"val_choice": {"method": "halluc"}}))
+    done = subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    check = _said_commands(done.stdout)[1]
+    assert check.methods == "baseline,halluc" and check.seeds == 1 and check.out == tmp_path / "v2-8000"
+    assert "2 runs, 1 teacher config(s)" in done.stdout
+    assert "--no-control --student.train.iters 8000" in [line for line in done.stdout.splitlines()
+                                                        if line.startswith("+ ")][1]
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the project's git history (a worktree)")
+def test_cpu_study_script_trains_from_a_worktree_at_the_study_commit(tmp_path):
+    clone = tmp_path / "clone"  # a clone, so that the worktree is registered there, not in this checkout
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(clone)], check=True, timeout=300)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    (clone / "benchmarks").mkdir()
+    shutil.copy(ROOT / "benchmarks" / "cpu_study_v2.sh", clone / "benchmarks")  # the script as it is here
+    env = {**os.environ, "PYTHON": sys.executable, "ARCHIVE": "", "STUDY_COMMIT": head,
+           "WORKTREE": str(tmp_path / "wt"), "OUT": "runs/compare/v2"}
+    done = subprocess.run(["bash", str(clone / "benchmarks" / "cpu_study_v2.sh"), "--dry-run"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert f"training from {tmp_path / 'wt'} at {head}" in done.stdout, done.stderr
+    assert (tmp_path / "wt" / "runs").resolve() == (clone / "runs").resolve()  # one runs/ for both
+    assert "84 runs" in done.stdout and done.returncode == 1  # planned from the worktree; no table yet
