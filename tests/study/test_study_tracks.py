@@ -817,10 +817,15 @@ def test_tuning_never_scores_test_and_names_what_to_copy(tiny, capsys, monkeypat
 
 # --- the GPU study script ------------------------------------------------------------------------------
 
+def _dry_run(script: Path, env: dict) -> subprocess.CompletedProcess:
+    """A study script planned, not run (its --dry-run goes on to every compare command it runs)."""
+    return subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_gpu_study_script_parses_and_plans_on_cpu(tmp_path):
     script = ROOT / "benchmarks" / "gpu_study.sh"
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu")}
-    done = subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
+    done = _dry_run(script, env)
     assert done.returncode == 0, done.stderr
     said = done.stdout
     assert "6 runs, 1 teacher config(s)" in said
@@ -877,7 +882,7 @@ def test_cpu_study_script_plans_the_archived_study_then_the_check_at_8000(tmp_pa
     script = ROOT / "benchmarks" / "cpu_study_v2.sh"
     env = {**os.environ, "PYTHON": sys.executable, "ARCHIVE": "", "STUDY_COMMIT": "", "OUT": str(tmp_path / "v2"),
            "CHECK_OUT": str(tmp_path / "v2-8000")}
-    done = subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
+    done = _dry_run(script, env)
     assert done.returncode == 1 and "table.json is missing" in done.stderr  # no val choice before the table
     study = _said_commands(done.stdout)[0]
     archived = json.loads((ROOT / "docs" / "studies" / "v2" / "tune" / "table.json").read_text())
@@ -888,10 +893,10 @@ def test_cpu_study_script_plans_the_archived_study_then_the_check_at_8000(tmp_pa
         assert getattr(study, option) == getattr(published, option)
     (tmp_path / "v2").mkdir()
     (tmp_path / "v2" / "table.json").write_text(json.dumps({"val_choice": None}))
-    done = subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
+    done = _dry_run(script, env)
     assert done.returncode == 1 and "has no val choice yet" in done.stderr
     (tmp_path / "v2" / "table.json").write_text(json.dumps({"val_choice": {"method": "halluc"}}))
-    done = subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
+    done = _dry_run(script, env)
     assert done.returncode == 0, done.stderr
     check = _said_commands(done.stdout)[1]
     assert check.methods == "baseline,halluc" and check.seeds == 1 and check.out == tmp_path / "v2-8000"
@@ -910,8 +915,7 @@ def test_cpu_study_script_trains_from_a_worktree_at_the_study_commit(tmp_path):
     shutil.copy(ROOT / "benchmarks" / "cpu_study_v2.sh", clone / "benchmarks")  # the script as it is here
     env = {**os.environ, "PYTHON": sys.executable, "ARCHIVE": "", "STUDY_COMMIT": head,
            "WORKTREE": str(tmp_path / "wt"), "OUT": "runs/compare/v2"}
-    done = subprocess.run(["bash", str(clone / "benchmarks" / "cpu_study_v2.sh"), "--dry-run"], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = _dry_run(clone / "benchmarks" / "cpu_study_v2.sh", env)
     assert f"training from {tmp_path / 'wt'} at {head}" in done.stdout, done.stderr
     assert (tmp_path / "wt" / "runs").resolve() == (clone / "runs").resolve()  # one runs/ for both
     assert "84 runs" in done.stdout and done.returncode == 1  # planned from the worktree; no table yet
