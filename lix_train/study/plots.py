@@ -24,6 +24,12 @@ OTHER_GREY = (225, 225, 225)  # light: the classes in focus stand out against ev
 # Stand-ins for a class colour too close to another one in the figure (e.g. vKITTI2's grey Misc).
 FALLBACK_COLOURS = ((228, 26, 28), (55, 126, 184), (77, 175, 74), (152, 78, 163), (255, 127, 0), (166, 86, 40))
 MIN_COLOUR_DISTANCE = 60.0
+# Line plots with a dozen rows: colours (no grey: the baselines; no green: the teacher) and markers
+# cycle with coprime periods: ten rows get ten colours, and no two of the first 70 look alike.
+LINE_COLOURS = ("tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan",
+                "black", "gold")
+LINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+TWIN_SUFFIX = "_xzeros"  # a method from the X = zeros teacher: drawn like its method, dashed and hollow
 
 
 def _save(fig: Figure, out_path: Path) -> Path:
@@ -71,7 +77,10 @@ def plot_miou_bars(table: Mapping[str, Any], out_path: Path) -> Path:
 
 
 def plot_class_gains(table: Mapping[str, Any], out_path: Path) -> Path:
-    """Grouped bars: per-class IoU gain over the RGB baseline (points) of the teacher and every method."""
+    """Heat map: per-class IoU gain over the RGB baseline (points), one row per model (the teacher
+    first), each cell annotated. A study has a dozen rows and classes, too many for grouped bars.
+    The colour scale is the students' (+-their largest gain): the teacher's far larger leads saturate,
+    their numbers stay written in the cells."""
     series: dict[str, Mapping[str, float | None]] = {}
     if table.get("teacher") and table["teacher"].get("per_class_gain"):
         series["teacher"] = table["teacher"]["per_class_gain"]
@@ -81,23 +90,49 @@ def plot_class_gains(table: Mapping[str, Any], out_path: Path) -> Path:
     if not series:
         raise ValueError("plot_class_gains: no per-class gains (needs the baseline and another model)")
     names = list(next(iter(series.values())))
-    width = 0.8 / len(series)
-    fig = Figure(figsize=(max(7.0, 0.22 * len(names) * len(series) + 2), 4.0))
+    values = np.asarray([[np.nan if gains.get(n) is None else 100 * gains[n] for n in names]
+                         for gains in series.values()], dtype=float)
+    students = values[1:] if "teacher" in series and len(series) > 1 else values
+    scale = float(np.nanmax(np.abs(students))) if np.isfinite(students).any() else 1.0
+    scale = max(scale, 1.0)
+    fig = Figure(figsize=(max(6.0, 0.62 * len(names) + 2.5), max(2.6, 0.34 * len(series) + 1.8)))
     ax = fig.subplots()
-    x = np.arange(len(names))
-    for i, (model, gains) in enumerate(series.items()):
-        values = np.asarray([np.nan if gains.get(n) is None else 100 * gains[n] for n in names], dtype=float)
-        style = {"color": "tab:green", "alpha": 0.5} if model == "teacher" else {}
-        ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(values), width, label=model, **style)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu", vmin=-scale, vmax=scale, aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
+        text, colour = ("-", "black") if np.isnan(value) else (
+            f"{value:+.1f}", "white" if abs(value) > 0.6 * scale else "black")
+        ax.text(j, i, text, ha="center", va="center", fontsize="x-small", color=colour)
+    if "teacher" in series and len(series) > 1:
+        ax.axhline(0.5, color="black", linewidth=1.2)  # the teacher above, the RGB students below
     geometry = set(table.get("geometry_classes", []))
-    ax.set_xticks(x)
+    ax.set_xticks(np.arange(len(names)))
     ax.set_xticklabels([f"{n} *" if n in geometry else n for n in names], rotation=45, ha="right")
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylabel("IoU gain over the RGB baseline (points)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="x-small", ncol=min(4, len(series)))
-    ax.set_title("per-class gain over the baseline (* = largest teacher gap)")
+    ax.set_yticks(np.arange(len(series)))
+    ax.set_yticklabels(list(series))
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02).set_label("IoU gain (points)")
+    ax.set_title("per-class IoU gain over the RGB baseline, test (* = largest teacher gap;\n"
+                 f"colours clipped at \u00b1{scale:.1f}, the students' largest)", fontsize="medium")
     return _save(fig, out_path)
+
+
+def row_styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Matplotlib styles for the rows of a line plot: the baselines grey, each other method its own
+    colour and marker, an X = zeros twin (`<method>_xzeros`) its method's, dashed with hollow markers."""
+    styles: dict[str, dict[str, Any]] = {}
+    own = [m for m in methods if not m.startswith(BASELINE) and not (
+        m.endswith(TWIN_SUFFIX) and m[:-len(TWIN_SUFFIX)] in methods)]
+    for i, method in enumerate(own):
+        styles[method] = {"color": LINE_COLOURS[i % len(LINE_COLOURS)], "marker": LINE_MARKERS[i % len(LINE_MARKERS)],
+                          "linestyle": "-"}
+    for method in methods:
+        if method == BASELINE:
+            styles[method] = {"color": "tab:gray", "marker": "o", "linestyle": ":"}
+        elif method.startswith(BASELINE) and method not in styles:
+            styles[method] = {"color": "dimgray", "marker": "s", "linestyle": "-."}
+        elif method not in styles:
+            parent = styles[method[:-len(TWIN_SUFFIX)]]
+            styles[method] = {**parent, "linestyle": "--", "markerfacecolor": "none"}
+    return styles
 
 
 def plot_budgets(table: Mapping[str, Any], out_path: Path) -> Path:
@@ -113,6 +148,7 @@ def plot_budgets(table: Mapping[str, Any], out_path: Path) -> Path:
         splits.insert(0, ("test", "", budgets.get("teacher_miou")))
     fig = Figure(figsize=(5.0 * len(splits), 3.8))
     panels = list(np.atleast_1d(fig.subplots(1, len(splits), sharey=True)))
+    styles = row_styles([row["method"] for row in rows])
     for ax, (split, key, teacher) in zip(panels, splits):
         for row in rows:
             points = [(int(b), c[f"{key}mean"], c[f"{key}std"] or 0.0) for b, c in row["by_budget"].items()
@@ -120,8 +156,7 @@ def plot_budgets(table: Mapping[str, Any], out_path: Path) -> Path:
             if not points:
                 continue
             x, mean, std = (np.asarray(v, dtype=float) for v in zip(*sorted(points)))
-            style = {"color": "tab:gray", "linestyle": ":"} if row["method"] == BASELINE else {}
-            ax.errorbar(x, 100 * mean, yerr=100 * std, marker="o", capsize=3, label=row["method"], **style)
+            ax.errorbar(x, 100 * mean, yerr=100 * std, capsize=3, label=row["method"], **styles[row["method"]])
         if teacher is not None:
             ax.axhline(100 * teacher, color="tab:green", linestyle="--", label=f"teacher {100 * teacher:.1f}")
         ax.set_xscale("log", base=2)

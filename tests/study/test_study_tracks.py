@@ -664,6 +664,38 @@ def test_budget_and_warm_start_plots_are_pngs(tmp_path):
         plot_budgets({"budgets": {"rows": []}}, tmp_path / "none.png")
 
 
+def test_line_styles_tell_a_dozen_rows_apart_and_pair_each_x_zeros_twin_with_its_method():
+    from lix_train.study.plots import row_styles
+
+    methods = ["baseline", "kd", "dkd", "cwd", "at", "dwld", "arfd", "lix", "mgd", "aux_x", "halluc",
+               "lix_xzeros", "cwd_xzeros", "baseline_wide"]
+    styles = row_styles(methods)
+    own = [m for m in methods if not m.startswith("baseline") and not m.endswith("_xzeros")]
+    assert len({styles[m]["color"] for m in own}) == len(own) == 10  # ten methods, ten colours
+    assert all(styles[m]["color"] not in ("tab:gray", "tab:green") for m in own)  # the baselines', the teacher's
+    assert styles["baseline"]["color"] == "tab:gray" and styles["baseline_wide"]["linestyle"] != "-"
+    for twin in ("lix_xzeros", "cwd_xzeros"):
+        parent = styles[twin.removesuffix("_xzeros")]
+        assert styles[twin]["color"] == parent["color"] and styles[twin]["marker"] == parent["marker"]
+        assert styles[twin]["linestyle"] == "--" and styles[twin]["markerfacecolor"] == "none"
+    assert row_styles(["kd_xzeros"])["kd_xzeros"]["linestyle"] == "-"  # no kd row: a method of its own
+    many = row_styles([f"m{i}" for i in range(70)])
+    assert len({(s["color"], s["marker"]) for s in many.values()}) == 70
+
+
+def test_class_gains_are_a_heat_map_on_the_students_scale(tmp_path):
+    from lix_train.study.plots import plot_class_gains
+
+    table = aggregate(_made_up_study(), [], {"student": {"iters": 2}}, "cmd", "c")
+    assert table["teacher"]["per_class_gain"] and all(m["per_class_gain"] for m in table["methods"][1:])
+    assert plot_class_gains(table, tmp_path / "gains.png").read_bytes()[:8] == PNG
+    unfinished = {**table, "methods": [*table["methods"], {"method": "mgd", "per_class_gain": {
+        name: None for name in table["teacher"]["per_class_gain"]}}]}
+    assert plot_class_gains(unfinished, tmp_path / "gains2.png").read_bytes()[:8] == PNG  # its row drawn as '-'
+    with pytest.raises(ValueError, match="no per-class gains"):
+        plot_class_gains({"teacher": None, "methods": []}, tmp_path / "none.png")
+
+
 def test_tuning_table_is_val_only_and_best_first():
     specs = tuning.expand_tuning(["kd"], [0, 1])
     val = {"temperature1-lambda_l0.5": 0.30, "temperature4-lambda_l2": 0.50}
