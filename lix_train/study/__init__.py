@@ -14,10 +14,12 @@
     table      the tables as plain data: mean +- std over seeds, share of the teacher gap closed, per-class
                gains, budgets, warm start (table.json), results.json, the tuning table (tuning.json)
     table_md   the same tables as Markdown: table.md (test, or val-only), tuning.md; writes each with its .json
-    plots      mIoU bars with per-seed points, per-class gains, ablation panels, mIoU vs budget, warm start,
-               the geometry-classes qualitative grid
+    plots      mIoU bars with per-seed points, a heat map of the per-class gains, ablation panels, mIoU vs
+               budget, warm start, the geometry-classes qualitative grid
     curves     `python -m lix_train.study.curves`: val mIoU against iteration of several runs (is a budget
                converged?)
+    class_val  `python -m lix_train.study.class_val`: final val IoU per class of runs side by side (where
+               one model's lead over another lies)
     archive    `python -m lix_train.study.archive save|restore`: a study's evidence in a committed folder
 
 Light at import (no torch): the CLI's --help and --dry-run need none.

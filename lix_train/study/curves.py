@@ -23,7 +23,8 @@ from lix_train.engine.logging import read_csv
 PROG = "python -m lix_train.study.curves"
 
 
-def _labelled(text: str, flag: str) -> tuple[str, str]:
+def labelled(text: str, flag: str) -> tuple[str, str]:
+    """LABEL=VALUE of a command-line option (`flag` names it in the error)."""
     label, sep, rest = text.partition("=")
     if not sep or not label or not rest:
         raise UserError(f"{flag} {text!r}: expected LABEL=VALUE")
@@ -41,16 +42,21 @@ def read_curve(run_dir: Path) -> list[tuple[int, float]]:
         raise UserError(f"{run_dir / 'eval.csv'}: not an eval log ({err})") from None
 
 
-def final_val(run_dir: Path) -> float:
-    """A finished run's final val mIoU (distill's student_val; a teacher's teacher.json val)."""
-    for name, keys in (("metrics.json", ("student_val",)), ("teacher.json", ("val",))):
+def final_val_scores(run_dir: Path) -> dict:
+    """A finished run's final val scores (miou, per_class_iou, ...): distill's metrics.json student_val,
+    or a teacher's teacher.json val."""
+    for name, key in (("metrics.json", "student_val"), ("teacher.json", "val")):
         path = run_dir / name
         if path.is_file():
-            data = json.loads(path.read_text())
-            for key in keys:
-                if (data.get(key) or {}).get("miou") is not None:
-                    return float(data[key]["miou"])
+            scores = json.loads(path.read_text()).get(key) or {}
+            if scores.get("miou") is not None:
+                return scores
     raise UserError(f"{run_dir}: no final val score (metrics.json student_val or teacher.json val)")
+
+
+def final_val(run_dir: Path) -> float:
+    """A finished run's final val mIoU (distill's student_val; a teacher's teacher.json val)."""
+    return float(final_val_scores(run_dir)["miou"])
 
 
 def format_curves(curves: dict[str, list[tuple[int, float]]], finals: dict[str, list[tuple[int, float]]]) -> str:
@@ -81,11 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     curves = {}
     for text in args.run:
-        label, folder = _labelled(text, "--run")
+        label, folder = labelled(text, "--run")
         curves[label] = read_curve(Path(folder))
     finals: dict[str, list[tuple[int, float]]] = {}
     for text in args.final:
-        label, rest = _labelled(text, "--final")
+        label, rest = labelled(text, "--final")
         budget, sep, folder = rest.partition(":")
         if label not in curves or not sep or not budget.isdigit():
             raise UserError(f"--final {text!r}: expected LABEL=BUDGET:DIR with LABEL one of --run's ({', '.join(curves)})")
