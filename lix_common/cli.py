@@ -53,6 +53,14 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.error_name}: error: {message} (see --help)\n")
 
 
+def doc_parser(prog: str, doc: str) -> OneLineParser:
+    """A tool's parser whose --help opens with the first two paragraphs of its module docstring (what it
+    does, then how), laid out as written (the usage examples keep their lines)."""
+    paragraphs = doc.split("\n\n")
+    return OneLineParser(prog=prog, description=" ".join(paragraphs[:2]),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def count(minimum: int) -> Callable[[str], int]:
     """argparse type: an integer >= `minimum` (a bad one is a one-line parser error)."""
 

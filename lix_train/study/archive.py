@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from lix_train.cli import UserError, run_cli
-from lix_common.cli import OneLineParser
+from lix_common.cli import doc_parser
 
 PROG = "python -m lix_train.study.archive"
 RUNS_DIR = "runs"  # a study's run folders (study/planning.py)
@@ -105,8 +105,7 @@ def restore(source: Path, study: Path, teachers: Path) -> dict[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = doc_parser(PROG, __doc__)
     sub = parser.add_subparsers(dest="action", required=True, metavar="{save,restore}")
     s = sub.add_parser("save", help="copy a study's finished runs, tables and teachers into an archive folder")
     s.add_argument("--study", type=Path, required=True, metavar="DIR", help="the study folder (compare's --out)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lix_common.cli import OneLineParser
+from lix_common.cli import doc_parser
 from lix_train.cli import UserError, run_cli
 from lix_train.study.curves import final_val_scores, labelled
 
@@ -67,8 +67,7 @@ def format_class_val(columns: dict[str, dict[str, float | None]], sizes: dict[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = doc_parser(PROG, __doc__)
     parser.add_argument("--run", action="append", required=True, metavar="LABEL=DIR[,DIR...]",
                         help="finished run folders (several: averaged); the first --run is the reference")
     return parser

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from lix_train.cli import UserError, run_cli
-from lix_common.cli import OneLineParser
+from lix_common.cli import doc_parser
 from lix_train.engine.logging import read_csv
 
 PROG = "python -m lix_train.study.curves"
@@ -73,8 +73,7 @@ def format_curves(curves: dict[str, list[tuple[int, float]]], finals: dict[str, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[1],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = doc_parser(PROG, __doc__)
     parser.add_argument("--run", action="append", required=True, metavar="LABEL=DIR",
                         help="a run folder with an eval.csv (a student run, or a teacher in the store)")
     parser.add_argument("--final", action="append", default=[], metavar="LABEL=BUDGET:DIR",
