@@ -24,9 +24,9 @@ def test_the_reference_against_the_mean_of_several_seeds(tmp_path, capsys):
     assert class_val.main(["--run", f"teacher={teacher}", "--run", f"student={s0},{s1}"]) == 0
     out = capsys.readouterr().out
     assert "| class | teacher | student (2 runs) | teacher - student |" in out
-    assert "| Road | 90.0 | 85.0 | +5.0 |" in out and "| Pole | 50.0 | 25.0 | +25.0 |" in out
-    assert "| GuardRail | - | 20.0 | - |" in out  # a class one side never scored: no difference
-    assert "| mIoU | 70.0 | 55.0 | +15.0 |" in out  # over the classes every column scored
+    assert "| Road | 90.0 | 85.0 ± 7.1 | +5.0 |" in out and "| Pole | 50.0 | 25.0 ± 7.1 | +25.0 |" in out
+    assert "| GuardRail | - | 20.0 ± 14.1 | - |" in out  # a class one side never scored: no difference
+    assert "| mIoU | 70.0 | 55.0 ± 7.1 | +15.0 |" in out  # each run's mean over the classes every column scored
 
 
 def test_a_student_run_reads_student_val_not_test(tmp_path):
@@ -34,7 +34,7 @@ def test_a_student_run_reads_student_val_not_test(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     metrics["student"] = {"miou": 0.99, "per_class_iou": {"Road": 0.99}}  # the test score: never read
     (run / "metrics.json").write_text(json.dumps(metrics))
-    assert class_val.mean_class_iou([run]) == {"Road": 0.5}
+    assert class_val.class_ious([run]) == {"Road": [0.5]}
 
 
 @pytest.mark.parametrize("argv, message", [
