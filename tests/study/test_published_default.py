@@ -59,3 +59,15 @@ def test_the_chosen_method_was_run_at_the_most_seeds_and_leads_them_on_val():
             for m, row in results["methods"].items() if row["val"]]
     controls = {BASELINE} | {m for m in results["methods"] if named_row(m) is not None}
     assert val_choice(rows, controls)["method"] == results["val_best_method"]
+
+
+def test_results_md_quotes_the_main_table_as_the_harness_wrote_it():
+    """results.md V.0's tables are lines of the archived table.md (docs/studies/v2/tune), never typed in, and
+    its results.json is the same report: the baseline's per-seed test scores agree."""
+    results_md = (ROOT / "docs" / "results.md").read_text()
+    main_table = results_md.split("### V.0", 1)[1].split("\n### ", 1)[0]
+    archived = (ROOT / "docs" / "studies" / "v2" / "tune" / "table.md").read_text().splitlines()
+    rows = [line for line in main_table.splitlines() if line.startswith("|")]
+    assert len(rows) > 20 and [row for row in rows if row not in archived] == []
+    seeds = ", ".join(f"{v:.1f}" for v in _published()["methods"][BASELINE]["test"])
+    assert any(row.startswith("| baseline (RGB only, L_H) |") and f"| {seeds} |" in row for row in rows)
