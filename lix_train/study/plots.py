@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lix_train.study.grid import BASELINE
+from lix_train.study.grid import BASELINE, NAMED_ROWS, XZEROS
 
 PLOTS_DIR = "plots"
 OTHER_GREY = (225, 225, 225)  # light: the classes in focus stand out against everything else
@@ -29,7 +29,6 @@ MIN_COLOUR_DISTANCE = 60.0
 LINE_COLOURS = ("tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan",
                 "black", "gold")
 LINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-TWIN_SUFFIX = "_xzeros"  # a method from the X = zeros teacher: drawn like its method, dashed and hollow
 
 
 def _save(fig: Figure, out_path: Path) -> Path:
@@ -116,22 +115,24 @@ def plot_class_gains(table: Mapping[str, Any], out_path: Path) -> Path:
 
 
 def row_styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Matplotlib styles for the rows of a line plot: the baselines grey, each other method its own
-    colour and marker, an X = zeros twin (`<method>_xzeros`) its method's, dashed with hollow markers."""
-    styles: dict[str, dict[str, Any]] = {}
-    own = [m for m in methods if not m.startswith(BASELINE) and not (
-        m.endswith(TWIN_SUFFIX) and m[:-len(TWIN_SUFFIX)] in methods)]
-    for i, method in enumerate(own):
-        styles[method] = {"color": LINE_COLOURS[i % len(LINE_COLOURS)], "marker": LINE_MARKERS[i % len(LINE_MARKERS)],
-                          "linestyle": "-"}
+    """Matplotlib styles for the rows of a line plot: the baseline and its named rows (grid.NAMED_ROWS, e.g. the
+    wide student) grey, each other method its own colour and marker, an X = zeros twin (`<method>_xzeros`) of a
+    method in the plot its method's, dashed with hollow markers."""
+    def twin_of(row: str) -> str | None:
+        parent = row[:-len(XZEROS)] if row.endswith(XZEROS) else None
+        return parent if parent in methods else None
+
+    baselines = [m for m in methods if m == BASELINE or (m in NAMED_ROWS and NAMED_ROWS[m].method == BASELINE)]
+    own = [m for m in methods if m not in baselines and twin_of(m) is None]
+    styles: dict[str, dict[str, Any]] = {
+        method: {"color": LINE_COLOURS[i % len(LINE_COLOURS)], "marker": LINE_MARKERS[i % len(LINE_MARKERS)],
+                 "linestyle": "-"} for i, method in enumerate(own)}
+    for method in baselines:
+        styles[method] = ({"color": "tab:gray", "marker": "o", "linestyle": ":"} if method == BASELINE
+                          else {"color": "dimgray", "marker": "s", "linestyle": "-."})
     for method in methods:
-        if method == BASELINE:
-            styles[method] = {"color": "tab:gray", "marker": "o", "linestyle": ":"}
-        elif method.startswith(BASELINE) and method not in styles:
-            styles[method] = {"color": "dimgray", "marker": "s", "linestyle": "-."}
-        elif method not in styles:
-            parent = styles[method[:-len(TWIN_SUFFIX)]]
-            styles[method] = {**parent, "linestyle": "--", "markerfacecolor": "none"}
+        if method not in styles:
+            styles[method] = {**styles[twin_of(method)], "linestyle": "--", "markerfacecolor": "none"}
     return styles
 
 
