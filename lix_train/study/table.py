@@ -226,7 +226,7 @@ def aggregate(results: Sequence[RunResult], ablations: Sequence[AblationSet], pr
         table["budgets"] = _budget_table(results, budgets, protocol["student"]["iters"], teacher_miou)
         rows += [cell for row in table["budgets"]["rows"] for cell in row["by_budget"].values()]
     if warm_iters is not None:
-        table["warm_start"] = _warm_table(results, warm_iters, teacher_miou, base_mean, baseline["val_mean"])
+        table["warm_start"] = _warm_table(results, warm_iters, teacher_miou, by_method.get(BASELINE, []))
         rows += table["warm_start"]["rows"]
     table["checks"] = distiller_checks(table, (table["val_choice"] or {}).get("method"))
     table["missing"] = sorted({name for row in rows for name in row["missing"]})
@@ -254,19 +254,22 @@ def _budget_table(results: Sequence[RunResult], budgets: Sequence[int], preset_i
             "rows": rows}
 
 
-def _warm_table(results: Sequence[RunResult], iters: int, teacher: float | None, start_mean: float | None,
-                start_val_mean: float | None = None) -> dict:
+def _warm_table(results: Sequence[RunResult], iters: int, teacher: float | None,
+                baselines: Sequence[RunResult]) -> dict:
     """The warm-start rows, each measured against the baseline's own warm-start row (the fair control);
-    `start_mean` / `start_val_mean`: the baseline students' test / val mIoU where the track starts."""
+    `baselines`: the main table's baseline runs. The track starts from those of its own seeds (often seed 0
+    alone), so where it starts is their mean, not the mean over every baseline seed."""
     by_row = _by_row(results, WARM_GROUP)
+    seeds = {r.spec.seed for runs in by_row.values() for r in runs}
+    start = _student_row([r for r in baselines if r.spec.seed in seeds], None, None)
     base = _student_row(by_row.get(BASELINE, []), None, None)
     rows = []
     for label, runs in by_row.items():
         row = {"method": label, "tuned": dict(runs[0].spec.tuned), **_student_row(runs, base["mean"], teacher)}
         row.pop("per_class_iou")
         rows.append(row)
-    return {"iters": iters, "start_mean": start_mean, "start_val_mean": start_val_mean, "teacher_miou": teacher,
-            "rows": rows}
+    return {"iters": iters, "start_mean": start["mean"], "start_val_mean": start["val_mean"],
+            "start_seeds": sorted(seeds), "teacher_miou": teacher, "rows": rows}
 
 
 def aggregate_tuning(results: Sequence[RunResult], protocol: dict, command: str, commit: str) -> dict:

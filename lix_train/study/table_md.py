@@ -8,7 +8,7 @@ protocol it was made with. The numbers come from table.py (plain data, what the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from lix_train.report import write_json, write_text
 from lix_train.study.grid import BASELINE, row_label
@@ -227,6 +227,13 @@ def _budget_lines(table: Mapping[str, Any], val_only: bool = False) -> list[str]
     return lines
 
 
+def _seeds(seeds: Sequence[int] | None) -> str:
+    """'seed 0' / 'seeds 0, 1, 2' ('their seeds' where an older table.json does not say)."""
+    if not seeds:
+        return "their seeds"
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
+
+
 def _warm_lines(table: Mapping[str, Any], val_only: bool = False) -> list[str]:
     """The warm-start section, against the baseline's own warm-start row; val columns alone in a val-only study."""
     warm = table.get("warm_start")
@@ -237,7 +244,8 @@ def _warm_lines(table: Mapping[str, Any], val_only: bool = False) -> list[str]:
     lines = ["", f"## Warm start: {warm['iters']} more iterations from the baseline students", "",
              "Every run starts from the finished baseline student of its seed (fresh optimiser and schedule); "
              f"the baseline row continues with labels only, the fair control: 'vs baseline' and the gap closed are "
-             f"measured against it. The baseline students started at {start}.", ""]
+             f"measured against it. The baseline students it starts from ({_seeds(warm.get('start_seeds'))}) scored "
+             f"{start}.", ""]
     if not val_only:
         return lines + ["| model | mIoU | per seed | vs baseline | gap closed | val mIoU |", "|---|---|---|---|---|---|",
                         *(_method_line(row) for row in warm["rows"])]

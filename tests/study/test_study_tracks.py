@@ -637,6 +637,22 @@ def test_the_table_names_the_software_each_run_computed_with():
     assert f"Software: unrecorded (1); stack A ({a}); stack B ({b})" in md
 
 
+def test_the_warm_start_track_starts_where_its_own_seeds_baselines_ended():
+    """A track at seed 0 alone starts from baseline-s0, so its starting score is that run's, not the mean over
+    every baseline seed; table.md names the seeds."""
+    main = expand(["baseline", "kd"], [0, 1])
+    warm = expand_warm_start(["baseline", "kd"], [0], 3, lambda s: f"b{s}")
+    score = {"baseline-s0": 0.40, "baseline-s1": 0.50, "kd-s0": 0.45, "kd-s1": 0.55}
+    results = [RunResult(spec, _metrics(score.get(spec.name, 0.6), score.get(spec.name, 0.6) - 0.02))
+               for spec in main + warm]
+    table = aggregate(results, [], {"student": {"iters": 2}}, "cmd", "c", warm_iters=3)
+    assert table["warm_start"]["start_seeds"] == [0]
+    assert table["warm_start"]["start_mean"] == pytest.approx(0.40)  # baseline-s0 alone (the mean would be 0.45)
+    assert table["warm_start"]["start_val_mean"] == pytest.approx(0.38)
+    md = format_markdown({**table, "protocol": _protocol()})
+    assert "The baseline students it starts from (seed 0) scored 40.0 test mIoU." in md
+
+
 def test_a_val_only_study_shows_its_budgets_and_warm_start_on_val(tmp_path):
     from lix_train.study.plots import plot_budgets, plot_warm_start
 
@@ -648,7 +664,7 @@ def test_a_val_only_study_shows_its_budgets_and_warm_start_on_val(tmp_path):
     assert "| model | 1 val | 2 val | 4 val |" in budgets and "test" not in budgets
     assert "| teacher | 60.0 | 60.0 | 60.0 |" in budgets and "| kd | 38.5 ± 0.7 | 43.5 ± 0.7 | 48.5 ± 0.7 |" in budgets
     warm = md.split("## Warm start: 3 more iterations from the baseline students", 1)[1]
-    assert "started at 38.5 val mIoU" in warm and "| model | val mIoU | per seed | vs baseline | gap closed |" in warm
+    assert "(seeds 0, 1) scored 38.5 val mIoU" in warm and "| model | val mIoU | per seed | vs baseline | gap closed |" in warm
     assert "| kd | 45.5 ± 0.7 | 45.0, 46.0 | +5.0 | 26 % |" in warm  # against the warm baseline's 40.5, teacher 60
     assert plot_warm_start(table, tmp_path / "warm.png").read_bytes()[:8] == PNG
     assert plot_budgets(table, tmp_path / "budgets.png").read_bytes()[:8] == PNG  # the val panel alone
