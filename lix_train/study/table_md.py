@@ -227,7 +227,7 @@ def _budget_lines(table: Mapping[str, Any], val_only: bool = False) -> list[str]
     return lines
 
 
-def _seeds(seeds: Sequence[int] | None) -> str:
+def _seed_list(seeds: Sequence[int] | None) -> str:
     """'seed 0' / 'seeds 0, 1, 2' ('their seeds' where an older table.json does not say)."""
     if not seeds:
         return "their seeds"
@@ -244,7 +244,7 @@ def _warm_lines(table: Mapping[str, Any], val_only: bool = False) -> list[str]:
     lines = ["", f"## Warm start: {warm['iters']} more iterations from the baseline students", "",
              "Every run starts from the finished baseline student of its seed (fresh optimiser and schedule); "
              f"the baseline row continues with labels only, the fair control: 'vs baseline' and the gap closed are "
-             f"measured against it. The baseline students it starts from ({_seeds(warm.get('start_seeds'))}) scored "
+             f"measured against it. The baseline students it starts from ({_seed_list(warm.get('start_seeds'))}) scored "
              f"{start}.", ""]
     if not val_only:
         return lines + ["| model | mIoU | per seed | vs baseline | gap closed | val mIoU |", "|---|---|---|---|---|---|",

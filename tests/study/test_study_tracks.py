@@ -651,6 +651,7 @@ def test_the_warm_start_track_starts_where_its_own_seeds_baselines_ended():
     assert table["warm_start"]["start_val_mean"] == pytest.approx(0.38)
     md = format_markdown({**table, "protocol": _protocol()})
     assert "The baseline students it starts from (seed 0) scored 40.0 test mIoU." in md
+    assert "| kd | 50.0 ± 7.1 | 45.0, 55.0 |" in md  # the main table's per-seed column beside it
 
 
 def test_a_val_only_study_shows_its_budgets_and_warm_start_on_val(tmp_path):
