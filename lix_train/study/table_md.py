@@ -228,7 +228,7 @@ def _budget_lines(table: Mapping[str, Any], val_only: bool = False) -> list[str]
 
 
 def _seed_list(seeds: Sequence[int] | None) -> str:
-    """'seed 0' / 'seeds 0, 1, 2' ('their seeds' where an older table.json does not say)."""
+    """'seed 0' / 'seeds 0, 1, 2' ('their seeds' for a track with no runs)."""
     if not seeds:
         return "their seeds"
     return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
@@ -244,8 +244,8 @@ def _warm_lines(table: Mapping[str, Any], val_only: bool = False) -> list[str]:
     lines = ["", f"## Warm start: {warm['iters']} more iterations from the baseline students", "",
              "Every run starts from the finished baseline student of its seed (fresh optimiser and schedule); "
              f"the baseline row continues with labels only, the fair control: 'vs baseline' and the gap closed are "
-             f"measured against it. The baseline students it starts from ({_seed_list(warm.get('start_seeds'))}) scored "
-             f"{start}.", ""]
+             "measured against it. The baseline students it starts from "
+             f"({_seed_list(warm.get('start_seeds'))}) scored {start}.", ""]
     if not val_only:
         return lines + ["| model | mIoU | per seed | vs baseline | gap closed | val mIoU |", "|---|---|---|---|---|---|",
                         *(_method_line(row) for row in warm["rows"])]
